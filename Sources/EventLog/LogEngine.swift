@@ -1,0 +1,170 @@
+/// The partitioned, durable log the processors run on: Kafka's model (topics of N
+/// partitions, offsets, consumer groups with committed offsets) so the same processors
+/// run on the embedded engine and on Kafka.
+
+/// One partition of one topic.
+public struct TopicPartition: Hashable, Sendable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int
+    public init(_ topic: String, _ partition: Int) {
+        self.topic = topic
+        self.partition = partition
+    }
+    public var description: String { "\(topic)[\(partition)]" }
+}
+
+/// A record as stored in the log.
+public struct LogRecord: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int
+    public var offset: Int64
+    public var key: String
+    public var value: [UInt8]
+    public var headers: [String: String]
+    /// Milliseconds since the Unix epoch, set when the record was appended.
+    public var timestamp: Int64
+
+    public init(
+        topic: String, partition: Int, offset: Int64, key: String, value: [UInt8],
+        headers: [String: String] = [:], timestamp: Int64
+    ) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp = timestamp
+    }
+}
+
+/// A record to append. Without an explicit partition, the key decides it
+/// (`Partitioner.partition(forKey:count:)`, Kafka's murmur2 partitioner).
+public struct OutgoingRecord: Sendable, Equatable {
+    public var topic: String
+    public var key: String
+    public var value: [UInt8]
+    public var headers: [String: String]
+    public var partition: Int?
+
+    public init(
+        topic: String, key: String, value: [UInt8], headers: [String: String] = [:],
+        partition: Int? = nil
+    ) {
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.partition = partition
+    }
+}
+
+/// Where an appended record landed.
+public struct RecordAddress: Hashable, Sendable {
+    public var topic: String
+    public var partition: Int
+    public var offset: Int64
+    public init(topic: String, partition: Int, offset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+    }
+}
+
+/// Offsets a consumer group has finished with: for each partition, the offset of the
+/// next record to read (Kafka's convention).
+public struct OffsetCommit: Sendable, Equatable {
+    public var group: String
+    public var topic: String
+    public var offsets: [Int: Int64]
+    public init(group: String, topic: String, offsets: [Int: Int64]) {
+        self.group = group
+        self.topic = topic
+        self.offsets = offsets
+    }
+}
+
+/// What a group consumer's poll returns.
+public enum GroupPoll: Sendable, Equatable {
+    /// Records from the assigned partitions, in offset order per partition.
+    case records([LogRecord])
+    /// Partitions newly assigned to this member; reading resumes at the committed offsets.
+    case assigned([Int])
+    /// Partitions taken away; commit what was finished before returning to poll.
+    case revoked([Int])
+    /// Nothing arrived within the timeout.
+    case idle
+}
+
+/// A durable, partitioned log.
+///
+/// - Important: `append` returns only once the records are durable (embedded: fsync'd;
+///   Kafka: acknowledged by all in-sync replicas). Appends of one call are atomic: all or
+///   none become visible, and with `commit` the group's offsets move in the same unit
+///   (embedded: one SQLite transaction; Kafka: a transaction). Callers must not rely on
+///   atomicity alone for correctness (a test broker shows aborted records), so processors
+///   also dedupe by command id and version.
+public protocol LogEngine: Sendable {
+    /// Creates the topic if missing (retention forever, never compacted).
+    func createTopic(_ topic: String, partitions: Int) async throws
+    /// The topic's partition count; throws `LogError.unknownTopic` if missing.
+    func partitionCount(_ topic: String) async throws -> Int
+    /// Appends records durably and atomically, optionally committing a group's offsets in
+    /// the same unit. Returns where each record landed, in input order.
+    @discardableResult
+    func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress]
+    /// For each partition (index = partition), the offset the next appended record gets.
+    func endOffsets(_ topic: String) async throws -> [Int64]
+    /// Reads every partition of `topic` from the given offsets (index = partition) without
+    /// joining a group: subscriptions, projections local to this instance.
+    func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader
+    /// Joins a consumer group: each partition is owned by one member at a time and reading
+    /// starts at the group's committed offsets (0 when none).
+    func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer
+    /// The group's committed offsets (index = partition; 0 when none).
+    func committedOffsets(group: String, topic: String) async throws -> [Int64]
+    /// The newest record with this key (a keyed table's current row), or nil.
+    func latestRecord(topic: String, key: String) async throws -> LogRecord?
+}
+
+/// Reads all partitions of one topic, from explicit offsets.
+public protocol LogReader: Sendable {
+    /// Up to `maxRecords` records (in offset order per partition), waiting up to `timeout`
+    /// for the first one; `[]` when none arrived in time. Cancellation ends the wait.
+    func next(maxRecords: Int, timeout: Duration) async throws -> [LogRecord]
+    /// The offsets the reader will read next (index = partition).
+    func positions() async -> [Int64]
+    func close() async
+}
+
+/// A member of a consumer group.
+public protocol GroupConsumer: Sendable {
+    var group: String { get }
+    var topic: String { get }
+    func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll
+    /// Commits offsets (the next offset to read, per partition).
+    func commit(_ offsets: [Int: Int64]) async throws
+    func close() async
+}
+
+/// Infrastructure errors of a log engine.
+public struct LogError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Hashable {
+        case unknownTopic, unavailable, closed, corrupt, io
+    }
+    public var code: Code
+    public var message: String
+    public var file: String
+    public var line: Int
+
+    public init(_ code: Code, _ message: String, file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.message = message
+        self.file = file
+        self.line = line
+    }
+    public static func unknownTopic(_ topic: String, file: String = #fileID, line: Int = #line) -> LogError {
+        LogError(.unknownTopic, "unknown topic '\(topic)'", file: file, line: line)
+    }
+    public var description: String { "\(message) (\(code), \(file):\(line))" }
+}

@@ -1,0 +1,103 @@
+import OrderDomain
+
+/// A resume token: for every partition of `order-aggregates`, the offset of the next
+/// record to read. Opaque to clients ("v1:" + offsets joined by "."), validated on parse.
+public struct LogPosition: Sendable, Hashable, Codable, CustomStringConvertible {
+    public var offsets: [Int64]
+    public init(offsets: [Int64]) { self.offsets = offsets }
+
+    public var token: String { "v1:" + offsets.map(String.init).joined(separator: ".") }
+    public var description: String { token }
+
+    /// Parses a token; nil when malformed or made for another partition count.
+    public init?(token: String, partitions: Int) {
+        guard token.hasPrefix("v1:") else { return nil }
+        let parts = token.dropFirst(3).split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == partitions else { return nil }
+        var offsets: [Int64] = []
+        for part in parts {
+            guard part.count <= 19, let v = Int64(part), v >= 0, part.allSatisfy(\.isASCII) else { return nil }
+            offsets.append(v)
+        }
+        self.offsets = offsets
+    }
+}
+
+/// An event as the read model keeps it: with the position just after it.
+public struct ProjectedEvent: Sendable, Hashable, Codable {
+    public var event: OrderEvent
+    public var position: LogPosition
+    public init(event: OrderEvent, position: LogPosition) {
+        self.event = event
+        self.position = position
+    }
+}
+
+/// One order in the read model: its current state (nil while only error events exist,
+/// e.g. a command on an unknown id) and its whole history.
+public struct OrderView: Sendable, Hashable, Codable {
+    public var orderId: String
+    public var order: Order?
+    public var events: [ProjectedEvent]
+    public init(orderId: String, order: Order?, events: [ProjectedEvent]) {
+        self.orderId = orderId
+        self.order = order
+        self.events = events
+    }
+}
+
+/// A command's outcome, kept forever: a retried request_id gets the first outcome back.
+public struct CommandOutcome: Sendable, Hashable, Codable {
+    public var commandId: String
+    public var orderId: String
+    public var event: OrderEvent
+    /// The order right after the event (nil for an error on an unknown order).
+    public var order: Order?
+    public var position: LogPosition
+    public init(commandId: String, orderId: String, event: OrderEvent, order: Order?, position: LogPosition) {
+        self.commandId = commandId
+        self.orderId = orderId
+        self.event = event
+        self.order = order
+        self.position = position
+    }
+}
+
+/// What the projector writes in one atomic step.
+public struct ReadModelUpdate: Sendable {
+    /// Orders to upsert (the whole view replaces the stored one).
+    public var views: [OrderView]
+    /// Outcomes to insert; an existing command id keeps its first outcome.
+    public var outcomes: [CommandOutcome]
+    /// The projector's checkpoint after this update.
+    public var checkpoint: LogPosition
+    public init(views: [OrderView], outcomes: [CommandOutcome], checkpoint: LogPosition) {
+        self.views = views
+        self.outcomes = outcomes
+        self.checkpoint = checkpoint
+    }
+}
+
+/// A page of orders; `cursor` of the last one continues the listing.
+public struct OrderPage: Sendable, Hashable {
+    public var orders: [Order]
+    public var nextCursor: Int64?
+    public init(orders: [Order], nextCursor: Int64?) {
+        self.orders = orders
+        self.nextCursor = nextCursor
+    }
+}
+
+/// The query side: current state per order, histories, outcomes by command id,
+/// listing by status. Local to each server instance; rebuilt from `order-aggregates`.
+public protocol ReadModelStore: Sendable {
+    /// The checkpoint of the last applied update, nil for an empty store.
+    func checkpoint() async throws -> LogPosition?
+    /// Applies views, outcomes and the checkpoint atomically and durably.
+    func apply(_ update: ReadModelUpdate) async throws
+    func view(orderId: String) async throws -> OrderView?
+    func outcome(commandId: String) async throws -> CommandOutcome?
+    /// Orders (that exist, i.e. `order != nil`) in placement order, after `cursor`
+    /// (0 = from the start), optionally with one status; at most `limit`.
+    func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage
+}
