@@ -4,8 +4,9 @@
 #   google.rpc, health, reflection   -> Sources/GRPCWire/Generated
 #   grpc.testing (interop suite)     -> Sources/grpc-interop-server/Generated
 # Each output folder also gets Descriptors.swift (the serialized FileDescriptorSet,
-# with imports, for server reflection) and GENERATED.sha256 (checksums of the inputs
-# and outputs; Tests/IntegrationTests/GeneratedCodeTests.swift fails when stale).
+# with imports, for server reflection). Protos/generated.sha256 records the checksums of
+# every generated file; Tests/IntegrationTests/GeneratedCodeTests.swift fails when the
+# committed code no longer matches the protos or those checksums.
 #
 # Needs protoc (apt: protobuf-compiler) and protoc-gen-swift: $PROTOC_GEN_SWIFT, or
 # built here from the swift-protobuf checkout that `swift package resolve` fetched.
@@ -40,8 +41,6 @@ generate() {
         echo "}"
     } > "$out/Descriptors.swift"
     rm -f "$set"
-    (cd "$include" && sha256sum "$@") | sed 's|  |  proto:|' > "$out/GENERATED.sha256"
-    (cd "$out" && sha256sum *.swift) >> "$out/GENERATED.sha256"
 }
 
 generate Sources/OrderProto/Generated Public OrderProtoDescriptors Protos \
@@ -57,4 +56,6 @@ generate Sources/GRPCWire/Generated Public GRPCWireDescriptors "$stage" \
 
 generate Sources/grpc-interop-server/Generated Internal InteropDescriptors "$grpc_protos" \
     grpc/testing/test.proto grpc/testing/messages.proto grpc/testing/empty.proto
-echo "generated" >&2
+sha256sum Sources/OrderProto/Generated/*.swift Sources/GRPCWire/Generated/*.swift \
+    Sources/grpc-interop-server/Generated/*.swift > Protos/generated.sha256
+echo "generated; checksums in Protos/generated.sha256" >&2
