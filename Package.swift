@@ -106,6 +106,7 @@ let package = Package(
 
         .testTarget(name: "OrderDomainTests", dependencies: ["OrderDomain"]),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
+        .testTarget(name: "PipelineTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
         .testTarget(name: "GRPCWireTests", dependencies: ["GRPCWire"]),
         .testTarget(
             name: "IntegrationTests",
