@@ -104,6 +104,16 @@ let package = Package(
             ]
         ),
 
+        // Drives the pipeline without RPC: the pipeline benchmark and the crash test's child.
+        .executableTarget(
+            name: "pipeline-load",
+            dependencies: [
+                "EventLog", "EngineSQLite", "OrderDomain",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         .testTarget(name: "OrderDomainTests", dependencies: ["OrderDomain"]),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
         .testTarget(name: "PipelineTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
