@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "EngineSQLite",
             dependencies: [
-                "CSQLite", "EventLog",
+                "CSQLite", "EventLog", "OrderDomain",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

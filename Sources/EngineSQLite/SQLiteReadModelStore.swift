@@ -1,0 +1,248 @@
+import EventLog
+import Foundation
+import Logging
+import OrderDomain
+
+/// The embedded `ReadModelStore`: current state, history and outcomes in their own SQLite
+/// database (`readmodel.sqlite` under `EmbeddedEngine`), separate from the log so the
+/// projector's commits never queue behind the log's group commits: each file has its own
+/// writer lock and its own fsyncs.
+///
+/// Views, outcomes and the checkpoint are stored as JSON (JSONEncoder on the Codable domain
+/// types), encoded on the caller's task before the write so the one writer thread only
+/// does SQL. `listOrders` reads only the order column, never the history.
+///
+/// - Important: call `close()` before dropping the store.
+public final class SQLiteReadModelStore: ReadModelStore {
+    package let path: String
+    private let logger: Logger
+    private let writer: SQLiteQueue
+    private let readers: SQLiteReadPool
+    /// The next placement sequence. Only touched on the writer queue.
+    private let sequence: Sequence
+
+    private final class Sequence: @unchecked Sendable {
+        var next: Int64 = 1
+    }
+
+    private init(path: String, logger: Logger, writer: SQLiteQueue, readers: SQLiteReadPool, sequence: Sequence) {
+        self.path = path
+        self.logger = logger
+        self.writer = writer
+        self.readers = readers
+        self.sequence = sequence
+    }
+
+    public static func open(path: String, logger: Logger) async throws -> SQLiteReadModelStore {
+        do {
+            let writer = try await SQLiteQueue.open(label: "EngineSQLite.readmodel.writer", path: path)
+            let sequence = Sequence()
+            let next = try await writer.run { conn -> Int64 in
+                try migrate(conn)
+                // max(seq) is one probe of the UNIQUE index on seq, not a scan.
+                let next = try conn.withStatement("SELECT max(seq) FROM orders") { stmt in
+                    try stmt.step() && !stmt.isNull(0) ? stmt.int64(0) + 1 : 1
+                }
+                sequence.next = next
+                return next
+            }
+            let readers = try await SQLiteReadPool.open(label: "EngineSQLite.readmodel", path: path, count: 2)
+            logger.info("opened read model", metadata: ["path": "\(path)", "orders": "\(next - 1)"])
+            return SQLiteReadModelStore(path: path, logger: logger, writer: writer, readers: readers, sequence: sequence)
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    static let schemaVersion = 1
+
+    private static func migrate(_ conn: SQLiteConnection) throws {
+        let version = Int(try conn.scalarText("PRAGMA user_version") ?? "0") ?? 0
+        guard version <= schemaVersion else {
+            throw LogError(.corrupt, "\(conn.path) has read-model format \(version), newer than this build's \(schemaVersion)")
+        }
+        guard version < schemaVersion else { return }
+        try conn.transaction {
+            // seq: placement order, set the first time a view has an order and kept after
+            // (COALESCE in the upsert). status/order_json are NULL while order is nil.
+            try conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS orders(
+                    order_id TEXT PRIMARY KEY,
+                    seq INTEGER UNIQUE,
+                    status TEXT,
+                    order_json TEXT,
+                    events_json TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS orders_status ON orders(status, seq);
+                CREATE TABLE IF NOT EXISTS outcomes(
+                    command_id TEXT PRIMARY KEY,
+                    outcome_json TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS meta(
+                    name TEXT PRIMARY KEY,
+                    value TEXT NOT NULL) WITHOUT ROWID;
+                PRAGMA user_version = \(schemaVersion);
+                """)
+        }
+    }
+
+    /// Finishes queued work and closes the files.
+    public func close() async {
+        await readers.close()
+        await writer.close()
+        logger.info("closed read model", metadata: ["path": "\(path)"])
+    }
+
+    // MARK: ReadModelStore
+
+    private struct EncodedView: Sendable {
+        var orderId: String
+        var status: String?
+        var order: String?
+        var events: String
+    }
+
+    private struct EncodedOutcome: Sendable {
+        var commandId: String
+        var json: String
+    }
+
+    private static func json(_ value: some Encodable, _ encoder: JSONEncoder) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(text.utf8))
+        } catch {
+            throw LogError(.corrupt, "undecodable \(type) in the read model: \(error)")
+        }
+    }
+
+    public func apply(_ update: ReadModelUpdate) async throws {
+        // Encoding is CPU work: done here, on the caller's task, in parallel with other
+        // callers; the writer only binds and steps.
+        let encoder = JSONEncoder()
+        let views = try update.views.map { view in
+            EncodedView(
+                orderId: view.orderId, status: view.order?.status.rawValue,
+                order: try view.order.map { try Self.json($0, encoder) }, events: try Self.json(view.events, encoder))
+        }
+        let outcomes = try update.outcomes.map { EncodedOutcome(commandId: $0.commandId, json: try Self.json($0, encoder)) }
+        let checkpoint = try Self.json(update.checkpoint, encoder)
+        let sequence = sequence
+        do {
+            try await writer.run { conn in
+                var next = sequence.next
+                try conn.transaction {
+                    try conn.withStatement(
+                        """
+                        INSERT INTO orders(order_id, seq, status, order_json, events_json) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT (order_id) DO UPDATE SET
+                            seq = coalesce(orders.seq, excluded.seq), status = excluded.status,
+                            order_json = excluded.order_json, events_json = excluded.events_json
+                        RETURNING seq
+                        """
+                    ) { upsert in
+                        for view in views {
+                            upsert.bind(1, view.orderId)
+                            if view.order != nil { upsert.bind(2, next) } else { upsert.bindNull(2) }
+                            upsert.bind(3, view.status)
+                            upsert.bind(4, view.order)
+                            upsert.bind(5, view.events)
+                            // The row comes back with its seq: ours when this was its first
+                            // placement, in which case the sequence moves on.
+                            if try upsert.step(), !upsert.isNull(0), upsert.int64(0) == next, view.order != nil {
+                                next += 1
+                            }
+                            upsert.rewind()
+                        }
+                    }
+                    try conn.withStatement("INSERT OR IGNORE INTO outcomes(command_id, outcome_json) VALUES (?, ?)") { insert in
+                        for outcome in outcomes {
+                            insert.bind(1, outcome.commandId)
+                            insert.bind(2, outcome.json)
+                            try insert.run()
+                        }
+                    }
+                    try conn.withStatement(
+                        "INSERT INTO meta(name, value) VALUES ('checkpoint', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                    ) { stmt in
+                        stmt.bind(1, checkpoint)
+                        try stmt.run()
+                    }
+                }
+                // Only after COMMIT: a rolled-back apply must not use up sequence numbers
+                // (it would not matter for order, but keeps cursors dense and repeatable).
+                sequence.next = next
+            }
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    public func checkpoint() async throws -> LogPosition? {
+        let text = try await read { conn in
+            try conn.withStatement("SELECT value FROM meta WHERE name = 'checkpoint'") { stmt in
+                try stmt.step() ? stmt.text(0) : nil
+            }
+        }
+        return try text.map { try Self.decode(LogPosition.self, $0) }
+    }
+
+    public func view(orderId: String) async throws -> OrderView? {
+        let row = try await read { conn -> (order: String?, events: String)? in
+            try conn.withStatement("SELECT order_json, events_json FROM orders WHERE order_id = ?") { stmt in
+                stmt.bind(1, orderId)
+                return try stmt.step() ? (stmt.optionalText(0), stmt.text(1)) : nil
+            }
+        }
+        guard let row else { return nil }
+        return OrderView(
+            orderId: orderId, order: try row.order.map { try Self.decode(Order.self, $0) },
+            events: try Self.decode([ProjectedEvent].self, row.events))
+    }
+
+    public func outcome(commandId: String) async throws -> CommandOutcome? {
+        let text = try await read { conn in
+            try conn.withStatement("SELECT outcome_json FROM outcomes WHERE command_id = ?") { stmt in
+                stmt.bind(1, commandId)
+                return try stmt.step() ? stmt.text(0) : nil
+            }
+        }
+        return try text.map { try Self.decode(CommandOutcome.self, $0) }
+    }
+
+    public func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
+        guard limit > 0 else { return OrderPage(orders: [], nextCursor: nil) }
+        // One row more than asked tells whether another page follows.
+        let rows = try await read { conn -> [(seq: Int64, order: String)] in
+            let sql =
+                status == nil
+                ? "SELECT seq, order_json FROM orders WHERE seq > ? AND order_json IS NOT NULL ORDER BY seq LIMIT ?"
+                : "SELECT seq, order_json FROM orders WHERE status = ? AND seq > ? AND order_json IS NOT NULL ORDER BY seq LIMIT ?"
+            return try conn.withStatement(sql) { stmt in
+                var i: Int32 = 1
+                if let status {
+                    stmt.bind(i, status.rawValue)
+                    i += 1
+                }
+                stmt.bind(i, cursor)
+                stmt.bind(i + 1, limit + 1)
+                var rows: [(seq: Int64, order: String)] = []
+                while try stmt.step() { rows.append((stmt.int64(0), stmt.text(1))) }
+                return rows
+            }
+        }
+        let page = rows.prefix(limit)
+        let orders = try page.map { try Self.decode(Order.self, $0.order) }
+        return OrderPage(orders: orders, nextCursor: rows.count > limit ? page.last?.seq : nil)
+    }
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        do {
+            return try await readers.run(body)
+        } catch {
+            throw error.asLogError
+        }
+    }
+}
