@@ -66,7 +66,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: nio),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["Generated/GENERATED.sha256"]
         ),
 
         // The order service: binds OrderProto's service to the processors.
@@ -101,7 +102,8 @@ let package = Package(
                 "GRPCWire",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            exclude: ["Generated/GENERATED.sha256"]
         ),
 
         .testTarget(name: "OrderDomainTests", dependencies: ["OrderDomain"]),
