@@ -15,13 +15,20 @@ public struct ServerContext: Sendable {
     public let peer: String
     /// Response headers and trailers the handler may add.
     public let response: ResponseMetadata
+    /// For unary and server-streaming calls: whether the request message arrived compressed
+    /// (its compressed flag was set). Always false for client-streaming calls.
+    public let requestMessageCompressed: Bool
 
-    init(path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String, response: ResponseMetadata) {
+    init(
+        path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String,
+        response: ResponseMetadata, requestMessageCompressed: Bool
+    ) {
         self.path = path
         self.metadata = metadata
         self.deadline = deadline
         self.peer = peer
         self.response = response
+        self.requestMessageCompressed = requestMessageCompressed
     }
 
     /// A context not tied to any connection, for calling handlers directly in tests. What the
@@ -32,7 +39,7 @@ public struct ServerContext: Sendable {
     ) {
         self.init(
             path: path, metadata: metadata, deadline: deadline, peer: peer,
-            response: ResponseMetadata(storage: ResponseMetadataStorage()))
+            response: ResponseMetadata(storage: ResponseMetadataStorage()), requestMessageCompressed: false)
     }
 
     /// The service part of ``path`` (`pkg.Service`).

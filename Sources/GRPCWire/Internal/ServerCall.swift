@@ -247,7 +247,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     func makeContext(peer: String) -> ServerContext {
         ServerContext(
             path: path, metadata: metadata, deadline: deadline, peer: peer,
-            response: ResponseMetadata(storage: self))
+            response: ResponseMetadata(storage: self), requestMessageCompressed: unaryRequest?.compressed ?? false)
     }
 
     // MARK: - Loop side
