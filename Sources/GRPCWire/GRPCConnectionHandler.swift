@@ -41,6 +41,19 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var idleTask: RepeatedTask?
     private var graceTimer: Scheduled<Void>?
 
+    // Per-request allocation savers: nghttp2 reports many events per stream in a row, and
+    // clients tend to repeat the same path and metadata on a connection.
+    /// The call most recently looked up (saves a dictionary lookup per callback).
+    private var lastCall: ServerCall?
+    /// The previous request's path, reused when the next one has the same bytes.
+    private var lastPath = ""
+    /// The previous request's metadata, shared (copy-on-write) while a request repeats it.
+    private var previousMetadata = Metadata()
+    /// How many leading metadata entries of the request being parsed equal `previousMetadata`'s.
+    private var metadataMatched = 0
+    /// The request being parsed has metadata that differs from `previousMetadata`.
+    private var metadataDiverged = false
+
     init(runtime: ServerRuntime) {
         self.runtime = runtime
         self.logger = runtime.logger
@@ -228,6 +241,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func cancelAllCalls() {
         let open = calls
         calls.removeAll()
+        lastCall = nil
         callsToStart.removeAll()
         for call in open.values {
             call.streamClosed(errorCode: HTTP2ErrorCode.cancel.rawValue)
@@ -271,18 +285,30 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             streamID: streamID, connection: self, loop: loop!,
             maxReceiveMessageBytes: runtime.config.maxReceiveMessageBytes)
         calls[streamID] = call
+        lastCall = call
+        metadataMatched = 0
+        metadataDiverged = false
+    }
+
+    @inline(__always)
+    private func call(_ streamID: Int32) -> ServerCall? {
+        if let last = lastCall, last.streamID == streamID { return last }
+        let found = calls[streamID]
+        if found != nil { lastCall = found }
+        return found
     }
 
     /// One request header. Returns false to reset the stream (header list too large).
     func h2Header(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
-        guard let call = calls[streamID] else { return true }
+        guard let call = call(streamID) else { return true }
         // RFC 9113 §6.5.2 accounting: name + value + 32 per field.
         call.headerBytes += name.count + value.count + 32
         if call.headerBytes > runtime.http2Settings.maxHeaderListSize { return false }
         guard let first = name.first else { return true }
         if first == UInt8(ascii: ":") {
             if name.equals(":path") {
-                call.path = String(decoding: value, as: UTF8.self)
+                if !value.equals(lastPath) { lastPath = String(decoding: value, as: UTF8.self) }
+                call.path = lastPath
             } else if name.equals(":method") {
                 call.isPost = value.equals("POST")
             }
@@ -321,8 +347,20 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         // The rest of grpc-* is reserved for the transport, not metadata.
         if name.starts(with: "grpc-".utf8) { return true }
+        let isBinary = name.count > 4 && name.suffix(4).elementsEqual("-bin".utf8)
+        if !metadataDiverged, !isBinary, metadataMatched < previousMetadata.count {
+            let previous = previousMetadata.element(at: metadataMatched)
+            if case .string(let previousValue) = previous.value, name.equals(previous.name), value.equals(previousValue) {
+                metadataMatched += 1
+                return true
+            }
+        }
+        if !metadataDiverged {
+            metadataDiverged = true
+            call.metadata = previousMetadata.prefix(metadataMatched)
+        }
         let key = String(decoding: name, as: UTF8.self)
-        if name.count > 4, name.suffix(4).elementsEqual("-bin".utf8) {
+        if isBinary {
             // An undecodable binary value is dropped rather than failing the call.
             guard let values = Base64.decodeHeaderValues(value) else { return true }
             for bytes in values { call.metadata.appendLowercased(key, .binary(bytes)) }
@@ -333,7 +371,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func h2RequestHeadersComplete(streamID: Int32, endStream: Bool) {
-        guard let call = calls[streamID], let session else { return }
+        guard let call = call(streamID), let session else { return }
+        if !metadataDiverged {
+            call.metadata = metadataMatched == previousMetadata.count ? previousMetadata : previousMetadata.prefix(metadataMatched)
+        }
+        previousMetadata = call.metadata
         if endStream { call.requestEnded = true }
         guard call.isPost else {
             respondWithHTTPError(call, "405")
@@ -381,7 +423,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func h2Data(streamID: Int32, _ chunk: UnsafeRawBufferPointer) {
-        if let call = calls[streamID] {
+        if let call = call(streamID) {
             call.receiveData(chunk)
         } else {
             session?.consumeStream(streamID: streamID, count: chunk.count)
@@ -389,7 +431,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func h2EndStream(streamID: Int32) {
-        guard let call = calls[streamID] else { return }
+        guard let call = call(streamID) else { return }
         if call.method == nil {
             call.requestEnded = true
             return
@@ -400,13 +442,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func h2StreamClosed(streamID: Int32, errorCode: UInt32) {
+        if lastCall?.streamID == streamID { lastCall = nil }
         calls.removeValue(forKey: streamID)?.streamClosed(errorCode: errorCode)
     }
 
     /// Our HEADERS or DATA with END_STREAM went out.
     func h2SentEndStream(streamID: Int32) {
         guard let session else { return }
-        if let call = calls[streamID] {
+        if let call = call(streamID) {
             if let code = call.resetAfterEndStream {
                 session.resetStream(streamID: streamID, code: code)
             } else if !call.requestEnded {
@@ -420,7 +463,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     func h2ReadData(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> NGHTTP2DataRead {
-        guard let call = calls[streamID] else { return .resetStream }
+        guard let call = call(streamID) else { return .resetStream }
         return call.readData(into: buffer)
     }
 
@@ -462,6 +505,16 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
 }
 
 extension UnsafeRawBufferPointer {
+    /// Byte-wise comparison with a String's UTF-8, without creating a String.
+    fileprivate func equals(_ string: String) -> Bool {
+        var string = string
+        return string.withUTF8 { utf8 in
+            guard utf8.count == count else { return false }
+            for i in 0..<count where self[i] != utf8[i] { return false }
+            return true
+        }
+    }
+
     /// Byte-wise comparison with an ASCII literal, without creating a String.
     fileprivate func equals(_ literal: StaticString) -> Bool {
         guard count == literal.utf8CodeUnitCount else { return false }

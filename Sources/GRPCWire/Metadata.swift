@@ -82,6 +82,16 @@ public struct Metadata: Sendable, Sequence, ExpressibleByDictionaryLiteral, Cust
         "[" + storage.map { "\($0.name): \($0.value)" }.joined(separator: ", ") + "]"
     }
 
+    /// The element at `index` (received-header bookkeeping).
+    func element(at index: Int) -> Element { storage[index] }
+
+    /// The first `count` elements.
+    func prefix(_ count: Int) -> Metadata {
+        var copy = Metadata()
+        copy.storage = Array(storage.prefix(count))
+        return copy
+    }
+
     /// Appends without any checks; for names that are already lower-case (received headers).
     mutating func appendLowercased(_ name: String, _ value: Value) {
         storage.append((name, value))

@@ -72,7 +72,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var unaryRequest: FramedMessage?
     var requestCount = 0
     /// Complete messages of a client-streaming call not yet taken by the handler.
-    var inbound = CircularBuffer<FramedMessage>(initialCapacity: 0)
+    var inbound = MessageQueue<FramedMessage>()
     var inboundWaiter: UnsafeContinuation<FramedMessage?, any Error>?
     /// Stream-window bytes received but not yet reported consumed (handler is behind).
     var unconsumedBytes = 0
@@ -85,7 +85,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     // MARK: Response (loop)
 
     var responseHeadersSent = false
-    var outbound = CircularBuffer<OutboundMessage>(initialCapacity: 1)
+    var outbound = MessageQueue<OutboundMessage>()
     var outboundBytes = 0
     /// The status to send once `outbound` is drained.
     var pendingStatus: GRPCStatus?
@@ -498,12 +498,5 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             return .deferred
         }
         return .data(count: written, end: nil)
-    }
-}
-
-extension CircularBuffer {
-    /// Mutates the first element in place (no copy of its payload array).
-    fileprivate mutating func modifyFirst<R>(_ body: (inout Element) -> R) -> R {
-        body(&self[self.startIndex])
     }
 }
