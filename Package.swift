@@ -117,7 +117,16 @@ let package = Package(
         .testTarget(name: "OrderDomainTests", dependencies: ["OrderDomain"]),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
         .testTarget(name: "PipelineTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
-        .testTarget(name: "GRPCWireTests", dependencies: ["GRPCWire"]),
+        .testTarget(
+            name: "GRPCWireTests",
+            dependencies: [
+                "GRPCWire",
+                .product(name: "NIOCore", package: nio),
+                .product(name: "NIOPosix", package: nio),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["OrderProto", "OrderService", "EngineSQLite", "EventLog", "GRPCWire"]
