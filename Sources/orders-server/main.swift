@@ -68,10 +68,10 @@ struct OrdersServer: AsyncParsableCommand {
             throw ValidationError("--engine kafka is not available in this build yet; use --engine embedded")
         }
         let (host, port) = try hostPort()
-        let (log, store) = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
+        let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
         var pipelineConfig = OrderPipeline.Config()
         pipelineConfig.topics = Topics(partitions: partitions)
-        let pipeline = OrderPipeline(engine: log, store: store, config: pipelineConfig, logger: logger)
+        let pipeline = OrderPipeline(engine: embedded.log, store: embedded.readModel, config: pipelineConfig, logger: logger)
 
         var serverConfig = GRPCServer.Config()
         serverConfig.host = host
@@ -93,6 +93,7 @@ struct OrdersServer: AsyncParsableCommand {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
+        await embedded.close()
         logger.info("stopped")
     }
 }
@@ -118,8 +119,7 @@ struct RPCService: Service {
         let port = try await server.start()
         logger.info("listening", metadata: ["port": "\(port)", "data-dir": "\(dataDir)"])
         // Tests and scripts read the bound port from this line.
-        print("orders-server listening on port \(port)")
-        fflush(stdout)
+        FileHandle.standardOutput.write(Data("orders-server listening on port \(port)\n".utf8))
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
