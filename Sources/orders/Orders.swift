@@ -43,6 +43,9 @@ struct GlobalOptions: ParsableArguments {
         "Wire encoding: proto (application/grpc) or json (application/grpc+json).", valueName: "codec"))
     var codec: GRPCCodec = .proto
 
+    @Flag(name: .long, help: "Trace the HTTP/2 exchange (headers, trailers) on standard error.")
+    var verbose = false
+
     func validate() throws {
         if let timeout, !(timeout > 0 && timeout <= 8_640_000) {
             throw ValidationError("--timeout must be a number of seconds above 0.")
@@ -66,6 +69,7 @@ struct GlobalOptions: ParsableArguments {
         var grpc = GRPCClient(authority: resolvedServer, codec: codec)
         grpc.timeout = seconds.map { .milliseconds(Int64(($0 * 1000).rounded(.up))) }
         grpc.isCancelled = { Terminal.interrupted || Terminal.outputClosed }
+        grpc.verbose = verbose
         return OrderServiceClient(grpc: grpc)
     }
 

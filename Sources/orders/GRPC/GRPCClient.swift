@@ -46,6 +46,8 @@ struct GRPCClient {
     var maxMessageBytes = 16 << 20
     /// Polled while a call is in flight; true cancels it (CANCELLED).
     var isCancelled: @Sendable () -> Bool = { false }
+    /// Trace the HTTP/2 exchange on stderr.
+    var verbose = false
 
     static let userAgent = "orders-cli/1.0 (libcurl)"
 
@@ -93,7 +95,7 @@ struct GRPCClient {
         let http = HTTP2Request(path: path, headers: headers, body: body, transferLimit: transferLimit)
 
         var deframer = GRPCMessageDeframer(maxMessageBytes: maxMessageBytes)
-        let transport = CurlGRPCClient(authority: authority, userAgent: Self.userAgent)
+        let transport = CurlGRPCClient(authority: authority, userAgent: Self.userAgent, verbose: verbose)
         let response: HTTP2Response
         do {
             response = try transport.perform(http, onData: { chunk in
@@ -170,17 +172,14 @@ struct GRPCClient {
         return GRPCStatusError(GRPCStatusCode(rawValue: code), message, details: details)
     }
 
-    /// `grpc-timeout`: at most 8 digits and a unit; the finest unit that fits.
+    /// `grpc-timeout`: at most 8 digits and a unit. Milliseconds (the CLI's
+    /// precision) up to about 27 hours, then coarser units, rounded up: a
+    /// deadline should never be shorter than asked.
     static func grpcTimeout(_ timeout: Duration) -> String {
         let (seconds, attoseconds) = timeout.components
-        let nanoseconds = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
-        let units: [(String, Int64)] = [
-            ("n", 1), ("u", 1_000), ("m", 1_000_000), ("S", 1_000_000_000),
-            ("M", 60_000_000_000), ("H", 3_600_000_000_000),
-        ]
-        for (unit, size) in units {
-            // Round up: a deadline should never be shorter than asked.
-            let value = (nanoseconds + size - 1) / size
+        let milliseconds = max(0, seconds) * 1000 + (max(0, attoseconds) + 999_999_999_999_999) / 1_000_000_000_000_000
+        for (unit, size) in [("m", Int64(1)), ("S", 1000), ("M", 60_000), ("H", 3_600_000)] {
+            let value = (milliseconds + size - 1) / size
             if value <= 99_999_999 { return "\(value)\(unit)" }
         }
         return "99999999H"

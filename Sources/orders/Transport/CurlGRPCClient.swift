@@ -62,6 +62,8 @@ struct CurlGRPCClient {
     /// `host:port`.
     var authority: String
     var userAgent: String
+    /// libcurl's own trace of the exchange (headers, trailers) on stderr.
+    var verbose = false
 
     /// Runs once per process, before the first handle: libcurl wants its global
     /// state set up while the process is still single-threaded.
@@ -159,6 +161,7 @@ struct CurlGRPCClient {
         // libcurl would install and restore handlers around every call.
         setup.check(CCurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
         setup.check(CCurl_setopt_ptr(handle, CURLOPT_ERRORBUFFER, errorBuffer))
+        setup.check(CCurl_setopt_long(handle, CURLOPT_VERBOSE, verbose ? 1 : 0))
         if let limit = request.transferLimit {
             let (seconds, attoseconds) = limit.components
             let ms = max(1, Int(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
