@@ -24,11 +24,16 @@ enum CLIRunner {
         if let path = ProcessInfo.processInfo.environment["ORDERS_CLI"], !path.isEmpty {
             return URL(fileURLWithPath: path)
         }
-        let beside = Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("orders")
-        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        // Linux runs the test executable straight from the products folder;
+        // on macOS the .xctest bundle sits in it.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        return root.appendingPathComponent(".build/debug/orders")
+        let candidates = [
+            Bundle.main.executableURL?.deletingLastPathComponent(),
+            Bundle.main.bundleURL.deletingLastPathComponent(),
+        ].compactMap { $0?.appendingPathComponent("orders") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+            ?? root.appendingPathComponent(".build/debug/orders")
     }
 
     /// Runs `orders --server <server> <arguments…>` to completion.
