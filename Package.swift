@@ -92,6 +92,7 @@ let package = Package(
             dependencies: [
                 "OrderProto", "CCurl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         // grpc.testing.TestService on GRPCWire, for the Python interop suite.
