@@ -240,6 +240,38 @@ public final class SQLiteLogEngine: LogEngine {
         }
     }
 
+    public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        guard !keys.isEmpty else { return [:] }
+        let info = try catalog.require(topic)
+        let keys = Array(keys)
+        do {
+            // One hop to a reader for the whole batch; each key is one index probe.
+            return try await readers.run { conn -> [String: LogRecord] in
+                try conn.withStatement(
+                    """
+                    SELECT part, off, value, headers, ts FROM records
+                    WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
+                    """
+                ) { stmt in
+                    var out: [String: LogRecord] = [:]
+                    for key in keys {
+                        stmt.bind(1, info.id)
+                        stmt.bind(2, key)
+                        if try stmt.step() {
+                            out[key] = LogRecord(
+                                topic: info.name, partition: stmt.int(0), offset: stmt.int64(1), key: key,
+                                value: stmt.blob(2), headers: try Self.headers(stmt, column: 3), timestamp: stmt.int64(4))
+                        }
+                        stmt.rewind()
+                    }
+                    return out
+                }
+            }
+        } catch {
+            throw error.asLogError
+        }
+    }
+
     public func latestRecord(topic: String, key: String) async throws -> LogRecord? {
         let info = try catalog.require(topic)
         do {

@@ -206,6 +206,25 @@ public final class SQLiteReadModelStore: ReadModelStore {
         return try text.map(Self.decodeView)
     }
 
+    public func views(orderIds: Set<String>) async throws -> [String: OrderView] {
+        guard !orderIds.isEmpty else { return [:] }
+        let ids = Array(orderIds)
+        let rows = try await read { conn -> [(String, String)] in
+            try conn.withStatement("SELECT events_json FROM orders WHERE order_id = ?") { stmt in
+                var rows: [(String, String)] = []
+                for id in ids {
+                    stmt.bind(1, id)
+                    if try stmt.step() { rows.append((id, stmt.text(0))) }
+                    stmt.rewind()
+                }
+                return rows
+            }
+        }
+        var out: [String: OrderView] = [:]
+        for (id, text) in rows { out[id] = try Self.decodeView(text) }
+        return out
+    }
+
     public func outcome(commandId: String) async throws -> CommandOutcome? {
         let text = try await read { conn in
             try conn.withStatement("SELECT outcome_json FROM outcomes WHERE command_id = ?") { stmt in
