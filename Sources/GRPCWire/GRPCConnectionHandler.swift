@@ -450,9 +450,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func h2SentEndStream(streamID: Int32) {
         guard let session else { return }
         if let call = call(streamID) {
-            if let code = call.resetAfterEndStream {
-                session.resetStream(streamID: streamID, code: code)
-            } else if !call.requestEnded {
+            if !call.requestEnded {
                 // We answered before the client finished sending: tell it to stop
                 // (PROTOCOL-HTTP2.md, RST_STREAM(NO_ERROR) after trailers).
                 session.resetStream(streamID: streamID, code: .noError)
