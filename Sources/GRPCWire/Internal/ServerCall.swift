@@ -47,6 +47,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     /// stream is open, and `streamClosed` ends that.
     let connection: GRPCConnectionHandler
     let maxReceiveMessageBytes: Int
+    let counters: CallCounters
 
     // MARK: Request headers (written on the loop before the task starts)
 
@@ -101,8 +102,12 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var task: Task<Void, Never>?
     var deadlineTimer: Scheduled<Void>?
 
-    init(streamID: Int32, connection: GRPCConnectionHandler, loop: any EventLoop, maxReceiveMessageBytes: Int) {
+    init(
+        streamID: Int32, connection: GRPCConnectionHandler, loop: any EventLoop, maxReceiveMessageBytes: Int,
+        counters: CallCounters
+    ) {
         self.streamID = streamID
+        self.counters = counters
         self.connection = connection
         self.loop = loop
         self.maxReceiveMessageBytes = maxReceiveMessageBytes
@@ -281,6 +286,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard !finished else { return }
         finished = true
+        counters.record(status.code)
         deadlineTimer?.cancel()
         deadlineTimer = nil
         if status.code != .ok { failure = status }
@@ -358,6 +364,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         if !finished {
             let status = GRPCStatus(.cancelled, "The client cancelled the call")
             finished = true
+            counters.record(.cancelled)
             failure = status
             task?.cancel()
             if let waiter = inboundWaiter {
