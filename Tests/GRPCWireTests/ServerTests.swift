@@ -231,6 +231,26 @@ import Testing
         }
     }
 
+    @Test func interceptorsRunAroundHandlers() async throws {
+        try await withTestServer(interceptors: [TokenInterceptor()]) { server in
+            let body = try framed(stringValue("i"))
+            let denied = try await nghttp(port: server.port, path: "/test.Test/Echo", body: body)
+            #expect(denied.contains("grpc-status: 16"))
+            #expect(denied.contains("grpc-message: missing token"))
+            let allowed = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: body,
+                headers: ["content-type: application/grpc", "x-token: secret"])
+            #expect(allowed.contains("grpc-status: 0"))
+            #expect(allowed.contains("x-intercepted: before"))
+            #expect(allowed.contains("x-intercepted: after"))
+            // Unknown methods never reach interceptors.
+            let unknown = try await nghttp(port: server.port, path: "/test.Test/Nope", body: body)
+            #expect(unknown.contains("grpc-status: 12"))
+            #expect(server.server.finishedCallCounts()[.unauthenticated] == 1)
+            #expect(server.server.finishedCallCounts()[.ok] == 1)
+        }
+    }
+
     @Test func gracefulShutdownLetsInFlightCallsFinish() async throws {
         try await withTestServer { server in
             async let slow = nghttp(port: server.port, path: "/test.Test/SlowOK", body: try framed(Google_Protobuf_Empty()))
