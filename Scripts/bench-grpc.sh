@@ -8,8 +8,9 @@
 # reports how many calls ended OK (printed at the end), and one call is checked with nghttp -v.
 #
 # Environment: N (requests, 300000), C (connections, 16), M (streams per connection, 32),
-# T (h2load threads, 1), ROUNDS (alternating runs per server; the best is reported, 2),
-# SKIP_BUILD=1 to reuse the release binary.
+# T (h2load threads, 1), ROUNDS (alternating runs per server; medians are reported, 3),
+# SKIP_BUILD=1 to reuse the release binary. Each round also reports each server's CPU time per
+# request (from /proc), which varies far less than req/s on a machine shared with other work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ N=${N:-300000}
 C=${C:-16}
 M=${M:-32}
 T=${T:-1}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 
 for tool in h2load nghttpd nghttp python3; do
     command -v "$tool" >/dev/null || { echo "bench-grpc: $tool not found (apt: nghttp2-client nghttp2-server)" >&2; exit 1; }
@@ -79,24 +80,36 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-run_h2load() {  # URL -> req/s
-    "${pin_client[@]}" h2load -n "$N" -c "$C" -m "$M" -t "$T" \
-        -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/req.bin" "$1" > "$work/h2load.txt"
-    if ! grep -q "succeeded, 0 failed, 0 errored" <<<"$(grep '^requests:' "$work/h2load.txt")"; then
-        echo "bench-grpc: h2load saw failures against $1:" >&2
-        grep -E '^(requests|status codes):' "$work/h2load.txt" >&2
-    fi
-    awk '/^finished in/ {gsub(",", "", $4); print $4}' "$work/h2load.txt"
+cpu_ticks() {  # PID -> user+system clock ticks so far
+    awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-best_grpc=0
-best_nghttpd=0
+run_h2load() {  # PID URL -> "req/s cpu-microseconds-per-request"
+    local before after rate
+    before=$(cpu_ticks "$1")
+    "${pin_client[@]}" h2load -n "$N" -c "$C" -m "$M" -t "$T" \
+        -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/req.bin" "$2" > "$work/h2load.txt"
+    after=$(cpu_ticks "$1")
+    if ! grep -q "succeeded, 0 failed, 0 errored" <<<"$(grep '^requests:' "$work/h2load.txt")"; then
+        echo "bench-grpc: h2load saw failures against $2:" >&2
+        grep -E '^(requests|status codes):' "$work/h2load.txt" >&2
+    fi
+    rate=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$work/h2load.txt")
+    python3 -c "print($rate, ($after - $before) / $(getconf CLK_TCK) * 1e6 / $N)"
+}
+
+grpc_rates=()
+nghttpd_rates=()
+ratios=()
+grpc_cpu=()
+nghttpd_cpu=()
 for round in $(seq "$ROUNDS"); do
-    g=$(run_h2load "http://127.0.0.1:$grpc_port$path")
-    s=$(run_h2load "http://127.0.0.1:$nghttpd_port/static")
-    echo "round $round: GRPCWire $g req/s, nghttpd $s req/s" >&2
-    best_grpc=$(python3 -c "print(max($best_grpc, $g))")
-    best_nghttpd=$(python3 -c "print(max($best_nghttpd, $s))")
+    read -r g gc <<<"$(run_h2load "$server_pid" "http://127.0.0.1:$grpc_port$path")"
+    read -r s sc <<<"$(run_h2load "$nghttpd_pid" "http://127.0.0.1:$nghttpd_port/static")"
+    r=$(python3 -c "print(f'{$g / $s:.2f}')")
+    printf 'round %s: GRPCWire %.0f req/s (%.2f us CPU/req), nghttpd %.0f req/s (%.2f us CPU/req), ratio %s\n' \
+        "$round" "$g" "$gc" "$s" "$sc" "$r" >&2
+    grpc_rates+=("$g"); nghttpd_rates+=("$s"); ratios+=("$r"); grpc_cpu+=("$gc"); nghttpd_cpu+=("$sc")
 done
 
 # Stop the gRPC server gracefully so it prints its status counts.
@@ -106,8 +119,12 @@ server_pid=""
 calls=$(grep '^calls:' "$work/server.err" || echo "calls: unknown")
 expected=$(( N * ROUNDS + 2 ))
 
+median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+
 echo "h2load -n $N -c $C -m $M -t $T -H 'content-type: application/grpc' -H 'te: trailers' -d req.bin (response body $body_bytes bytes)"
-echo "GRPCWire (grpc-interop-server UnaryCall, 1 event loop): $best_grpc req/s"
-echo "nghttpd (static $body_bytes-byte file, 1 thread):       $best_nghttpd req/s"
-echo "ratio: $(python3 -c "print(f'{$best_grpc / $best_nghttpd:.2f}')")"
+printf 'GRPCWire (grpc-interop-server UnaryCall, 1 event loop): %.0f req/s (median of %s rounds)\n' "$(median "${grpc_rates[@]}")" "$ROUNDS"
+printf 'nghttpd (static %s-byte file, 1 thread):             %.0f req/s\n' "$body_bytes" "$(median "${nghttpd_rates[@]}")"
+printf 'ratio (median of the per-round ratios): %.2f\n' "$(median "${ratios[@]}")"
+printf 'server CPU per request: GRPCWire %.2f us, nghttpd %.2f us (medians; less sensitive to a busy machine)\n' \
+    "$(median "${grpc_cpu[@]}")" "$(median "${nghttpd_cpu[@]}")"
 echo "server-side statuses: $calls (expected ok=$expected)"

@@ -1,6 +1,12 @@
 import Logging
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Asks a connection to stop taking new calls (see ``GRPCServer/beginGracefulShutdown()``).
 struct GracefulShutdownEvent: Sendable {
     let gracePeriod: Duration
@@ -283,7 +289,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func h2BeginRequest(streamID: Int32) {
         let call = ServerCall(
             streamID: streamID, connection: self, loop: loop!,
-            maxReceiveMessageBytes: runtime.config.maxReceiveMessageBytes)
+            maxReceiveMessageBytes: runtime.config.maxReceiveMessageBytes, counters: runtime.counters)
         calls[streamID] = call
         lastCall = call
         metadataMatched = 0
@@ -346,7 +352,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             break
         }
         // The rest of grpc-* is reserved for the transport, not metadata.
-        if name.starts(with: "grpc-".utf8) { return true }
+        if name.count >= 5, name[0] == UInt8(ascii: "g"), name[1] == UInt8(ascii: "r"), name[2] == UInt8(ascii: "p"),
+            name[3] == UInt8(ascii: "c"), name[4] == UInt8(ascii: "-")
+        {
+            return true
+        }
         let isBinary = name.count > 4 && name.suffix(4).elementsEqual("-bin".utf8)
         if !metadataDiverged, !isBinary, metadataMatched < previousMetadata.count {
             let previous = previousMetadata.element(at: metadataMatched)
@@ -394,6 +404,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             call.finished = true
             call.responseHeadersSent = true
             call.discardingInput = true
+            runtime.counters.record(.unimplemented)
             let status = GRPCStatus(.unimplemented, "Unsupported grpc-encoding \"\(encoding)\"; supported: identity, gzip")
             session.submitResponse(
                 streamID: streamID, headers: ResponseHeaders.unsupportedEncoding(status, contentType: contentType),
@@ -450,9 +461,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func h2SentEndStream(streamID: Int32) {
         guard let session else { return }
         if let call = call(streamID) {
-            if let code = call.resetAfterEndStream {
-                session.resetStream(streamID: streamID, code: code)
-            } else if !call.requestEnded {
+            if !call.requestEnded {
                 // We answered before the client finished sending: tell it to stop
                 // (PROTOCOL-HTTP2.md, RST_STREAM(NO_ERROR) after trailers).
                 session.resetStream(streamID: streamID, code: .noError)
@@ -510,8 +519,8 @@ extension UnsafeRawBufferPointer {
         var string = string
         return string.withUTF8 { utf8 in
             guard utf8.count == count else { return false }
-            for i in 0..<count where self[i] != utf8[i] { return false }
-            return true
+            guard let lhs = baseAddress, let rhs = utf8.baseAddress else { return count == 0 }
+            return memcmp(lhs, rhs, count) == 0
         }
     }
 

@@ -146,6 +146,13 @@ public final class GRPCServer: Sendable {
         runtime.logger.info("gRPC server stopped")
     }
 
+    /// How many calls ended with each status since the server started: cheap to keep (one
+    /// relaxed atomic add per OK call), for metrics and for checking load tests (h2load only
+    /// looks at HTTP statuses). Calls the client cancelled count as CANCELLED.
+    public func finishedCallCounts() -> [GRPCStatus.Code: Int] {
+        runtime.counters.snapshot()
+    }
+
     /// Stops accepting connections, sends GOAWAY on every connection, lets in-flight calls
     /// finish for up to ``Config/shutdownGracePeriod``, then closes. ``run()`` returns once
     /// every connection is closed. Health watchers get NOT_SERVING and their streams end.
@@ -179,6 +186,7 @@ final class ServerRuntime: Sendable {
     let interceptors: [any ServerInterceptor]
     let logger: Logger
     let http2Settings: NGHTTP2Settings
+    let counters = CallCounters()
 
     init(config: GRPCServer.Config, services: [ServiceDefinition], interceptors: [any ServerInterceptor], logger: Logger) {
         self.config = config
@@ -291,5 +299,30 @@ final class ConnectionRegistry: Sendable {
             }
             if done { continuation.resume() }
         }
+    }
+}
+
+/// Finished calls by status code. OK, by far the most common, is a lone atomic; the rest
+/// share a lock.
+final class CallCounters: Sendable {
+    private let ok = Atomic<Int>(0)
+    private let others = Mutex<[Int: Int]>([:])
+
+    func record(_ code: GRPCStatus.Code) {
+        if code == .ok {
+            ok.add(1, ordering: .relaxed)
+        } else {
+            others.withLock { $0[code.rawValue, default: 0] += 1 }
+        }
+    }
+
+    func snapshot() -> [GRPCStatus.Code: Int] {
+        var result: [GRPCStatus.Code: Int] = [:]
+        let okCount = ok.load(ordering: .relaxed)
+        if okCount > 0 { result[.ok] = okCount }
+        for (code, count) in others.withLock({ $0 }) {
+            result[GRPCStatus.Code(rawValue: code)] = count
+        }
+        return result
     }
 }

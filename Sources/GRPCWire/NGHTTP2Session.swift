@@ -323,6 +323,13 @@ private func handler(_ userData: UnsafeMutableRawPointer?) -> GRPCConnectionHand
     Unmanaged<GRPCConnectionHandler>.fromOpaque(userData!).takeUnretainedValue()
 }
 
+/// Calls `body` with the handler without retaining it: the handler owns the session, so it
+/// is alive for the whole callback (this saves a retain/release pair per header).
+@inline(__always)
+private func withHandler<R>(_ userData: UnsafeMutableRawPointer?, _ body: (GRPCConnectionHandler) -> R) -> R {
+    Unmanaged<GRPCConnectionHandler>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
+}
+
 private let headersType = UInt8(NGHTTP2_HEADERS.rawValue)
 private let dataType = UInt8(NGHTTP2_DATA.rawValue)
 private let endStreamFlag = UInt8(NGHTTP2_FLAG_END_STREAM.rawValue)
@@ -334,7 +341,7 @@ private func onBeginHeaders(
     guard frame.pointee.hd.type == headersType, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else {
         return 0
     }
-    handler(userData).h2BeginRequest(streamID: frame.pointee.hd.stream_id)
+    withHandler(userData) { $0.h2BeginRequest(streamID: frame.pointee.hd.stream_id) }
     return 0
 }
 
@@ -348,10 +355,12 @@ private func onHeader(
     guard frame.pointee.hd.type == headersType, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else {
         return 0
     }
-    let accepted = handler(userData).h2Header(
-        streamID: frame.pointee.hd.stream_id,
-        name: UnsafeRawBufferPointer(start: name, count: nameLength),
-        value: UnsafeRawBufferPointer(start: value, count: valueLength))
+    let accepted = withHandler(userData) {
+        $0.h2Header(
+            streamID: frame.pointee.hd.stream_id,
+            name: UnsafeRawBufferPointer(start: name, count: nameLength),
+            value: UnsafeRawBufferPointer(start: value, count: valueLength))
+    }
     // Rejecting a header resets just that stream (RST_STREAM INTERNAL_ERROR).
     return accepted ? 0 : Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
 }
@@ -365,12 +374,12 @@ private func onFrameReceived(
     let streamID = frame.pointee.hd.stream_id
     if type == headersType {
         if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-            handler(userData).h2RequestHeadersComplete(streamID: streamID, endStream: endStream)
+            withHandler(userData) { $0.h2RequestHeadersComplete(streamID: streamID, endStream: endStream) }
         } else if endStream {
-            handler(userData).h2EndStream(streamID: streamID)
+            withHandler(userData) { $0.h2EndStream(streamID: streamID) }
         }
     } else if type == dataType, endStream {
-        handler(userData).h2EndStream(streamID: streamID)
+        withHandler(userData) { $0.h2EndStream(streamID: streamID) }
     }
     return 0
 }
@@ -379,18 +388,19 @@ private func onDataChunk(
     _ session: OpaquePointer?, _ flags: UInt8, _ streamID: Int32, _ data: UnsafePointer<UInt8>?,
     _ length: Int, _ userData: UnsafeMutableRawPointer?
 ) -> Int32 {
-    let handler = handler(userData)
-    // The connection window is consumed at once: a slow stream must not block the others.
-    // The stream window is the handler's business (h2Data consumes when it is ready).
-    handler.session?.consumeConnection(count: length)
-    handler.h2Data(streamID: streamID, UnsafeRawBufferPointer(start: data, count: length))
+    withHandler(userData) { handler in
+        // The connection window is consumed at once: a slow stream must not block the
+        // others. The stream window is the handler's business (h2Data consumes when ready).
+        handler.session?.consumeConnection(count: length)
+        handler.h2Data(streamID: streamID, UnsafeRawBufferPointer(start: data, count: length))
+    }
     return 0
 }
 
 private func onStreamClose(
     _ session: OpaquePointer?, _ streamID: Int32, _ errorCode: UInt32, _ userData: UnsafeMutableRawPointer?
 ) -> Int32 {
-    handler(userData).h2StreamClosed(streamID: streamID, errorCode: errorCode)
+    withHandler(userData) { $0.h2StreamClosed(streamID: streamID, errorCode: errorCode) }
     return 0
 }
 
@@ -400,7 +410,7 @@ private func onFrameSent(
     let frame = frame!
     let type = frame.pointee.hd.type
     if type == headersType || type == dataType, frame.pointee.hd.flags & endStreamFlag != 0 {
-        handler(userData).h2SentEndStream(streamID: frame.pointee.hd.stream_id)
+        withHandler(userData) { $0.h2SentEndStream(streamID: frame.pointee.hd.stream_id) }
     }
     return 0
 }

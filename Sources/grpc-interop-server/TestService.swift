@@ -26,7 +26,8 @@ enum TestService {
             return response
         }
         service.bidirectionalStreaming("FullDuplexCall") {
-            (requests: RequestStream<Grpc_Testing_StreamingOutputCallRequest>, responses: ResponseStream<Grpc_Testing_StreamingOutputCallResponse>, _) in
+            (requests: RequestStream<Grpc_Testing_StreamingOutputCallRequest>, responses: ResponseStream<Grpc_Testing_StreamingOutputCallResponse>, context) in
+            echoMetadata(context)
             for try await request in requests {
                 try echoStatus(request.hasResponseStatus ? request.responseStatus : nil)
                 for parameters in request.responseParameters {
@@ -50,6 +51,7 @@ enum TestService {
 
     @Sendable
     static func unaryCall(_ request: Grpc_Testing_SimpleRequest, _ context: ServerContext) async throws -> Grpc_Testing_SimpleResponse {
+        echoMetadata(context)
         if request.expectCompressed.value, !context.requestMessageCompressed {
             throw GRPCStatus(.invalidArgument, "Expected a compressed request message")
         }
@@ -59,7 +61,7 @@ enum TestService {
         }
         var response = Grpc_Testing_SimpleResponse()
         if request.responseSize > 0 {
-            response.payload.body = Data(count: Int(request.responseSize))
+            response.payload.body = zeros(Int(request.responseSize))
         }
         return response
     }
@@ -71,8 +73,32 @@ enum TestService {
             try await Task.sleep(for: .microseconds(Int(parameters.intervalUs)))
         }
         var response = Grpc_Testing_StreamingOutputCallResponse()
-        response.payload.body = Data(count: Int(parameters.size))
+        response.payload.body = zeros(Int(parameters.size))
         try await responses.send(response, compress: parameters.compressed.value)
+    }
+
+    /// Echoes `x-grpc-test-echo-initial` into the response headers and
+    /// `x-grpc-test-echo-trailing-bin` into the trailers (interop case custom_metadata). A
+    /// plain call rather than an interceptor: this server is also the benchmark subject, and
+    /// the loop below allocates nothing for a request without those headers.
+    static func echoMetadata(_ context: ServerContext) {
+        for (name, value) in context.metadata where name.hasPrefix("x-grpc-test-echo-") {
+            switch (name, value) {
+            case ("x-grpc-test-echo-initial", .string(let text)):
+                context.response.setInitial(["x-grpc-test-echo-initial": .string(text)])
+            case ("x-grpc-test-echo-trailing-bin", .binary(let bytes)):
+                context.response.addTrailing("x-grpc-test-echo-trailing-bin", binary: bytes)
+            default:
+                break
+            }
+        }
+    }
+
+    /// Payload bodies are all zeros; small ones are shared instead of allocated per response.
+    private static let smallZeros = Data(count: 4096)
+
+    static func zeros(_ count: Int) -> Data {
+        count <= smallZeros.count ? smallZeros.prefix(count) : Data(count: count)
     }
 
     static func echoStatus(_ status: Grpc_Testing_EchoStatus?) throws {

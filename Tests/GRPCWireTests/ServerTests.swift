@@ -60,21 +60,38 @@ import Testing
             #expect(out.contains("grpc-message: Deadline exceeded"))
             #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
 
-            // nghttp exits before it would print the RST_STREAM that follows; read raw frames.
+            // A client still sending (no END_STREAM): Trailers-Only DEADLINE_EXCEEDED, then
+            // RST_STREAM(NO_ERROR) to stop its upload.
             let received = RawHTTP2.Received()
             let channel = try await RawHTTP2.connect(
                 port: server.port, group: MultiThreadedEventLoopGroup.singleton,
                 sending: RawHTTP2.preface + RawHTTP2.settings()
-                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Sleep", endStream: false, extra: [("grpc-timeout", "100m")])
-                    + RawHTTP2.data(stream: 1, try framed(Google_Protobuf_Empty()), endStream: true),
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Wait", endStream: false, extra: [("grpc-timeout", "100m")]),
                 received: received)
             #expect(await server.probe.wait { received.frames.contains { $0.type == 3 } })
             let frames = received.frames.filter { $0.stream == 1 }
-            // Trailers-Only HEADERS with END_STREAM, then RST_STREAM(CANCEL).
             #expect(frames.map(\.type) == [1, 3])
-            #expect(frames.first?.flags == 0x5)
-            #expect(frames.last?.payload == [0, 0, 0, 8])
+            #expect(frames.first?.flags == 0x5)  // END_STREAM | END_HEADERS
+            #expect(frames.last?.payload == [0, 0, 0, 0])
             #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 2 })
+            try await channel.close()
+        }
+    }
+
+    @Test func deadlineWithResponsesStuckBehindFlowControlResetsWithCancel() async throws {
+        try await withTestServer { server in
+            // A zero window: Flood's messages can never leave, so neither could trailers.
+            let received = RawHTTP2.Received()
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                sending: RawHTTP2.preface + RawHTTP2.settings([(0x4, 0)])
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Flood", endStream: false, extra: [("grpc-timeout", "200m")])
+                    + RawHTTP2.data(stream: 1, try framed(Google_Protobuf_Empty()), endStream: true),
+                received: received)
+            #expect(await server.probe.wait { received.frames.contains { $0.type == 3 } })
+            let reset = received.frames.first { $0.stream == 1 && $0.type == 3 }
+            #expect(reset?.payload == [0, 0, 0, 8])  // CANCEL
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
             try await channel.close()
         }
     }
@@ -211,6 +228,26 @@ import Testing
             try await RawHTTP2.send(RawHTTP2.reset(stream: 1), on: channel)
             #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
             try await channel.close()
+        }
+    }
+
+    @Test func interceptorsRunAroundHandlers() async throws {
+        try await withTestServer(interceptors: [TokenInterceptor()]) { server in
+            let body = try framed(stringValue("i"))
+            let denied = try await nghttp(port: server.port, path: "/test.Test/Echo", body: body)
+            #expect(denied.contains("grpc-status: 16"))
+            #expect(denied.contains("grpc-message: missing token"))
+            let allowed = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: body,
+                headers: ["content-type: application/grpc", "x-token: secret"])
+            #expect(allowed.contains("grpc-status: 0"))
+            #expect(allowed.contains("x-intercepted: before"))
+            #expect(allowed.contains("x-intercepted: after"))
+            // Unknown methods never reach interceptors.
+            let unknown = try await nghttp(port: server.port, path: "/test.Test/Nope", body: body)
+            #expect(unknown.contains("grpc-status: 12"))
+            #expect(server.server.finishedCallCounts()[.unauthenticated] == 1)
+            #expect(server.server.finishedCallCounts()[.ok] == 1)
         }
     }
 

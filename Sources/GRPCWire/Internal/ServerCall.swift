@@ -47,6 +47,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     /// stream is open, and `streamClosed` ends that.
     let connection: GRPCConnectionHandler
     let maxReceiveMessageBytes: Int
+    let counters: CallCounters
 
     // MARK: Request headers (written on the loop before the task starts)
 
@@ -96,15 +97,17 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var finished = false
     /// The stream is closed at the HTTP/2 level.
     var closed = false
-    /// Sent after our END_STREAM instead of the usual RST_STREAM(NO_ERROR).
-    var resetAfterEndStream: HTTP2ErrorCode?
     /// Why the call failed, once it failed from the server or client side.
     var failure: GRPCStatus?
     var task: Task<Void, Never>?
     var deadlineTimer: Scheduled<Void>?
 
-    init(streamID: Int32, connection: GRPCConnectionHandler, loop: any EventLoop, maxReceiveMessageBytes: Int) {
+    init(
+        streamID: Int32, connection: GRPCConnectionHandler, loop: any EventLoop, maxReceiveMessageBytes: Int,
+        counters: CallCounters
+    ) {
         self.streamID = streamID
+        self.counters = counters
         self.connection = connection
         self.loop = loop
         self.maxReceiveMessageBytes = maxReceiveMessageBytes
@@ -283,6 +286,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard !finished else { return }
         finished = true
+        counters.record(status.code)
         deadlineTimer?.cancel()
         deadlineTimer = nil
         if status.code != .ok { failure = status }
@@ -299,9 +303,13 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         if !responseHeadersSent {
             // Trailers-Only: one HEADERS frame with END_STREAM.
             responseHeadersSent = true
-            let trailing = state.withLock { state in
+            // Trailers-Only carries both: initial metadata the handler set goes out too.
+            let trailing: Metadata = state.withLock { state in
                 state.headersSent = true
-                return state.trailing
+                guard !state.initial.isEmpty else { return state.trailing }
+                var merged = state.initial
+                for (name, value) in state.trailing { merged.add(name, value) }
+                return merged
             }
             let headers = ResponseHeaders.trailers(
                 status, metadata: trailing, trailersOnly: contentType ?? .grpc)
@@ -324,7 +332,15 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         finishOnLoop(status)
     }
 
-    /// The deadline passed: DEADLINE_EXCEEDED, the task cancelled, RST_STREAM(CANCEL).
+    /// The deadline passed: the handler's task is cancelled and the call ends with
+    /// DEADLINE_EXCEEDED.
+    ///
+    /// When the status can go out now, it is sent as trailers, followed (if the client is
+    /// still sending) by the usual RST_STREAM(NO_ERROR). RST_STREAM(CANCEL) is *not* sent
+    /// after the trailers: grpc C-core clients then report CANCELLED instead of the trailers'
+    /// DEADLINE_EXCEEDED (interop timeout_on_sleeping_server failed 14 times in 60 that way).
+    /// When response messages are still queued behind flow control, the status could wait
+    /// indefinitely, so the stream is reset with RST_STREAM(CANCEL) at once instead.
     func deadlineExpired() {
         deadlineTimer = nil
         guard !finished, !closed else { return }
@@ -332,12 +348,8 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         discardingInput = true
         task?.cancel()
         if outbound.isEmpty {
-            // The status can go out at once; RST_STREAM(CANCEL) follows our END_STREAM.
-            resetAfterEndStream = .cancel
             finishOnLoop(status)
         } else {
-            // Queued messages would have to drain first, which may never happen for a stalled
-            // client: reset the stream right away instead.
             finishOnLoop(status)
             connection.session?.resetStream(streamID: streamID, code: .cancel)
             connection.scheduleFlush()
@@ -352,6 +364,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         if !finished {
             let status = GRPCStatus(.cancelled, "The client cancelled the call")
             finished = true
+            counters.record(.cancelled)
             failure = status
             task?.cancel()
             if let waiter = inboundWaiter {

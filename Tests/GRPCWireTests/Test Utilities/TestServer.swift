@@ -95,6 +95,7 @@ func testService(probe: Probe) -> ServiceDefinition {
 
 func withTestServer(
     configure: (inout GRPCServer.Config) -> Void = { _ in },
+    interceptors: [any ServerInterceptor] = [],
     _ body: (TestServer) async throws -> Void
 ) async throws {
     var config = GRPCServer.Config.defaults
@@ -105,7 +106,8 @@ func withTestServer(
     let probe = Probe()
     var logger = Logger(label: "GRPCWireTests")
     logger.logLevel = .critical
-    let server = GRPCServer(config: config, services: [testService(probe: probe)], descriptorSets: [], logger: logger)
+    let server = GRPCServer(
+        config: config, services: [testService(probe: probe)], descriptorSets: [], interceptors: interceptors, logger: logger)
     let port = try await server.start()
     let running = Task { try await server.run() }
     do {
@@ -164,4 +166,17 @@ func nghttp(
 func framed(_ message: some SwiftProtobuf.Message, compressedFlag: Bool = false) throws -> [UInt8] {
     let bytes: [UInt8] = try message.serializedBytes()
     return [compressedFlag ? 1 : 0] + withUnsafeBytes(of: UInt32(bytes.count).bigEndian, Array.init) + bytes
+}
+
+/// Rejects calls without `x-token: secret` (UNAUTHENTICATED) and stamps every response with a
+/// trailer, before and after the handler.
+struct TokenInterceptor: ServerInterceptor {
+    func intercept(_ context: ServerContext, next: @Sendable (ServerContext) async throws -> Void) async throws {
+        guard context.metadata[first: "x-token"] == "secret" else {
+            throw GRPCStatus(.unauthenticated, "missing token")
+        }
+        context.response.addTrailing("x-intercepted", "before")
+        try await next(context)
+        context.response.addTrailing("x-intercepted", "after")
+    }
 }
