@@ -1,3 +1,4 @@
+import Synchronization
 import OrderDomain
 
 /// The JSON written to the logs, as the seed's ksqlDB statements define it:
@@ -111,9 +112,23 @@ public enum LogFormat {
 
     /// Decodes one entry for the order `orderId`.
     public static func decode(_ entry: Entry, orderId: String) throws(FormatError) -> Decoded {
+        // Every stage decodes every entry of an order's row on each new row: remembering
+        // recent results turns those repeats into a hash lookup.
+        let key = DecodedCacheKey(orderId: orderId, entry: entry)
+        if let hit = decodedCache.withLock({ $0[key] }) { return hit }
         let what = "\(entry.subType) DETAILS"
-        return try decode(type: entry.type, subType: entry.subType, details: try parse(Array(entry.details.utf8), what: what), orderId: orderId)
+        let decoded = try decode(
+            type: entry.type, subType: entry.subType, details: try parse(Array(entry.details.utf8), what: what), orderId: orderId)
+        decodedCache.withLock { $0[key] = decoded }
+        return decoded
     }
+
+    private struct DecodedCacheKey: Hashable {
+        var orderId: String
+        var entry: Entry
+    }
+
+    private static let decodedCache = Mutex(BoundedCache<DecodedCacheKey, Decoded>(capacity: 100_000))
 
     /// Decodes an entry whose DETAILS are already parsed.
     static func decode(type: String, subType: String, details: JSON.Value, orderId: String) throws(FormatError) -> Decoded {

@@ -14,9 +14,9 @@ struct OrdersServer: AsyncParsableCommand {
         commandName: "orders-server",
         abstract: "Event-sourced ride-hailing orders over gRPC (HTTP/2).",
         discussion: """
-            Serves ridehailing.orders.v1.OrderService, grpc.health.v1.Health and server
-            reflection on one h2c port. Every option can also be set through the environment
-            variable named in its help; a command-line option wins over the environment.
+            Serves ridehailing.orders.v1.OrderService, grpc.health.v1.Health and server \
+            reflection on one h2c port. Every option can also be set through the environment \
+            variable named in its help; a command-line option wins over the environment. \
             SIGTERM or SIGINT drain in-flight calls, then stop.
             """)
 
