@@ -122,12 +122,7 @@ struct RPCService: Service {
         FileHandle.standardOutput.write(Data("orders-server listening on port \(port)\n".utf8))
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask {
-                    while !pipeline.projector.isReady { try await Task.sleep(for: .milliseconds(20)) }
-                    server.health.setStatus(.serving, for: "")
-                    server.health.setStatus(.serving, for: OrderServiceDefinition.serviceName)
-                    logger.info("serving")
-                }
+                group.addTask { try await watchHealth() }
                 try await server.run()
                 group.cancelAll()
             }
@@ -136,6 +131,45 @@ struct RPCService: Service {
             server.health.setStatus(.notServing, for: "")
             server.health.setStatus(.notServing, for: OrderServiceDefinition.serviceName)
             server.beginGracefulShutdown()
+        }
+    }
+}
+
+extension RPCService {
+    /// SERVING while the read model has caught up and the engine answers; NOT_SERVING
+    /// otherwise (a broker that went away), and back again by itself when it returns.
+    func watchHealth() async throws {
+        var serving = false
+        while true {
+            let healthy: Bool
+            if pipeline.projector.isReady {
+                healthy = await engineAnswers(within: .seconds(2))
+            } else {
+                healthy = false
+            }
+            if healthy != serving {
+                serving = healthy
+                let status: HealthStatus.ServingStatus = healthy ? .serving : .notServing
+                server.health.setStatus(status, for: "")
+                server.health.setStatus(status, for: OrderServiceDefinition.serviceName)
+                if healthy { logger.info("serving") } else { logger.warning("not serving: the event store does not answer") }
+            }
+            try await Task.sleep(for: serving ? .seconds(1) : .milliseconds(20))
+        }
+    }
+
+    private func engineAnswers(within limit: Duration) async -> Bool {
+        let engine = pipeline.engine
+        let topic = pipeline.topics.aggregates
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await engine.endOffsets(topic)) != nil }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
         }
     }
 }
