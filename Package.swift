@@ -57,6 +57,15 @@ let package = Package(
             ]
         ),
 
+        // The Kafka engine: the log, groups and offsets on librdkafka.
+        .target(
+            name: "EngineKafka",
+            dependencies: [
+                "CRdKafka", "EventLog",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // A generic gRPC server on nghttp2 + SwiftNIO. Knows nothing of orders.
         .target(
             name: "GRPCWire",
@@ -118,6 +127,7 @@ let package = Package(
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
         .testTarget(name: "PipelineTests", dependencies: ["EventLog", "EngineSQLite", "OrderDomain"]),
         .testTarget(name: "GRPCWireTests", dependencies: ["GRPCWire"]),
+        .testTarget(name: "KafkaTests", dependencies: ["EngineKafka", "EventLog", "OrderDomain"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["OrderProto", "OrderService", "EngineSQLite", "EventLog", "GRPCWire"]
