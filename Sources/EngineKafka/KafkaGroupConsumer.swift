@@ -32,6 +32,10 @@ final class KafkaGroupConsumer: GroupConsumer {
             /// Revoked partitions not yet reported.
             var pendingRevoke: [TopicPartition]?
             var closing = false
+            /// Partitions this member holds (assigned and not revoked).
+            var assigned: Set<Int> = []
+            /// Records polled after an event, handed out once the event was.
+            var carried: [LogRecord] = []
         }
         let state = Mutex(State())
         let onChange: @Sendable () -> Void
@@ -44,8 +48,10 @@ final class KafkaGroupConsumer: GroupConsumer {
                 switch event {
                 case .assign(let partitions):
                     s.events.append(.assigned(partitions.map(\.partition).sorted()))
+                    s.assigned.formUnion(partitions.map(\.partition))
                     return .now
                 case .revoke(let partitions):
+                    s.assigned.subtract(partitions.map(\.partition))
                     if s.closing { return .now }
                     s.events.append(.revoked(partitions.map(\.partition).sorted()))
                     s.pendingRevoke = (s.pendingRevoke ?? []) + partitions
@@ -101,8 +107,16 @@ final class KafkaGroupConsumer: GroupConsumer {
             client.completeRevoke(revoked)
         }
         if let event = nextEvent() { return event }
+        // Records polled together with an event, once the event is out; those of
+        // partitions revoked meanwhile are dropped (the next owner reads them again).
+        let carried = rebalances.state.withLock { s -> [LogRecord] in
+            defer { s.carried = [] }
+            return s.carried.filter { s.assigned.contains($0.partition) }
+        }
+        if !carried.isEmpty { return .records(carried) }
         let batch = try client.pollBatch(
             maxRecords: maxRecords, timeout: timeout, cancelled: cancelled, logger: logger, stop: { rebalances.hasEvents })
+        if !batch.afterStop.isEmpty { rebalances.state.withLock { $0.carried += batch.afterStop } }
         // Records polled before a rebalance came first: hand them out, the event next.
         if !batch.records.isEmpty { return .records(batch.records) }
         return nextEvent() ?? .idle

@@ -385,6 +385,8 @@ public final class KafkaLogEngine: LogEngine {
             p["session.timeout.ms"] = String(session)
             p["heartbeat.interval.ms"] = String(max(100, session / 4))
         } else {
+            // librdkafka's assign needs a group id; this one never joins or commits.
+            p["group.id"] = "\(config.groupIdPrefix)reader-\(config.instanceId)"
             // Readers start at explicit offsets; one the log lacks is an error, not a jump.
             p["auto.offset.reset"] = "error"
         }

@@ -2,16 +2,19 @@ import EventLog
 import Logging
 import Synchronization
 
-/// Polls a consumer handle on its own queue: at most `maxRecords` messages, waiting up
-/// to `timeout` for the first, in slices of ≤ 100 ms so cancellation and `close` are
-/// prompt. `stop` ends the batch early (a rebalance to report). Runs on `queue` only.
+/// What one `pollBatch` collected.
 struct ConsumerBatch {
     var records: [LogRecord] = []
     var endOfPartition: [(partition: Int, offset: Int64)] = []
+    /// A record returned by the poll call inside which `stop` turned true (a rebalance
+    /// callback ran): it belongs after the event, not before.
+    var afterStop: [LogRecord] = []
 }
 
 extension RDKafkaClient {
-    /// Blocking: call on the consumer's queue.
+    /// Polls on the consumer's own queue: at most `maxRecords` messages, waiting up to
+    /// `timeout` for the first, in slices of ≤ 100 ms so cancellation and `close` are
+    /// prompt. `stop` ends the batch early (a rebalance to report). Blocking.
     func pollBatch(
         maxRecords: Int, timeout: Duration, cancelled: CancelFlag, logger: Logger, stop: () -> Bool = { false }
     ) throws -> ConsumerBatch {
@@ -35,13 +38,18 @@ extension RDKafkaClient {
                 if !batch.records.isEmpty { break }
                 continue
             }
+            let stopped = stop()
             switch result {
             case .message(let m):
-                batch.records.append(
-                    LogRecord(
-                        topic: m.topic, partition: m.partition, offset: m.offset,
-                        key: m.key.map { String(decoding: $0, as: UTF8.self) } ?? "", value: m.value, headers: m.headers,
-                        timestamp: m.timestamp))
+                let record = LogRecord(
+                    topic: m.topic, partition: m.partition, offset: m.offset,
+                    key: m.key.map { String(decoding: $0, as: UTF8.self) } ?? "", value: m.value, headers: m.headers,
+                    timestamp: m.timestamp)
+                if stopped {
+                    batch.afterStop.append(record)
+                    return batch
+                }
+                batch.records.append(record)
             case .endOfPartition(_, let partition, let offset):
                 batch.endOfPartition.append((partition, offset))
             case .error(let error):

@@ -630,6 +630,7 @@ private let rdkafkaRebalanceCallback:
                 _ = rd_kafka_assign(handle, list)
             }
             _ = handler?(.assign(partitions))
+            rd_kafka_yield(handle)  // report the assignment before any of its records
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             // A lost assignment (session timed out) cannot be committed against anyway.
             let lost = rd_kafka_assignment_lost(handle) != 0
