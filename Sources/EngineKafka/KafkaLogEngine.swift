@@ -120,6 +120,9 @@ public final class KafkaLogEngine: LogEngine {
     // MARK: Topics
 
     public func createTopic(_ topic: String, partitions: Int) async throws {
+        // An existing topic needs no admin request (nor the right to make one, on
+        // clusters where topics are provisioned ahead).
+        if try await control.partitionCount(topic) != nil { return }
         let created = try await control.createTopic(
             topic, partitions: partitions, replicationFactor: config.replicationFactor,
             config: ["retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"])

@@ -206,6 +206,9 @@ final class RDKafkaClient: @unchecked Sendable {
 
     deinit { destroy() }
 
+    /// The raw handle, for this file's helpers only.
+    fileprivate func withHandle<T>(_ body: (OpaquePointer) -> T) -> T { body(handle) }
+
     /// Destroys the handle (idempotent). A consumer that joined a group leaves it first
     /// (librdkafka calls `rd_kafka_consumer_close` itself). Blocking.
     func destroy() {
@@ -586,6 +589,12 @@ final class RDKafkaMockCluster: Sendable {
         host = try RDKafkaClient(
             kind: .producer, properties: ["test.mock.num.brokers": String(brokers)], logger: logger)
         bootstrapServers = try host.brokerAddresses(timeoutMs: 5000).joined(separator: ",")
+    }
+
+    /// Creates a topic directly in the mock cluster (it cannot serve CreateTopics).
+    func createTopic(_ topic: String, partitions: Int) throws(RDKafkaError) {
+        let err = host.withHandle { CRdKafka_mock_topic_create($0, topic, Int32(partitions)) }
+        if err != 0 { throw RDKafkaError(rd_kafka_resp_err_t(rawValue: err), "mock topic \(topic)") }
     }
 
     deinit { host.destroy() }
