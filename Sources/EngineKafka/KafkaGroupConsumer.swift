@@ -60,7 +60,8 @@ final class KafkaGroupConsumer: GroupConsumer {
             }
         }
 
-        var hasEvents: Bool { state.withLock { !$0.events.isEmpty } }
+        /// A rebalance to report, or `close` waiting: the current poll should return.
+        var shouldReturn: Bool { state.withLock { !$0.events.isEmpty || $0.closing } }
     }
 
     init(
@@ -115,7 +116,7 @@ final class KafkaGroupConsumer: GroupConsumer {
         }
         if !carried.isEmpty { return .records(carried) }
         let batch = try client.pollBatch(
-            maxRecords: maxRecords, timeout: timeout, cancelled: cancelled, logger: logger, stop: { rebalances.hasEvents })
+            maxRecords: maxRecords, timeout: timeout, cancelled: cancelled, logger: logger, stop: { rebalances.shouldReturn })
         if !batch.afterStop.isEmpty { rebalances.state.withLock { $0.carried += batch.afterStop } }
         // Records polled before a rebalance came first: hand them out, the event next.
         if !batch.records.isEmpty { return .records(batch.records) }

@@ -37,9 +37,9 @@ public final class KafkaLogEngine: LogEngine {
         /// Prepended to every consumer group name (`joinGroup("order-aggregator")` with
         /// prefix "orders-" is the Kafka group "orders-order-aggregator").
         public var groupIdPrefix: String = ""
-        /// This instance's identity: part of `client.id` and of the producer's
-        /// `transactional.id` (`<transactionalIdPrefix><instanceId>`). Give each server
-        /// instance a stable, unique one: a restarted instance then fences its
+        /// This instance's identity: part of `client.id` and of the producers'
+        /// `transactional.id`s (`<transactionalIdPrefix><instanceId>-<group>`). Give each
+        /// server instance a stable, unique one: a restarted instance then fences its
         /// predecessor's unfinished transactions.
         public var instanceId: String = KafkaLogEngine.randomId()
         public var clientId: String = "orders"
@@ -75,7 +75,9 @@ public final class KafkaLogEngine: LogEngine {
     private let logger: Logger
     private let control: ControlClient
     private let producer: IdempotentProducer
-    private let transactional: TransactionalProducer
+    /// Transactional producers by consumer group ("" for appends without a commit):
+    /// each processor's transactions run beside the others', not behind them.
+    private let transactional = Mutex<[String: TransactionalProducer]>([:])
     private let partitionCounts = Mutex<[String: Int]>([:])
     private let indexes = Mutex<[String: KeyIndex]>([:])
     /// Live group members, by "group/topic", for offset commits and group metadata.
@@ -99,10 +101,21 @@ public final class KafkaLogEngine: LogEngine {
         } catch {
             throw LogError.kafka(error, "creating the control client")
         }
-        producer = IdempotentProducer(properties: Self.producerProperties(config, transactional: false), logger: logger)
-        transactional = TransactionalProducer(
-            properties: Self.producerProperties(config, transactional: true), timeoutMs: config.requestTimeout.milliseconds,
-            logger: logger)
+        producer = IdempotentProducer(properties: Self.producerProperties(config, transactionalId: nil), logger: logger)
+    }
+
+    /// The transactional producer for a group's commits (`transactional.id`
+    /// `<transactionalIdPrefix><instanceId>-<group>`).
+    private func transactionalProducer(group: String) -> TransactionalProducer {
+        transactional.withLock { producers in
+            if let p = producers[group] { return p }
+            let id = config.transactionalIdPrefix + config.instanceId + (group.isEmpty ? "" : "-\(group)")
+            let p = TransactionalProducer(
+                properties: Self.producerProperties(config, transactionalId: id), timeoutMs: config.requestTimeout.milliseconds,
+                logger: logger)
+            producers[group] = p
+            return p
+        }
     }
 
     /// Flushes and closes the producers, stops the key indexes and closes the control
@@ -110,7 +123,9 @@ public final class KafkaLogEngine: LogEngine {
     public func shutdown() async {
         let flushMs = config.deliveryTimeout.milliseconds
         await producer.shutdown(flushMs: flushMs)
-        await transactional.shutdown(flushMs: flushMs)
+        for p in transactional.withLock({ t -> [TransactionalProducer] in defer { t = [:] }; return Array(t.values) }) {
+            await p.shutdown(flushMs: flushMs)
+        }
         for index in indexes.withLock({ i -> [KeyIndex] in defer { i = [:] }; return Array(i.values) }) {
             await index.shutdown()
         }
@@ -175,7 +190,7 @@ public final class KafkaLogEngine: LogEngine {
             if let commit, !commit.offsets.isEmpty {
                 offsets = (commit.topic, commit.offsets, await groupMetadata(commit))
             }
-            outcomes = try await transactional.transact(outgoing, offsets: offsets)
+            outcomes = try await transactionalProducer(group: commit?.group ?? "").transact(outgoing, offsets: offsets)
         } else {
             outcomes = try await producer.produce(outgoing)
         }
@@ -316,7 +331,7 @@ public final class KafkaLogEngine: LogEngine {
         let hasMembers = members.withLock { !$0.isEmpty }
         if !hasMembers || !index.isVerified(partition: partition, epoch: epoch) {
             let end = try await control.ends(topic: topic, partitions: [partition])[partition] ?? 0
-            try await index.waitUntil(partition: partition, reaches: end, timeout: config.requestTimeout)
+            try await index.waitUntil(partition: partition, reaches: end, stallTimeout: config.requestTimeout)
             index.markVerified(partition: partition, epoch: epoch)
         }
         guard let entry = index.lookup(key) else { return nil }
@@ -360,16 +375,15 @@ public final class KafkaLogEngine: LogEngine {
         ]
     }
 
-    static func producerProperties(_ config: Config, transactional: Bool) -> [String: String] {
+    static func producerProperties(_ config: Config, transactionalId: String?) -> [String: String] {
         var p = commonProperties(config)
         p["enable.idempotence"] = "true"
         p["acks"] = "all"
         p["message.timeout.ms"] = String(config.deliveryTimeout.milliseconds)
         p["linger.ms"] = String(config.linger.milliseconds)
-        if transactional {
-            p["transactional.id"] = config.transactionalIdPrefix + config.instanceId
+        if let transactionalId {
+            p["transactional.id"] = transactionalId
             p["transaction.timeout.ms"] = String(max(60_000, config.deliveryTimeout.milliseconds + 10_000))
-            p["client.id"] = "\(config.clientId)-\(config.instanceId)-tx"
         }
         return p.merging(config.properties) { $1 }
     }

@@ -73,7 +73,7 @@ final class KafkaReader: LogReader {
     private let queue: BlockingQueue
     private let logger: Logger
     private let positionsState: Mutex<[Int64]>
-    private let closed = Mutex(false)
+    private let closed = CancelFlag()
 
     init(topic: String, offsets: [Int64], properties: [String: String], logger: Logger) throws(LogError) {
         self.topic = topic
@@ -92,12 +92,13 @@ final class KafkaReader: LogReader {
 
     func next(maxRecords: Int, timeout: Duration) async throws -> [LogRecord] {
         try Task.checkCancellation()
-        if closed.withLock({ $0 }) { throw LogError(.closed, "reader closed") }
+        if closed.isSet { throw LogError(.closed, "reader closed") }
         let cancelled = CancelFlag()
         let batch = try await withTaskCancellationHandler {
             try await queue.run { [self] () throws -> ConsumerBatch in
-                if closed.withLock({ $0 }) { throw LogError(.closed, "reader closed") }
-                return try client.pollBatch(maxRecords: maxRecords, timeout: timeout, cancelled: cancelled, logger: logger)
+                if closed.isSet { throw LogError(.closed, "reader closed") }
+                return try client.pollBatch(
+                    maxRecords: maxRecords, timeout: timeout, cancelled: cancelled, logger: logger, stop: { closed.isSet })
             }
         } onCancel: {
             cancelled.set()
@@ -116,11 +117,8 @@ final class KafkaReader: LogReader {
     func positions() async -> [Int64] { positionsState.withLock { $0 } }
 
     func close() async {
-        let first = closed.withLock { c -> Bool in
-            defer { c = true }
-            return !c
-        }
-        guard first else { return }
+        guard !closed.isSet else { return }
+        closed.set()  // a pending next returns what it has
         client.yield()
         await queue.run { [client] in client.destroy() }
     }

@@ -101,7 +101,13 @@ extension TansuTests {
             await #expect(throws: CancellationError.self) { try await cancelled.value }
             #expect(ContinuousClock.now - cancelAt < .seconds(1))
 
+            // close ends a pending next at once.
+            let pending = Task { try await reader.next(maxRecords: 10, timeout: .seconds(30)) }
+            try await Task.sleep(for: .milliseconds(200))
+            let closeAt = ContinuousClock.now
             await reader.close()
+            #expect(try await pending.value.isEmpty)
+            #expect(ContinuousClock.now - closeAt < .seconds(1), "close took \(ContinuousClock.now - closeAt)")
             await #expect {
                 try await reader.next(maxRecords: 1, timeout: .milliseconds(10))
             } throws: { ($0 as? LogError)?.code == .closed }

@@ -110,14 +110,23 @@ final class KeyIndex: Sendable {
         store.state.withLock { $0.verified[partition] = epoch }
     }
 
-    /// Waits until the follower has read `partition` up to `offset`.
-    func waitUntil(partition: Int, reaches offset: Int64, timeout: Duration) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while store.state.withLock({ $0.positions[partition] }) < offset {
-            guard ContinuousClock.now < deadline else {
-                throw LogError(.unavailable, "kafka: the key index of \(topic)[\(partition)] did not reach offset \(offset) within \(timeout)")
-            }
+    /// Waits until the follower has read `partition` up to `offset`. A first read of a
+    /// long partition may take a while: this fails only when the follower makes no
+    /// progress for `stallTimeout`.
+    func waitUntil(partition: Int, reaches offset: Int64, stallTimeout: Duration) async throws {
+        var last = store.state.withLock { $0.positions[partition] }
+        var lastProgress = ContinuousClock.now
+        while last < offset {
             try await Task.sleep(for: .milliseconds(1))
+            let now = store.state.withLock { $0.positions[partition] }
+            if now > last {
+                last = now
+                lastProgress = .now
+            } else if ContinuousClock.now - lastProgress > stallTimeout {
+                throw LogError(
+                    .unavailable,
+                    "kafka: the key index of \(topic)[\(partition)] is stuck at offset \(last) (needs \(offset)) for \(stallTimeout)")
+            }
         }
     }
 
