@@ -40,6 +40,16 @@ public final class Aggregator: Sendable {
     func aggregate(_ records: [LogRecord]) async throws -> [OutgoingRecord] {
         var out: [OutgoingRecord] = []
         out.reserveCapacity(records.count)
+        // The rows of orders not in the cache, in one round trip (new orders have none).
+        let missing = cache.withLock { c in
+            var keys: Set<String> = []
+            for r in records where c[r.key] == nil { keys.insert(r.key) }
+            return keys
+        }
+        var loaded: [String: Row?] = [:]
+        for (key, record) in try await engine.latestRecords(topic: topics.aggregates, keys: missing) {
+            loaded[key] = row(from: record)
+        }
         for record in records {
             let entry: LogFormat.Entry
             do {
@@ -50,7 +60,7 @@ public final class Aggregator: Sendable {
                     metadata: ["topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"])
                 continue
             }
-            var row = try await current(key: record.key)
+            var row = cache.withLock({ $0[record.key] }) ?? loaded[record.key] ?? nil
             if let row, row.sourceOffset >= record.offset { continue }  // already aggregated
             var entries = row?.entries ?? []
             entries.append(entry)
@@ -64,9 +74,8 @@ public final class Aggregator: Sendable {
         return out
     }
 
-    private func current(key: String) async throws -> Row? {
-        if let row = cache.withLock({ $0[key] }) { return row }
-        guard let record = try await engine.latestRecord(topic: topics.aggregates, key: key) else { return nil }
+    private func row(from record: LogRecord) -> Row? {
+        let key = record.key
         do {
             let aggregate = try LogFormat.decodeAggregate(record.value)
             let offset = record.headers[Self.sourceOffsetHeader].flatMap { Int64($0) } ?? -1

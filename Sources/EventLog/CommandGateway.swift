@@ -31,35 +31,47 @@ public struct CommandGateway: Sendable {
     public func submit(_ command: OrderCommand, timeout: Duration) async throws -> CommandOutcome {
         let deadline = ContinuousClock.now + timeout
         try OrderValidation.validate(command)
-        if let outcome = try await store.outcome(commandId: command.commandId) { return outcome }
-        if case .place = command.kind {} else {
-            guard try await store.view(orderId: command.orderId)?.order != nil else {
-                throw OrderRejection(
-                    reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
-                    expectedVersion: command.expectedVersion, actualVersion: 0)
+        // Listen before writing, so an outcome projected before this task resumes from the
+        // append is kept for it, not missed.
+        let ticket = projector.outcomes.register(command.commandId)
+        do {
+            if let outcome = try await store.outcome(commandId: command.commandId) {
+                projector.outcomes.cancel(ticket)
+                return outcome
             }
+            if case .place = command.kind {} else {
+                guard try await store.view(orderId: command.orderId)?.order != nil else {
+                    throw OrderRejection(
+                        reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
+                        expectedVersion: command.expectedVersion, actualVersion: 0)
+                }
+            }
+            try await engine.append(
+                [
+                    OutgoingRecord(
+                        topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encode(LogFormat.entry(command)),
+                        headers: ["command-id": command.commandId])
+                ], commit: nil)
+        } catch {
+            projector.outcomes.cancel(ticket)
+            throw error
         }
-        try await engine.append(
-            [
-                OutgoingRecord(
-                    topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encode(LogFormat.entry(command)),
-                    headers: ["command-id": command.commandId])
-            ], commit: nil)
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
+        try Task.checkCancellation()
         return try await outcome(of: command.commandId, deadline: deadline)
     }
 
     /// Waits for a command's outcome until `deadline`.
     public func outcome(of commandId: String, deadline: ContinuousClock.Instant) async throws -> CommandOutcome {
-        while true {
-            // Waits in slices and re-reads the store, so an outcome published between the
-            // read and the wait costs at most one slice.
-            let remaining = deadline - .now
-            guard remaining > .zero else { throw OutcomeTimeout(commandId: commandId) }
-            if let outcome = await projector.outcomes.wait(for: commandId, timeout: min(remaining, .milliseconds(100))) {
-                return outcome
-            }
-            try Task.checkCancellation()
-            if let outcome = try await store.outcome(commandId: commandId) { return outcome }
+        let ticket = projector.outcomes.register(commandId)
+        if let outcome = try await store.outcome(commandId: commandId) {
+            projector.outcomes.cancel(ticket)
+            return outcome
         }
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
+        try Task.checkCancellation()
+        // Published just as the wait timed out?
+        if let outcome = try await store.outcome(commandId: commandId) { return outcome }
+        throw OutcomeTimeout(commandId: commandId)
     }
 }

@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import OrderDomain
 
@@ -34,11 +33,36 @@ public struct IntegrationPublisher: Sendable {
         }
     }
 
-    static func encode(_ event: IntegrationEvent) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        return Array(try! encoder.encode(event))
+    static func encode(_ e: IntegrationEvent) -> [UInt8] {
+        var w = JSON.Writer(capacity: 512)
+        w.beginObject()
+        w.member("order_id", e.orderId)
+        w.member("event_type", e.eventType)
+        w.key("event_timestamp")
+        w.int(Int(e.eventTimestamp))
+        w.member("version", e.version)
+        w.member("status", e.status)
+        w.member("rider_id", e.riderId)
+        w.member("price", e.price)
+        w.key("route")
+        w.beginArray()
+        for p in e.route {
+            w.beginObject()
+            w.member("address", p.address)
+            w.key("lat")
+            w.double(p.lat)
+            w.key("lon")
+            w.double(p.lon)
+            w.endObject()
+        }
+        w.endArray()
+        w.member("driver_id", e.driverId)
+        w.member("placed_date", e.placedDate?.rfc3339)
+        w.member("accepted_date", e.acceptedDate?.rfc3339)
+        w.member("completed_date", e.completedDate?.rfc3339)
+        w.member("cancelled_date", e.cancelledDate?.rfc3339)
+        w.endObject()
+        return w.bytes
     }
 }
 

@@ -1,4 +1,4 @@
-import Foundation
+import Synchronization
 import OrderDomain
 
 /// The JSON written to the logs, as the seed's ksqlDB statements define it:
@@ -87,13 +87,13 @@ public enum LogFormat {
         Entry(type: Self.event, subType: event.typeName, details: text(Details(event)))
     }
 
-    public static func encode(_ entry: Entry) -> [UInt8] { bytes(entry) }
-    public static func encode(_ aggregate: Aggregate) -> [UInt8] { bytes(aggregate) }
+    public static func encode(_ entry: Entry) -> [UInt8] { writeEntry(entry) }
+    public static func encode(_ aggregate: Aggregate) -> [UInt8] { writeAggregate(aggregate) }
 
     // MARK: Decoding
 
     public static func decodeEntry(_ value: [UInt8]) throws(FormatError) -> Entry {
-        let entry: Entry = try decode(value, what: "commands-and-events record")
+        let entry = try readEntry(value)
         guard entry.type == command || entry.type == event else {
             throw FormatError("TYPE must be COMMAND or EVENT, got '\(entry.type)'")
         }
@@ -101,7 +101,7 @@ public enum LogFormat {
     }
 
     public static func decodeAggregate(_ value: [UInt8]) throws(FormatError) -> Aggregate {
-        try decode(value, what: "order-aggregates record")
+        try readAggregate(value)
     }
 
     /// A decoded entry of an order's list.
@@ -112,7 +112,28 @@ public enum LogFormat {
 
     /// Decodes one entry for the order `orderId`.
     public static func decode(_ entry: Entry, orderId: String) throws(FormatError) -> Decoded {
-        let d: Details = try decode(Array(entry.details.utf8), what: "\(entry.subType) DETAILS")
+        // Every stage decodes every entry of an order's row on each new row: remembering
+        // recent results turns those repeats into a hash lookup.
+        let key = DecodedCacheKey(orderId: orderId, entry: entry)
+        if let hit = decodedCache.withLock({ $0[key] }) { return hit }
+        let what = "\(entry.subType) DETAILS"
+        let decoded = try decode(
+            type: entry.type, subType: entry.subType, details: try parse(Array(entry.details.utf8), what: what), orderId: orderId)
+        decodedCache.withLock { $0[key] = decoded }
+        return decoded
+    }
+
+    private struct DecodedCacheKey: Hashable {
+        var orderId: String
+        var entry: Entry
+    }
+
+    private static let decodedCache = Mutex(BoundedCache<DecodedCacheKey, Decoded>(capacity: 100_000))
+
+    /// Decodes an entry whose DETAILS are already parsed.
+    static func decode(type: String, subType: String, details: JSON.Value, orderId: String) throws(FormatError) -> Decoded {
+        let entry = (type: type, subType: subType)
+        let d = try Details(json: details, what: "\(subType) DETAILS")
         func need<T>(_ value: T?, _ name: String) throws(FormatError) -> T {
             guard let value else { throw FormatError("\(entry.subType) DETAILS lacks \(name)") }
             return value
@@ -166,7 +187,7 @@ public enum LogFormat {
     // MARK: DETAILS
 
     /// The DETAILS JSON of every command and event (camelCase, as the seed's Jackson wrote it).
-    struct Details: Codable {
+    struct Details {
         var commandId: String?
         var orderId: String?
         var expectedVersion: Int?
@@ -217,41 +238,152 @@ public enum LogFormat {
                 field = r.field
             }
         }
+
+        init(json: JSON.Value, what: String) throws(FormatError) {
+            guard case .object = json else { throw FormatError("\(what) is not a JSON object") }
+            func text(_ key: String) throws(FormatError) -> String? {
+                guard let v = json[key], v != .null else { return nil }
+                guard let s = v.string else { throw FormatError("\(what): \(key) must be a string") }
+                return s
+            }
+            func number(_ key: String) throws(FormatError) -> Int? {
+                guard let v = json[key], v != .null else { return nil }
+                guard let i = v.int else { throw FormatError("\(what): \(key) must be an integer") }
+                return i
+            }
+            commandId = try text("commandId")
+            orderId = try text("orderId")
+            expectedVersion = try number("expectedVersion")
+            version = try number("version")
+            if let date = try text("createdDate") {
+                guard let t = Timestamp(rfc3339: date) else { throw FormatError("\(what): createdDate is not RFC 3339: \(date)") }
+                createdDate = t
+            }
+            riderId = try text("riderId")
+            price = try text("price")
+            if let r = json["route"], r != .null {
+                guard let items = r.array else { throw FormatError("\(what): route must be an array") }
+                var route: [Waypoint] = []
+                for (i, item) in items.enumerated() {
+                    guard let address = item["address"]?.string, let lat = item["lat"]?.double, let lon = item["lon"]?.double else {
+                        throw FormatError("\(what): route[\(i)] needs address, lat and lon")
+                    }
+                    route.append(Waypoint(address: address, lat: lat, lon: lon))
+                }
+                self.route = route
+            }
+            driverId = try text("driverId")
+            errorMessage = try text("errorMessage")
+            commandType = try text("commandType")
+            reason = try text("reason")
+            actualVersion = try number("actualVersion")
+            field = try text("field")
+        }
+
+        var text: String {
+            var w = JSON.Writer()
+            w.beginObject()
+            w.member("actualVersion", actualVersion)
+            w.member("commandId", commandId)
+            w.member("commandType", commandType)
+            w.member("createdDate", createdDate?.rfc3339)
+            w.member("driverId", driverId)
+            w.member("errorMessage", errorMessage)
+            w.member("expectedVersion", expectedVersion)
+            w.member("field", field)
+            w.member("orderId", orderId)
+            w.member("price", price)
+            w.member("reason", reason)
+            w.member("riderId", riderId)
+            if let route {
+                w.key("route")
+                w.beginArray()
+                for point in route {
+                    w.beginObject()
+                    w.member("address", point.address)
+                    w.key("lat")
+                    w.double(point.lat)
+                    w.key("lon")
+                    w.double(point.lon)
+                    w.endObject()
+                }
+                w.endArray()
+            }
+            w.member("version", version)
+            w.endObject()
+            return String(decoding: w.bytes, as: UTF8.self)
+        }
     }
 
     // MARK: JSON plumbing
 
-    private static func text(_ value: some Encodable) -> String {
-        String(decoding: bytes(value), as: UTF8.self)
+    private static func text(_ details: Details) -> String { details.text }
+
+    static func writeEntry(_ entry: Entry) -> [UInt8] {
+        var w = JSON.Writer(capacity: entry.details.utf8.count + 48)
+        w.beginObject()
+        w.member("TYPE", entry.type)
+        w.member("SUB_TYPE", entry.subType)
+        w.member("DETAILS", entry.details)
+        w.endObject()
+        return w.bytes
     }
 
-    private static func bytes(_ value: some Encodable) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding these value types cannot fail: no floats outside JSON's range reach
-        // here (validation bounds lat/lon) and every key is a String.
-        return Array(try! encoder.encode(value))
+    static func writeAggregate(_ a: Aggregate) -> [UInt8] {
+        var w = JSON.Writer(capacity: a.detailsList.reduce(128) { $0 + $1.utf8.count + 24 } + a.latestDetails.utf8.count)
+        func list(_ name: String, _ items: [String]) {
+            w.key(name)
+            w.beginArray()
+            for item in items { w.string(item) }
+            w.endArray()
+        }
+        w.beginObject()
+        w.member("LATEST_TYPE", a.latestType)
+        w.member("LATEST_SUB_TYPE", a.latestSubType)
+        w.member("LATEST_DETAILS", a.latestDetails)
+        list("TYPE_LIST", a.typeList)
+        list("SUB_TYPE_LIST", a.subTypeList)
+        list("DETAILS_LIST", a.detailsList)
+        w.endObject()
+        return w.bytes
     }
 
-    private static func decode<T: Decodable>(_ bytes: [UInt8], what: String) throws(FormatError) -> T {
+    private static func parse(_ bytes: [UInt8], what: String) throws(FormatError) -> JSON.Value {
         do {
-            return try JSONDecoder().decode(T.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw FormatError("\(what) is not valid: \(describe(error))")
+            return try JSON.parse(bytes)
         } catch {
-            throw FormatError("\(what) is not valid: \(error)")
+            throw FormatError("\(what) is not valid JSON: \(error)")
         }
     }
 
-    private static func describe(_ error: DecodingError) -> String {
-        func path(_ c: DecodingError.Context) -> String {
-            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+    static func readEntry(_ bytes: [UInt8]) throws(FormatError) -> Entry {
+        let json = try parse(bytes, what: "commands-and-events record")
+        guard let type = json["TYPE"]?.string, let subType = json["SUB_TYPE"]?.string, let details = json["DETAILS"]?.string else {
+            throw FormatError("commands-and-events record needs string TYPE, SUB_TYPE and DETAILS")
         }
-        switch error {
-        case .keyNotFound(let key, let c): return "missing \(path(c)).\(key.stringValue)"
-        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c):
-            return "\(path(c)): \(c.debugDescription)"
-        @unknown default: return "\(error)"
-        }
+        return Entry(type: type, subType: subType, details: details)
     }
+
+    static func readAggregate(_ bytes: [UInt8]) throws(FormatError) -> Aggregate {
+        let json = try parse(bytes, what: "order-aggregates record")
+        func list(_ name: String) throws(FormatError) -> [String] {
+            guard let items = json[name]?.array else { throw FormatError("order-aggregates record lacks the list \(name)") }
+            var out: [String] = []
+            out.reserveCapacity(items.count)
+            for item in items {
+                guard let s = item.string else { throw FormatError("\(name) holds a non-string") }
+                out.append(s)
+            }
+            return out
+        }
+        var a = Aggregate(entries: [])
+        a.typeList = try list("TYPE_LIST")
+        a.subTypeList = try list("SUB_TYPE_LIST")
+        a.detailsList = try list("DETAILS_LIST")
+        a.latestType = json["LATEST_TYPE"]?.string ?? a.typeList.last ?? ""
+        a.latestSubType = json["LATEST_SUB_TYPE"]?.string ?? a.subTypeList.last ?? ""
+        a.latestDetails = json["LATEST_DETAILS"]?.string ?? a.detailsList.last ?? ""
+        return a
+    }
+
 }

@@ -22,17 +22,22 @@ public struct OrderQueries: Sendable {
 
     /// The order (nil if unknown), waiting until `deadline` for `minVersion`.
     public func order(id: String, minVersion: Int = 0, deadline: ContinuousClock.Instant) async throws -> Order? {
-        while true {
-            let order = try await store.view(orderId: id)?.order
-            if let order, order.version >= minVersion { return order }
-            if minVersion <= 0 { return order }
-            let remaining = deadline - .now
-            guard remaining > .zero else {
-                throw VersionTimeout(orderId: id, minVersion: minVersion, currentVersion: order?.version ?? 0)
-            }
-            _ = await projector.versions.wait(for: id, timeout: min(remaining, .milliseconds(100))) { $0 >= minVersion }
-            try Task.checkCancellation()
+        let current = try await store.view(orderId: id)?.order
+        if minVersion <= 0 { return current }
+        if let current, current.version >= minVersion { return current }
+        // Listen, then read again: a projection between the two reads is not missed.
+        let ticket = projector.versions.register(id) { $0 >= minVersion }
+        if let order = try await store.view(orderId: id)?.order, order.version >= minVersion {
+            projector.versions.cancel(ticket)
+            return order
         }
+        _ = await projector.versions.wait(ticket, timeout: deadline - .now)
+        try Task.checkCancellation()
+        let order = try await store.view(orderId: id)?.order
+        guard let order, order.version >= minVersion else {
+            throw VersionTimeout(orderId: id, minVersion: minVersion, currentVersion: order?.version ?? 0)
+        }
+        return order
     }
 
     /// The order's whole history (errors included), nil if nothing was ever recorded.

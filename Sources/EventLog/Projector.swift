@@ -14,6 +14,8 @@ public final class Projector: Sendable {
     let outcomes = Waiters<String, CommandOutcome>()
     let versions = Waiters<String, Int>()
     private let state = Mutex(ProgressState())
+    /// Views this projector wrote: it is the store's only writer, so they stay current.
+    private let views = Mutex(BoundedCache<String, OrderView>(capacity: 20_000))
 
     private struct ProgressState {
         var position: LogPosition?
@@ -73,16 +75,19 @@ public final class Projector: Sendable {
             }
             var views: [String: OrderView] = [:]
             var outcomes: [CommandOutcome] = []
+            // Views not cached, in one round trip.
+            let missing = self.views.withLock { c in
+                var keys: Set<String> = []
+                for r in records where c[r.key] == nil { keys.insert(r.key) }
+                return keys
+            }
+            let loaded = try await store.views(orderIds: missing)
             for record in records {
                 position.offsets[record.partition] = record.offset + 1
                 guard let (history, event) = newEvent(in: record) else { continue }
                 var view: OrderView
-                if let pending = views[record.key] {
-                    view = pending
-                } else {
-                    view = try await store.view(orderId: record.key)
-                        ?? OrderView(orderId: record.key, order: nil, events: [])
-                }
+                view = views[record.key] ?? self.views.withLock({ $0[record.key] }) ?? loaded[record.key]
+                    ?? OrderView(orderId: record.key, order: nil, events: [])
                 let old = view.events
                 view.events = history.events.enumerated().map { i, e in
                     i < old.count && old[i].event.commandId == e.commandId ? old[i] : ProjectedEvent(event: e, position: position)
@@ -93,6 +98,9 @@ public final class Projector: Sendable {
                     CommandOutcome(commandId: event.commandId, orderId: record.key, event: event, order: history.state, position: position))
             }
             try await store.apply(ReadModelUpdate(views: Array(views.values), outcomes: outcomes, checkpoint: position))
+            self.views.withLock { c in
+                for (key, view) in views { c[key] = view }
+            }
             markProgress(position)
             for outcome in outcomes { self.outcomes.publish(outcome.commandId, outcome) }
             for view in views.values { versions.publish(view.orderId, view.order?.version ?? 0) }

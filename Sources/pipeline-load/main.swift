@@ -56,8 +56,9 @@ struct PipelineLoad: AsyncParsableCommand {
                             let d = ContinuousClock.now - t0
                             mine.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
                             if acks {
-                                print("ACK \(commandId) \(orderId) \(outcome.event.typeName) \(outcome.event.version)")
-                                fflush(stdout)
+                                // Unbuffered: a line printed is a line the parent sees, kill -9 or not.
+                                FileHandle.standardOutput.write(
+                                    Data("ACK \(commandId) \(orderId) \(outcome.event.typeName) \(outcome.event.version)\n".utf8))
                             }
                         }
                     }

@@ -1,0 +1,145 @@
+import EventLog
+import Synchronization
+
+/// A topic as the engine knows it: its row id in `topics` and its partition count.
+package struct TopicInfo: Sendable, Hashable {
+    package var name: String
+    package var id: Int64
+    package var partitions: Int
+}
+
+/// What is committed, in memory: the topics and, per partition, the offset the next record
+/// gets. The writer publishes here after each commit; everyone else reads it.
+///
+/// It is also where readers wait for records: a reader that found nothing parks a
+/// continuation on its topic and the writer's next `publish` for that topic resumes it —
+/// no polling. The check "is there anything past my positions?" and the parking happen
+/// under one lock, so an append that commits in between cannot be missed.
+package final class LogCatalog: Sendable {
+    private struct Topic {
+        var info: TopicInfo
+        var ends: [Int64]
+        var waiters: [UInt64: UnsafeContinuation<Void, Never>] = [:]
+    }
+
+    private struct State {
+        var topics: [String: Topic] = [:]
+        var nextWaiter: UInt64 = 0
+        /// Waiters whose task was cancelled before they could park (see `waitForRecords`).
+        var cancelled: Set<UInt64> = []
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    package init() {}
+
+    package func topic(_ name: String) -> TopicInfo? {
+        state.withLock { $0.topics[name]?.info }
+    }
+
+    /// The topic, or `LogError.unknownTopic` (and `.closed` once the engine is closed).
+    package func require(_ name: String, file: String = #fileID, line: Int = #line) throws -> TopicInfo {
+        try state.withLock { s in
+            if s.closed { throw LogError(.closed, "the log engine is closed", file: file, line: line) }
+            guard let topic = s.topics[name] else { throw LogError.unknownTopic(name, file: file, line: line) }
+            return topic.info
+        }
+    }
+
+    /// Several topics under one lock (an append touching many records looks them up once).
+    package func snapshot() throws -> [String: TopicInfo] {
+        try state.withLock { s in
+            if s.closed { throw LogError(.closed, "the log engine is closed") }
+            return s.topics.mapValues(\.info)
+        }
+    }
+
+    package func ends(_ name: String) -> [Int64]? {
+        state.withLock { $0.topics[name]?.ends }
+    }
+
+    package var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Adds a topic (start-up, `createTopic`). An existing topic is left as it is.
+    package func add(_ info: TopicInfo, ends: [Int64]) {
+        state.withLock { s in
+            if s.topics[info.name] == nil { s.topics[info.name] = Topic(info: info, ends: ends) }
+        }
+    }
+
+    /// Publishes new end offsets after a commit and wakes the topic's waiting readers.
+    package func publish(_ ends: [String: [Int64]]) {
+        var wake: [UnsafeContinuation<Void, Never>] = []
+        state.withLock { s in
+            for (name, offsets) in ends {
+                guard var topic = s.topics[name] else { continue }
+                topic.ends = offsets
+                wake.append(contentsOf: topic.waiters.values)
+                topic.waiters.removeAll(keepingCapacity: true)
+                s.topics[name] = topic
+            }
+        }
+        // Resumed outside the lock: a resumed task may come straight back for it.
+        for continuation in wake { continuation.resume() }
+    }
+
+    /// Marks the catalog closed and wakes every waiter (they then see `.closed`).
+    package func close() {
+        var wake: [UnsafeContinuation<Void, Never>] = []
+        state.withLock { s in
+            s.closed = true
+            for name in s.topics.keys {
+                wake.append(contentsOf: s.topics[name]!.waiters.values)
+                s.topics[name]!.waiters.removeAll()
+            }
+        }
+        for continuation in wake { continuation.resume() }
+    }
+
+    /// Waits until some partition of `topic` ends past `positions`, until `deadline`, or
+    /// until the task is cancelled or the catalog closed — whichever comes first. Returns
+    /// without telling which: the caller looks again.
+    package func waitForRecords(topic: String, beyond positions: [Int64], until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.parkUntilPublished(topic: topic, beyond: positions) }
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            // The first child to finish ends the wait; cancelling the group resumes the
+            // other (the sleep throws, the parked waiter is resumed by onCancel).
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func parkUntilPublished(topic: String, beyond positions: [Int64]) async {
+        let id = state.withLock { s in
+            defer { s.nextWaiter &+= 1 }
+            return s.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let parked = state.withLock { s -> Bool in
+                    // Cancelled before parking: onCancel found nothing to resume and left a
+                    // note instead.
+                    if s.closed || s.cancelled.remove(id) != nil { return false }
+                    guard let t = s.topics[topic] else { return false }
+                    for (p, end) in t.ends.enumerated() where p < positions.count && end > positions[p] {
+                        return false
+                    }
+                    s.topics[topic]!.waiters[id] = continuation
+                    return true
+                }
+                if !parked { continuation.resume() }
+            }
+        } onCancel: {
+            let continuation = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+                if let c = s.topics[topic]?.waiters.removeValue(forKey: id) { return c }
+                s.cancelled.insert(id)
+                return nil
+            }
+            continuation?.resume()
+        }
+        // onCancel may have run after we were resumed normally; drop its note.
+        _ = state.withLock { $0.cancelled.remove(id) }
+    }
+}

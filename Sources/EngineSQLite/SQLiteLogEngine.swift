@@ -1,0 +1,455 @@
+import EventLog
+import Foundation
+import Logging
+import Synchronization
+
+/// The embedded `LogEngine`: topics, partitions, offsets and consumer-group checkpoints in
+/// one SQLite database (WAL mode, fsync at every commit).
+///
+/// - One writer (a serial queue with its own connection) does every write. Concurrent
+///   `append` calls queue up while it is busy and are written together, one transaction
+///   and one fsync per batch (group commit); each call still succeeds or fails alone.
+/// - Reads go to a small pool of read-only connections; in WAL mode they see the last
+///   committed state and never block the writer.
+/// - The committed end offsets live in memory (`LogCatalog`), loaded at open by one index
+///   probe per partition, so opening a big log costs no scan, and readers wait on them
+///   instead of polling the database.
+///
+/// - Important: call `close()` before dropping the engine; it finishes the queued appends
+///   and closes the files. An `append` in flight is not cancellable: once queued it is
+///   written, and its caller resumed, whether or not the task was cancelled.
+public final class SQLiteLogEngine: LogEngine {
+    public struct Options: Sendable {
+        /// Read-only connections for readers, consumers and look-ups.
+        public var readConnections: Int = 3
+        /// Upper bound on the records of one group-commit transaction; more waits for the
+        /// next one (bounds the writer's memory and the latency of one commit).
+        public var maxRecordsPerCommit: Int = 20_000
+        public init() {}
+        public static let defaults = Options()
+    }
+
+    package let path: String
+    package let logger: Logger
+    package let options: Options
+    package let catalog: LogCatalog
+    package let writer: SQLiteQueue
+    package let readers: SQLiteReadPool
+    /// Owned by the writer queue (see `WriterState`).
+    package let writerState: WriterState
+    package let queue = Mutex(PendingQueue())
+    /// group + "\0" + topic → the member that owns all its partitions.
+    private let owners = Mutex<[String: UInt64]>([:])
+    private let nextMember = Atomic<UInt64>(1)
+
+    private init(path: String, logger: Logger, options: Options, catalog: LogCatalog,
+                 writer: SQLiteQueue, readers: SQLiteReadPool, writerState: WriterState) {
+        self.path = path
+        self.logger = logger
+        self.options = options
+        self.catalog = catalog
+        self.writer = writer
+        self.readers = readers
+        self.writerState = writerState
+    }
+
+    /// Opens (creating if needed) the log database at `path`.
+    public static func open(path: String, logger: Logger, options: Options = .defaults) async throws -> SQLiteLogEngine {
+        let started = ContinuousClock.now
+        do {
+            let writer = try await SQLiteQueue.open(label: "EngineSQLite.log.writer", path: path)
+            let catalog = LogCatalog()
+            let writerState = WriterState()
+            let topics = try await writer.run { conn in
+                try Self.migrate(conn)
+                let topics = try Self.loadTopics(conn)
+                for (info, ends) in topics {
+                    catalog.add(info, ends: ends)
+                    writerState.topics[info.name] = info
+                    writerState.ends[info.name] = ends
+                }
+                return topics
+            }
+            let readers = try await SQLiteReadPool.open(
+                label: "EngineSQLite.log", path: path, count: options.readConnections)
+            let engine = SQLiteLogEngine(
+                path: path, logger: logger, options: options, catalog: catalog, writer: writer,
+                readers: readers, writerState: writerState)
+            logger.info(
+                "opened log",
+                metadata: [
+                    "path": "\(path)", "topics": "\(topics.count)",
+                    "records": "\(topics.reduce(Int64(0)) { $0 + $1.1.reduce(0, +) })",
+                    "sqlite": "\(sqliteLibraryVersion)", "elapsed": "\(ContinuousClock.now - started)",
+                ])
+            return engine
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    // MARK: Schema
+
+    /// Format version in `PRAGMA user_version`; a newer file is refused, not guessed at.
+    static let schemaVersion = 1
+
+    private static func migrate(_ conn: SQLiteConnection) throws {
+        let version = Int(try conn.scalarText("PRAGMA user_version") ?? "0") ?? 0
+        guard version <= schemaVersion else {
+            throw LogError(.corrupt, "\(conn.path) has log format \(version), newer than this build's \(schemaVersion)")
+        }
+        guard version < schemaVersion else { return }
+        try conn.transaction {
+            // records.id: the global append order, so "newest record with this key" is the
+            // highest id among the key's index entries (records_key ends with the rowid).
+            // records_position enforces gapless, unique offsets one more time.
+            try conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS topics(
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    partitions INTEGER NOT NULL CHECK (partitions > 0));
+                CREATE TABLE IF NOT EXISTS records(
+                    id INTEGER PRIMARY KEY,
+                    topic INTEGER NOT NULL,
+                    part INTEGER NOT NULL,
+                    off INTEGER NOT NULL,
+                    key TEXT NOT NULL,
+                    value BLOB NOT NULL,
+                    headers TEXT,
+                    ts INTEGER NOT NULL);
+                CREATE UNIQUE INDEX IF NOT EXISTS records_position ON records(topic, part, off);
+                CREATE INDEX IF NOT EXISTS records_key ON records(topic, key);
+                CREATE TABLE IF NOT EXISTS group_offsets(
+                    grp TEXT NOT NULL,
+                    topic INTEGER NOT NULL,
+                    part INTEGER NOT NULL,
+                    off INTEGER NOT NULL,
+                    PRIMARY KEY (grp, topic, part)) WITHOUT ROWID;
+                PRAGMA user_version = \(schemaVersion);
+                """)
+        }
+    }
+
+    /// Topics with their end offsets: one index probe per partition (the last entry of
+    /// records_position), never a scan, so opening costs the same at 1 M or 1 G records.
+    private static func loadTopics(_ conn: SQLiteConnection) throws -> [(TopicInfo, [Int64])] {
+        let topics = try conn.withStatement("SELECT id, name, partitions FROM topics ORDER BY id") { stmt in
+            var topics: [TopicInfo] = []
+            while try stmt.step() {
+                topics.append(TopicInfo(name: stmt.text(1), id: stmt.int64(0), partitions: stmt.int(2)))
+            }
+            return topics
+        }
+        return try topics.map { topic in
+            let ends = try (0..<topic.partitions).map { partition in
+                try conn.withStatement(
+                    "SELECT off FROM records WHERE topic = ? AND part = ? ORDER BY off DESC LIMIT 1"
+                ) { stmt -> Int64 in
+                    stmt.bind(1, topic.id)
+                    stmt.bind(2, partition)
+                    return try stmt.step() ? stmt.int64(0) + 1 : 0
+                }
+            }
+            return (topic, ends)
+        }
+    }
+
+    // MARK: LogEngine
+
+    public func createTopic(_ topic: String, partitions: Int) async throws {
+        guard partitions > 0 else {
+            throw LogError(.io, "topic '\(topic)' needs at least one partition, got \(partitions)")
+        }
+        if catalog.isClosed { throw LogError(.closed, "the log engine is closed") }
+        if let existing = catalog.topic(topic) {
+            if existing.partitions != partitions {
+                logger.warning(
+                    "topic exists with another partition count; keeping it",
+                    metadata: ["topic": "\(topic)", "partitions": "\(existing.partitions)", "asked": "\(partitions)"])
+            }
+            return
+        }
+        let state = writerState
+        let catalog = catalog
+        do {
+            try await writer.run { conn in
+                // On the writer queue: serialized with the group commits, which read
+                // `state.topics`.
+                if state.topics[topic] != nil { return }
+                let info = try conn.transaction { () throws -> TopicInfo in
+                    try conn.withStatement("INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)") { stmt in
+                        stmt.bind(1, topic)
+                        stmt.bind(2, partitions)
+                        try stmt.run()
+                    }
+                    return try conn.withStatement("SELECT id, partitions FROM topics WHERE name = ?") { stmt in
+                        stmt.bind(1, topic)
+                        guard try stmt.step() else { throw LogError(.corrupt, "topic '\(topic)' vanished after insert") }
+                        return TopicInfo(name: topic, id: stmt.int64(0), partitions: stmt.int(1))
+                    }
+                }
+                let ends = [Int64](repeating: 0, count: info.partitions)
+                state.topics[topic] = info
+                state.ends[topic] = ends
+                catalog.add(info, ends: ends)
+            }
+        } catch {
+            throw error.asLogError
+        }
+        logger.info("created topic", metadata: ["topic": "\(topic)", "partitions": "\(partitions)"])
+    }
+
+    public func partitionCount(_ topic: String) async throws -> Int {
+        try catalog.require(topic).partitions
+    }
+
+    public func endOffsets(_ topic: String) async throws -> [Int64] {
+        _ = try catalog.require(topic)
+        guard let ends = catalog.ends(topic) else { throw LogError.unknownTopic(topic) }
+        return ends
+    }
+
+    @discardableResult
+    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {
+        let prepared = try prepare(records, commit: commit)
+        if prepared.records.isEmpty && prepared.commit == nil { return [] }
+        return try await withUnsafeThrowingContinuation { continuation in
+            enqueue(PendingAppend(records: prepared.records, commit: prepared.commit, continuation: continuation))
+        }
+    }
+
+    public func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        let info = try catalog.require(topic)
+        try Self.checkPositions(offsets, for: info)
+        return SQLiteLogReader(engine: self, topic: info, positions: offsets)
+    }
+
+    public func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
+        let info = try catalog.require(topic)
+        let member = nextMember.wrappingAdd(1, ordering: .relaxed).oldValue
+        return SQLiteGroupConsumer(engine: self, group: group, topic: info, member: member)
+    }
+
+    public func committedOffsets(group: String, topic: String) async throws -> [Int64] {
+        let info = try catalog.require(topic)
+        do {
+            return try await readers.run { conn in try Self.committedOffsets(conn, group: group, topic: info) }
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        guard !keys.isEmpty else { return [:] }
+        let info = try catalog.require(topic)
+        let keys = Array(keys)
+        do {
+            // One hop to a reader for the whole batch; each key is one index probe.
+            return try await readers.run { conn -> [String: LogRecord] in
+                try conn.withStatement(
+                    """
+                    SELECT part, off, value, headers, ts FROM records
+                    WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
+                    """
+                ) { stmt in
+                    var out: [String: LogRecord] = [:]
+                    for key in keys {
+                        stmt.bind(1, info.id)
+                        stmt.bind(2, key)
+                        if try stmt.step() {
+                            out[key] = LogRecord(
+                                topic: info.name, partition: stmt.int(0), offset: stmt.int64(1), key: key,
+                                value: stmt.blob(2), headers: try Self.headers(stmt, column: 3), timestamp: stmt.int64(4))
+                        }
+                        stmt.rewind()
+                    }
+                    return out
+                }
+            }
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    public func latestRecord(topic: String, key: String) async throws -> LogRecord? {
+        let info = try catalog.require(topic)
+        do {
+            return try await readers.run { conn -> LogRecord? in
+                // records_key holds (topic, key, rowid): the planner walks the key's entries
+                // backwards and stops at the first, no sort and no scan.
+                try conn.withStatement(
+                    """
+                    SELECT part, off, value, headers, ts FROM records
+                    WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
+                    """
+                ) { stmt in
+                    stmt.bind(1, info.id)
+                    stmt.bind(2, key)
+                    guard try stmt.step() else { return nil }
+                    return LogRecord(
+                        topic: info.name, partition: stmt.int(0), offset: stmt.int64(1), key: key,
+                        value: stmt.blob(2), headers: try Self.headers(stmt, column: 3), timestamp: stmt.int64(4))
+                }
+            }
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    /// Finishes the queued appends, wakes every waiting reader (they throw `.closed`) and
+    /// closes the database. Later calls throw `LogError.closed`.
+    public func close() async {
+        let alreadyClosed = queue.withLock { q in
+            defer { q.closed = true }
+            return q.closed
+        }
+        guard !alreadyClosed else { return }
+        // The writer drains whatever was queued before `closed` was set; wait until it is
+        // idle (a drain may be scheduled but not yet started, hence the loop).
+        while queue.withLock({ $0.draining || !$0.pending.isEmpty }) {
+            _ = try? await writer.run { _ in }
+        }
+        catalog.close()
+        await readers.close()
+        await writer.close()
+        logger.info("closed log", metadata: ["path": "\(path)"])
+    }
+
+    // MARK: Reading (shared by readers and group consumers)
+
+    static func checkPositions(_ offsets: [Int64], for topic: TopicInfo) throws {
+        guard offsets.count == topic.partitions else {
+            throw LogError(.unknownTopic, "topic '\(topic.name)' has \(topic.partitions) partitions, got \(offsets.count) offsets")
+        }
+        if let bad = offsets.first(where: { $0 < 0 }) {
+            throw LogError(.unknownTopic, "negative offset \(bad) for topic '\(topic.name)'")
+        }
+    }
+
+    /// Up to `maxRecords` committed records past `positions`, waiting up to `timeout` for
+    /// the first. Per partition in offset order; partitions share `maxRecords` fairly, so a
+    /// long backlog on one cannot starve the others.
+    func fetch(_ topic: TopicInfo, from positions: [Int64], maxRecords: Int, timeout: Duration) async throws -> [LogRecord] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if catalog.isClosed { throw LogError(.closed, "the log engine is closed") }
+            try Task.checkCancellation()
+            let ends = catalog.ends(topic.name) ?? []
+            let plan = Self.plan(positions: positions, ends: ends, maxRecords: max(1, maxRecords))
+            if !plan.isEmpty {
+                do {
+                    return try await readers.run { conn in try Self.read(conn, topic: topic, plan: plan) }
+                } catch {
+                    throw error.asLogError
+                }
+            }
+            if ContinuousClock.now >= deadline { return [] }
+            await catalog.waitForRecords(topic: topic.name, beyond: positions, until: deadline)
+        }
+    }
+
+    struct ReadRange: Sendable {
+        var partition: Int
+        var from: Int64
+        var count: Int
+    }
+
+    static func plan(positions: [Int64], ends: [Int64], maxRecords: Int) -> [ReadRange] {
+        var available: [(partition: Int, from: Int64, count: Int64)] = []
+        for (p, end) in ends.enumerated() where p < positions.count && end > positions[p] {
+            available.append((p, positions[p], end - positions[p]))
+        }
+        guard !available.isEmpty else { return [] }
+        // First an equal share each, then what is left to whoever still has records.
+        let share = Int64(max(1, maxRecords / available.count))
+        var left = Int64(maxRecords)
+        var take = available.map { entry -> Int64 in
+            let n = min(entry.count, share, left)
+            left -= n
+            return n
+        }
+        for i in available.indices where left > 0 {
+            let more = min(available[i].count - take[i], left)
+            take[i] += more
+            left -= more
+        }
+        return available.indices.compactMap { i in
+            take[i] > 0 ? ReadRange(partition: available[i].partition, from: available[i].from, count: Int(take[i])) : nil
+        }
+    }
+
+    private static func read(_ conn: SQLiteConnection, topic: TopicInfo, plan: [ReadRange]) throws -> [LogRecord] {
+        // One read transaction: one snapshot, one WAL lookup, for all partitions.
+        try conn.transaction(.deferred) {
+            var records: [LogRecord] = []
+            records.reserveCapacity(plan.reduce(0) { $0 + $1.count })
+            for range in plan {
+                try conn.withStatement(
+                    """
+                    SELECT off, key, value, headers, ts FROM records
+                    WHERE topic = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?
+                    """
+                ) { stmt in
+                    stmt.bind(1, topic.id)
+                    stmt.bind(2, range.partition)
+                    stmt.bind(3, range.from)
+                    stmt.bind(4, range.count)
+                    var expected = range.from
+                    while try stmt.step() {
+                        let offset = stmt.int64(0)
+                        guard offset == expected else {
+                            throw LogError(.corrupt, "\(topic.name)[\(range.partition)]: offset \(expected) missing, found \(offset)")
+                        }
+                        expected += 1
+                        records.append(
+                            LogRecord(
+                                topic: topic.name, partition: range.partition, offset: offset, key: stmt.text(1),
+                                value: stmt.blob(2), headers: try headers(stmt, column: 3), timestamp: stmt.int64(4)))
+                    }
+                }
+            }
+            return records
+        }
+    }
+
+    static func headers(_ stmt: SQLiteStatement, column: Int32) throws -> [String: String] {
+        guard let text = stmt.optionalText(column) else { return [:] }
+        guard let headers = HeadersCodec.decode(text) else {
+            throw LogError(.corrupt, "malformed headers: \(text.prefix(80))")
+        }
+        return headers
+    }
+
+    static func committedOffsets(_ conn: SQLiteConnection, group: String, topic: TopicInfo) throws -> [Int64] {
+        try conn.withStatement("SELECT part, off FROM group_offsets WHERE grp = ? AND topic = ?") { stmt in
+            stmt.bind(1, group)
+            stmt.bind(2, topic.id)
+            var offsets = [Int64](repeating: 0, count: topic.partitions)
+            while try stmt.step() {
+                let p = stmt.int(0)
+                if p >= 0 && p < offsets.count { offsets[p] = stmt.int64(1) }
+            }
+            return offsets
+        }
+    }
+
+    // MARK: Group membership
+
+    /// Takes all partitions of the group's topic for `member` if nobody holds them.
+    func claim(group: String, topic: String, member: UInt64) -> Bool {
+        owners.withLock { owners in
+            let key = group + "\u{0}" + topic
+            if let owner = owners[key] { return owner == member }
+            owners[key] = member
+            return true
+        }
+    }
+
+    func release(group: String, topic: String, member: UInt64) {
+        owners.withLock { owners in
+            let key = group + "\u{0}" + topic
+            if owners[key] == member { owners[key] = nil }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+import EventLog
+import Foundation
+import Logging
+import OrderDomain
+
+/// The embedded `ReadModelStore`: current state, history and outcomes in their own SQLite
+/// database (`readmodel.sqlite` under `EmbeddedEngine`), separate from the log so the
+/// projector's commits never queue behind the log's group commits: each file has its own
+/// writer lock and its own fsyncs.
+///
+/// Views and outcomes are stored as JSON (`ReadModelCodec`: the events in the log's DETAILS
+/// form; an order's state is folded from them on read), encoded on the caller's task
+/// before the write so the one writer thread only does SQL. The checkpoint is its token.
+///
+/// - Important: call `close()` before dropping the store.
+public final class SQLiteReadModelStore: ReadModelStore {
+    package let path: String
+    private let logger: Logger
+    private let writer: SQLiteQueue
+    private let readers: SQLiteReadPool
+    /// The next placement sequence. Only touched on the writer queue.
+    private let sequence: Sequence
+
+    private final class Sequence: @unchecked Sendable {
+        var next: Int64 = 1
+    }
+
+    private init(path: String, logger: Logger, writer: SQLiteQueue, readers: SQLiteReadPool, sequence: Sequence) {
+        self.path = path
+        self.logger = logger
+        self.writer = writer
+        self.readers = readers
+        self.sequence = sequence
+    }
+
+    public static func open(path: String, logger: Logger) async throws -> SQLiteReadModelStore {
+        do {
+            let writer = try await SQLiteQueue.open(label: "EngineSQLite.readmodel.writer", path: path)
+            let sequence = Sequence()
+            let next = try await writer.run { conn -> Int64 in
+                try migrate(conn)
+                // max(seq) is one probe of the UNIQUE index on seq, not a scan.
+                let next = try conn.withStatement("SELECT max(seq) FROM orders") { stmt in
+                    try stmt.step() && !stmt.isNull(0) ? stmt.int64(0) + 1 : 1
+                }
+                sequence.next = next
+                return next
+            }
+            let readers = try await SQLiteReadPool.open(label: "EngineSQLite.readmodel", path: path, count: 2)
+            logger.info("opened read model", metadata: ["path": "\(path)", "orders": "\(next - 1)"])
+            return SQLiteReadModelStore(path: path, logger: logger, writer: writer, readers: readers, sequence: sequence)
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    static let schemaVersion = 1
+
+    private static func migrate(_ conn: SQLiteConnection) throws {
+        let version = Int(try conn.scalarText("PRAGMA user_version") ?? "0") ?? 0
+        guard version <= schemaVersion else {
+            throw LogError(.corrupt, "\(conn.path) has read-model format \(version), newer than this build's \(schemaVersion)")
+        }
+        guard version < schemaVersion else { return }
+        try conn.transaction {
+            // seq: placement order, set the first time a view has an order and kept after
+            // (COALESCE in the upsert). status is NULL while the order does not exist.
+            try conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS orders(
+                    order_id TEXT PRIMARY KEY,
+                    seq INTEGER UNIQUE,
+                    status TEXT,
+                    events_json TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS orders_status ON orders(status, seq);
+                CREATE TABLE IF NOT EXISTS outcomes(
+                    command_id TEXT PRIMARY KEY,
+                    outcome_json TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS meta(
+                    name TEXT PRIMARY KEY,
+                    value TEXT NOT NULL) WITHOUT ROWID;
+                PRAGMA user_version = \(schemaVersion);
+                """)
+        }
+    }
+
+    /// Finishes queued work and closes the files.
+    public func close() async {
+        await readers.close()
+        await writer.close()
+        logger.info("closed read model", metadata: ["path": "\(path)"])
+    }
+
+    // MARK: ReadModelStore
+
+    private struct EncodedView: Sendable {
+        var orderId: String
+        var status: String?
+        var events: String
+    }
+
+    private struct EncodedOutcome: Sendable {
+        var commandId: String
+        var json: String
+    }
+
+    private static func corrupt(_ error: any Error) -> LogError {
+        LogError(.corrupt, "undecodable row in the read model: \(error)")
+    }
+
+    private static func decodeView(_ text: String) throws -> OrderView {
+        do { return try ReadModelCodec.decodeView(Array(text.utf8)) } catch { throw corrupt(error) }
+    }
+
+    public func apply(_ update: ReadModelUpdate) async throws {
+        // Encoding is CPU work: done here, on the caller's task, in parallel with other
+        // callers; the writer only binds and steps.
+        let views = update.views.map { view in
+            EncodedView(
+                orderId: view.orderId, status: view.order?.status.rawValue,
+                events: String(decoding: ReadModelCodec.encode(view), as: UTF8.self))
+        }
+        let histories = Dictionary(update.views.map { ($0.orderId, $0.events) }, uniquingKeysWith: { $1 })
+        let outcomes = update.outcomes.map { outcome in
+            // The history up to and including the outcome's event.
+            var history = histories[outcome.orderId] ?? []
+            if let i = history.firstIndex(where: { $0.event.commandId == outcome.commandId }) {
+                history = Array(history[...i])
+            } else {
+                history.append(ProjectedEvent(event: outcome.event, position: outcome.position))
+            }
+            return EncodedOutcome(
+                commandId: outcome.commandId,
+                json: String(decoding: ReadModelCodec.encode(outcome, history: history), as: UTF8.self))
+        }
+        let checkpoint = update.checkpoint.token
+        let sequence = sequence
+        do {
+            try await writer.run { conn in
+                var next = sequence.next
+                try conn.transaction {
+                    try conn.withStatement(
+                        """
+                        INSERT INTO orders(order_id, seq, status, events_json) VALUES (?, ?, ?, ?)
+                        ON CONFLICT (order_id) DO UPDATE SET
+                            seq = coalesce(orders.seq, excluded.seq), status = excluded.status,
+                            events_json = excluded.events_json
+                        RETURNING seq
+                        """
+                    ) { upsert in
+                        for view in views {
+                            upsert.bind(1, view.orderId)
+                            if view.status != nil { upsert.bind(2, next) } else { upsert.bindNull(2) }
+                            upsert.bind(3, view.status)
+                            upsert.bind(4, view.events)
+                            // The row comes back with its seq: ours when this was its first
+                            // placement, in which case the sequence moves on.
+                            if try upsert.step(), !upsert.isNull(0), upsert.int64(0) == next, view.status != nil {
+                                next += 1
+                            }
+                            upsert.rewind()
+                        }
+                    }
+                    try conn.withStatement("INSERT OR IGNORE INTO outcomes(command_id, outcome_json) VALUES (?, ?)") { insert in
+                        for outcome in outcomes {
+                            insert.bind(1, outcome.commandId)
+                            insert.bind(2, outcome.json)
+                            try insert.run()
+                        }
+                    }
+                    try conn.withStatement(
+                        "INSERT INTO meta(name, value) VALUES ('checkpoint', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                    ) { stmt in
+                        stmt.bind(1, checkpoint)
+                        try stmt.run()
+                    }
+                }
+                // Only after COMMIT: a rolled-back apply must not use up sequence numbers
+                // (it would not matter for order, but keeps cursors dense and repeatable).
+                sequence.next = next
+            }
+        } catch {
+            throw error.asLogError
+        }
+    }
+
+    public func checkpoint() async throws -> LogPosition? {
+        let text = try await read { conn in
+            try conn.withStatement("SELECT value FROM meta WHERE name = 'checkpoint'") { stmt in
+                try stmt.step() ? stmt.text(0) : nil
+            }
+        }
+        return try text.map { text in
+            guard let position = LogPosition(token: text) else { throw LogError(.corrupt, "unreadable checkpoint '\(text)'") }
+            return position
+        }
+    }
+
+    public func view(orderId: String) async throws -> OrderView? {
+        let text = try await read { conn -> String? in
+            try conn.withStatement("SELECT events_json FROM orders WHERE order_id = ?") { stmt in
+                stmt.bind(1, orderId)
+                return try stmt.step() ? stmt.text(0) : nil
+            }
+        }
+        return try text.map(Self.decodeView)
+    }
+
+    public func views(orderIds: Set<String>) async throws -> [String: OrderView] {
+        guard !orderIds.isEmpty else { return [:] }
+        let ids = Array(orderIds)
+        let rows = try await read { conn -> [(String, String)] in
+            try conn.withStatement("SELECT events_json FROM orders WHERE order_id = ?") { stmt in
+                var rows: [(String, String)] = []
+                for id in ids {
+                    stmt.bind(1, id)
+                    if try stmt.step() { rows.append((id, stmt.text(0))) }
+                    stmt.rewind()
+                }
+                return rows
+            }
+        }
+        var out: [String: OrderView] = [:]
+        for (id, text) in rows { out[id] = try Self.decodeView(text) }
+        return out
+    }
+
+    public func outcome(commandId: String) async throws -> CommandOutcome? {
+        let text = try await read { conn in
+            try conn.withStatement("SELECT outcome_json FROM outcomes WHERE command_id = ?") { stmt in
+                stmt.bind(1, commandId)
+                return try stmt.step() ? stmt.text(0) : nil
+            }
+        }
+        return try text.map { text in
+            do { return try ReadModelCodec.decodeOutcome(Array(text.utf8)) } catch { throw Self.corrupt(error) }
+        }
+    }
+
+    public func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
+        guard limit > 0 else { return OrderPage(orders: [], nextCursor: nil) }
+        // One row more than asked tells whether another page follows.
+        let rows = try await read { conn -> [(seq: Int64, order: String)] in
+            let sql =
+                status == nil
+                ? "SELECT seq, events_json FROM orders WHERE seq > ? AND status IS NOT NULL ORDER BY seq LIMIT ?"
+                : "SELECT seq, events_json FROM orders WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?"
+            return try conn.withStatement(sql) { stmt in
+                var i: Int32 = 1
+                if let status {
+                    stmt.bind(i, status.rawValue)
+                    i += 1
+                }
+                stmt.bind(i, cursor)
+                stmt.bind(i + 1, limit + 1)
+                var rows: [(seq: Int64, order: String)] = []
+                while try stmt.step() { rows.append((stmt.int64(0), stmt.text(1))) }
+                return rows
+            }
+        }
+        let page = rows.prefix(limit)
+        let orders = try page.compactMap { try Self.decodeView($0.order).order }
+        return OrderPage(orders: orders, nextCursor: rows.count > limit ? page.last?.seq : nil)
+    }
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        do {
+            return try await readers.run(body)
+        } catch {
+            throw error.asLogError
+        }
+    }
+}
