@@ -325,28 +325,50 @@ public final class KafkaLogEngine: LogEngine {
     /// this instance's own appends are written through. Another instance's appends to
     /// a partition this one does not own can be seen late (the follower's lag).
     public func latestRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await latestRecords(topic: topic, keys: [key])[key]
+    }
+
+    /// `latestRecord` for a batch of keys: one end check for all their partitions, and
+    /// the records read by offset from all partitions at once.
+    public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
         let index = try await index(for: topic)
-        let partition = Partitioner.partition(forKey: key, count: index.partitions)
+        guard !keys.isEmpty else { return [:] }
         let epoch = assignmentEpoch.load(ordering: .sequentiallyConsistent)
         let hasMembers = members.withLock { !$0.isEmpty }
-        if !hasMembers || !index.isVerified(partition: partition, epoch: epoch) {
-            let end = try await control.ends(topic: topic, partitions: [partition])[partition] ?? 0
-            try await index.waitUntil(partition: partition, reaches: end, stallTimeout: config.requestTimeout)
-            index.markVerified(partition: partition, epoch: epoch)
+        let partitions = Set(keys.map { Partitioner.partition(forKey: $0, count: index.partitions) })
+        let unverified = partitions.filter { !hasMembers || !index.isVerified(partition: $0, epoch: epoch) }.sorted()
+        if !unverified.isEmpty {
+            let ends = try await control.ends(topic: topic, partitions: unverified)
+            for p in unverified {
+                try await index.waitUntil(partition: p, reaches: ends[p] ?? 0, stallTimeout: config.requestTimeout)
+                index.markVerified(partition: p, epoch: epoch)
+            }
         }
-        guard let entry = index.lookup(key) else { return nil }
-        if let record = try await control.record(topic: topic, partition: Int(entry.partition), offset: entry.offset),
-            record.key == key
-        {
-            return record
+        var entries: [String: KeyIndex.Entry] = [:]
+        var wanted: [Int: [Int64]] = [:]
+        for key in keys {
+            guard let entry = index.lookup(key) else { continue }
+            entries[key] = entry
+            wanted[Int(entry.partition), default: []].append(entry.offset)
         }
-        // Another key with the same 64-bit hash (or a record no longer readable): scan.
-        logger.notice("kafka key index: hash collision or unreadable record; scanning", metadata: ["topic": "\(topic)", "key": "\(key)"])
-        let found = Mutex<LogRecord?>(nil)
-        try await control.scan(topic: topic, partition: partition, from: 0) { record in
-            if record.key == key { found.withLock { $0 = record } }
+        guard !entries.isEmpty else { return [:] }
+        let found = try await control.records(topic: topic, at: wanted)
+        var out: [String: LogRecord] = [:]
+        for (key, entry) in entries {
+            if let record = found[Int(entry.partition)]?[entry.offset], record.key == key {
+                out[key] = record
+                continue
+            }
+            // Another key with the same 64-bit hash (or a record no longer readable): scan.
+            logger.notice("kafka key index: hash collision or unreadable record; scanning", metadata: ["topic": "\(topic)", "key": "\(key)"])
+            let latest = Mutex<LogRecord?>(nil)
+            let home = Partitioner.partition(forKey: key, count: index.partitions)
+            try await control.scan(topic: topic, partition: home, from: 0) { record in
+                if record.key == key { latest.withLock { $0 = record } }
+            }
+            if let record = latest.withLock({ $0 }) { out[key] = record }
         }
-        return found.withLock { $0 }
+        return out
     }
 
     private func index(for topic: String) async throws -> KeyIndex {

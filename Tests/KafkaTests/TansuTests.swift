@@ -284,6 +284,19 @@ extension TansuTests {
             await #expect {
                 try await other.latestRecord(topic: "missing-topic", key: "k")
             } throws: { ($0 as? LogError)?.code == .unknownTopic }
+
+            // A batch: keys across partitions, a missing key, and two keys of one partition
+            // far apart (two read rounds).
+            let p = Partitioner.partition(forKey: "early", count: 3)
+            let late = try #require((0..<1000).map { "late-\($0)" }.first { Partitioner.partition(forKey: $0, count: 3) == p })
+            try await engine.append([OutgoingRecord(topic: topic, key: "early", value: bytes("early"))], commit: nil)
+            try await engine.append(
+                (0..<600).map { OutgoingRecord(topic: topic, key: "filler-\($0)", value: bytes("f"), partition: p) }, commit: nil)
+            try await engine.append([OutgoingRecord(topic: topic, key: late, value: bytes("late"))], commit: nil)
+            let batch = try await other.latestRecords(topic: topic, keys: ["early", late, "k0", "k2", "b2", "nobody"])
+            #expect(batch.mapValues { String(decoding: $0.value, as: UTF8.self) } == [
+                "early": "early", late: "late", "k0": "k0v3", "k2": "k2v4", "b2": "b2v3",
+            ])
             await other.shutdown()
         }
     }

@@ -99,13 +99,35 @@ final class ControlClient: Sendable {
         }
     }
 
-    /// The record at exactly this offset, or nil (none there: a marker, or out of range).
-    func record(topic: String, partition: Int, offset: Int64) async throws -> LogRecord? {
-        try await queue.run { [self] () throws -> LogRecord? in
-            var found: LogRecord?
-            try read(topic: topic, from: [partition: offset]) { record in
-                if record.offset == offset { found = record }
-                return false  // the first record at or after the offset settles it
+    /// The records at exactly these offsets (partition → offsets), where there are any.
+    /// All partitions are read at once; within a partition, nearby offsets share one
+    /// forward read and distant ones take another round.
+    func records(topic: String, at wanted: [Int: [Int64]]) async throws -> [Int: [Int64: LogRecord]] {
+        try await queue.run { [self] () throws -> [Int: [Int64: LogRecord]] in
+            var remaining = wanted.compactMapValues { list -> [Int64]? in list.isEmpty ? nil : Array(Set(list)).sorted() }
+            var found: [Int: [Int64: LogRecord]] = [:]
+            // Read on through gaps up to this many records rather than start a new round.
+            let maxGap: Int64 = 256
+            while !remaining.isEmpty {
+                let starts = remaining.mapValues { $0[0] }
+                var ended: Set<Int> = []
+                try read(topic: topic, from: starts, onEnd: { p, _ in ended.insert(p) }) { record in
+                    let p = record.partition
+                    var list = remaining[p] ?? []
+                    while let first = list.first, first < record.offset { list.removeFirst() }  // not there
+                    if list.first == record.offset {
+                        found[p, default: [:]][record.offset] = record
+                        list.removeFirst()
+                    }
+                    remaining[p] = list
+                    guard let next = list.first else { return false }
+                    // Far ahead: stop here; the next round starts at `next` (progress).
+                    return next - record.offset <= maxGap
+                }
+                for p in Array(remaining.keys) {
+                    // At the end every wanted offset was passed; an empty list is done.
+                    if ended.contains(p) || remaining[p]?.isEmpty != false { remaining[p] = nil }
+                }
             }
             return found
         }
