@@ -57,6 +57,15 @@ let package = Package(
             ]
         ),
 
+        // The Kafka engine: the log, groups and offsets on librdkafka.
+        .target(
+            name: "EngineKafka",
+            dependencies: [
+                "CRdKafka", "EventLog",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // A generic gRPC server on nghttp2 + SwiftNIO. Knows nothing of orders.
         .target(
             name: "GRPCWire",
@@ -132,6 +141,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "KafkaTests", dependencies: ["EngineKafka", "EventLog", "OrderDomain"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["OrderProto", "OrderService", "EngineSQLite", "EventLog", "GRPCWire"]
