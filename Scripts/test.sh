@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 Scripts/install-deps.sh --test
 
 swift build --build-tests
+
+# Kafka tests (Swift and Python) run against tansu with librdkafka 2.16 swapped in;
+# ORDERS_REQUIRE_KAFKA makes a wrong environment fail the run instead of skipping.
+LD_LIBRARY_PATH="$(Scripts/kafka-test-broker.sh env)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+export ORDERS_REQUIRE_KAFKA=1
 # The per-test "started" lines are noise; failures and the summary stay.
 set +e
 swift test --skip-build 2>&1 | grep --line-buffered -vE "^(◇|↳)|started\.$"

@@ -33,9 +33,20 @@ public final class OrderPipeline: Sendable {
 
     public var topics: Topics { config.topics }
 
-    /// Provisions the topics, then runs every processor until cancelled.
+    /// Provisions the topics (retrying while the engine is unreachable), then runs every
+    /// processor until cancelled.
     public func run() async throws {
-        try await config.topics.provision(on: engine)
+        var backoff: Duration = .milliseconds(100)
+        while true {
+            do {
+                try await config.topics.provision(on: engine)
+                break
+            } catch let error as LogError where error.code == .unavailable {
+                logger.warning("the event store is unavailable; retrying in \(backoff)", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
         let topics = config.topics
         try await withThrowingDiscardingTaskGroup { group in
             if config.builtInAggregator {

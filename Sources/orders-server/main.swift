@@ -1,4 +1,5 @@
 import ArgumentParser
+import EngineKafka
 import EngineSQLite
 import EventLog
 import Foundation
@@ -38,6 +39,30 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical. [env: ORDERS_LOG_LEVEL]")
     var logLevel: Logger.Level = env("ORDERS_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
 
+    @Option(help: "Kafka bootstrap servers, H:P[,H:P]. [env: ORDERS_KAFKA_BROKERS]")
+    var kafkaBrokers = env("ORDERS_KAFKA_BROKERS") ?? "127.0.0.1:9092"
+
+    @Option(help: "Prefix of the three topics' names. [env: ORDERS_KAFKA_TOPIC_PREFIX]")
+    var kafkaTopicPrefix = env("ORDERS_KAFKA_TOPIC_PREFIX") ?? ""
+
+    @Option(help: "Partitions of the topics this server creates. [env: ORDERS_KAFKA_PARTITIONS]")
+    var kafkaPartitions: Int = env("ORDERS_KAFKA_PARTITIONS").flatMap { Int($0) } ?? 10
+
+    @Option(help: "Replication factor of the topics this server creates. [env: ORDERS_KAFKA_REPLICATION]")
+    var kafkaReplication: Int = env("ORDERS_KAFKA_REPLICATION").flatMap { Int($0) } ?? 1
+
+    @Option(help: "Prefix of the consumer groups the instances share. [env: ORDERS_KAFKA_GROUP]")
+    var kafkaGroup = env("ORDERS_KAFKA_GROUP") ?? "orders-"
+
+    @Option(help: "This instance's stable, unique id (transactional ids); default: random. [env: ORDERS_KAFKA_INSTANCE_ID]")
+    var kafkaInstanceId = env("ORDERS_KAFKA_INSTANCE_ID")
+
+    @Option(help: "A librdkafka property key=value (TLS, SASL, ...); repeatable.")
+    var kafkaProperty: [String] = []
+
+    @Option(help: "ksqlDB's REST URL: ksqlDB runs the aggregation. [env: ORDERS_KSQLDB_URL]")
+    var ksqldbUrl = env("ORDERS_KSQLDB_URL")
+
     enum EngineKind: String, ExpressibleByArgument, CaseIterable {
         case embedded, kafka
     }
@@ -46,6 +71,21 @@ struct OrdersServer: AsyncParsableCommand {
         guard partitions >= 1, partitions <= 1000 else { throw ValidationError("--partitions must be within 1...1000") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         _ = try hostPort()
+        guard kafkaPartitions >= 1, kafkaReplication >= 1 else {
+            throw ValidationError("--kafka-partitions and --kafka-replication must be at least 1")
+        }
+        _ = try kafkaProperties()
+    }
+
+    func kafkaProperties() throws -> [String: String] {
+        var out: [String: String] = [:]
+        for p in kafkaProperty {
+            guard let eq = p.firstIndex(of: "="), eq != p.startIndex else {
+                throw ValidationError("--kafka-property must be key=value, got '\(p)'")
+            }
+            out[String(p[..<eq])] = String(p[p.index(after: eq)...])
+        }
+        return out
     }
 
     func hostPort() throws -> (String, Int) {
@@ -64,14 +104,39 @@ struct OrdersServer: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "orders-server")
-        guard engine == .embedded else {
-            throw ValidationError("--engine kafka is not available in this build yet; use --engine embedded")
+        if ksqldbUrl != nil {
+            throw ValidationError("--ksqldb-url is not available in this build: the built-in aggregator runs the aggregation")
         }
         let (host, port) = try hostPort()
-        let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
+        let log: any LogEngine
+        let store: SQLiteReadModelStore
         var pipelineConfig = OrderPipeline.Config()
-        pipelineConfig.topics = Topics(partitions: partitions)
-        let pipeline = OrderPipeline(engine: embedded.log, store: embedded.readModel, config: pipelineConfig, logger: logger)
+        var close: @Sendable () async -> Void
+        switch engine {
+        case .embedded:
+            let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
+            (log, store) = (embedded.log, embedded.readModel)
+            pipelineConfig.topics = Topics(partitions: partitions)
+            close = { await embedded.close() }
+        case .kafka:
+            // Kafka holds the logs; this instance keeps its own read model of every order.
+            var config = KafkaLogEngine.Config(brokers: kafkaBrokers)
+            config.replicationFactor = kafkaReplication
+            config.groupIdPrefix = kafkaGroup
+            if let kafkaInstanceId { config.instanceId = kafkaInstanceId }
+            config.properties = try kafkaProperties()
+            let kafka = try KafkaLogEngine(config: config, logger: logger)
+            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+            let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
+            (log, store) = (kafka, readModel)
+            pipelineConfig.topics = Topics(prefix: kafkaTopicPrefix, partitions: kafkaPartitions)
+            close = {
+                await readModel.close()
+                await kafka.shutdown()
+            }
+            logger.info("kafka engine", metadata: ["brokers": "\(kafkaBrokers)", "librdkafka": "\(KafkaLogEngine.librdkafkaVersion)"])
+        }
+        let pipeline = OrderPipeline(engine: log, store: store, config: pipelineConfig, logger: logger)
 
         var serverConfig = GRPCServer.Config()
         serverConfig.host = host
@@ -93,7 +158,7 @@ struct OrdersServer: AsyncParsableCommand {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
-        await embedded.close()
+        await close()
         logger.info("stopped")
     }
 }
@@ -122,7 +187,7 @@ struct RPCService: Service {
         FileHandle.standardOutput.write(Data("orders-server listening on port \(port)\n".utf8))
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await watchHealth() }
+                group.addTask { await watchHealth() }
                 try await server.run()
                 group.cancelAll()
             }
@@ -138,7 +203,7 @@ struct RPCService: Service {
 extension RPCService {
     /// SERVING while the read model has caught up and the engine answers; NOT_SERVING
     /// otherwise (a broker that went away), and back again by itself when it returns.
-    func watchHealth() async throws {
+    func watchHealth() async {
         var serving = false
         while true {
             let healthy: Bool
@@ -154,7 +219,11 @@ extension RPCService {
                 server.health.setStatus(status, for: OrderServiceDefinition.serviceName)
                 if healthy { logger.info("serving") } else { logger.warning("not serving: the event store does not answer") }
             }
-            try await Task.sleep(for: serving ? .seconds(1) : .milliseconds(20))
+            do {
+                try await Task.sleep(for: serving ? .seconds(1) : .milliseconds(20))
+            } catch {
+                return  // cancelled: the server has stopped
+            }
         }
     }
 

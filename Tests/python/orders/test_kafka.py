@@ -1,0 +1,167 @@
+"""The Kafka engine with several instances sharing the partitions (tansu broker)."""
+import re
+import signal
+import tempfile
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import DRIVER, Broker, Server, kafka_args, place, update
+
+
+def instances(broker, count, prefix=None, log_level="warning", session_timeout_ms=None):
+    prefix = prefix or f"t{uuid.uuid4().hex[:10]}-"
+    servers = []
+    for i in range(count):
+        d = tempfile.mkdtemp(prefix=f"orders-kafka-{i}-")
+        extra = kafka_args(broker, prefix, f"{prefix}{i}")
+        if session_timeout_ms:
+            extra += ["--kafka-property", f"session.timeout.ms={session_timeout_ms}"]
+        servers.append(Server(d, extra).start(log_level=log_level))
+    return servers
+
+
+def stubs(pb, servers):
+    channels = [grpc.insecure_channel(s.address) for s in servers]
+    return channels, [pb.g.OrderServiceStub(c) for c in channels]
+
+
+def history_versions(stub, pb, order_id):
+    events = stub.GetOrderEvents(pb.m.GetOrderEventsRequest(order_id=order_id), timeout=20).events
+    return [e.version for e in events if e.event_type != "ErrorEvent"], events
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_instances_share_partitions_and_answer_for_every_order(kafka_broker, pb, count):
+    S = pb.m.OrderStatus
+    servers = instances(kafka_broker, count, log_level="debug")
+    channels, st = stubs(pb, servers)
+    try:
+        ids = []
+        for i in range(12):
+            ids.append(place(st[i % count], pb).order_id)
+        for i, order_id in enumerate(ids):
+            # Update through another instance than the one that placed it.
+            update(st[(i + 1) % count], pb, order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER)
+        for stub in st:
+            for order_id in ids:
+                o = stub.GetOrder(pb.m.GetOrderRequest(order_id=order_id, min_version=2), timeout=20)
+                assert o.status == S.ORDER_STATUS_ACCEPTED and o.version == 2
+                versions, _ = history_versions(stub, pb, order_id)
+                assert versions == [1, 2]
+        # Every instance's subscription sees every order.
+        for stub in st:
+            seen = set()
+            for r in stub.StreamEvents(pb.m.StreamEventsRequest(from_start=True), timeout=20):
+                if r.WhichOneof("kind") == "caught_up":
+                    break
+                if r.WhichOneof("kind") == "event":
+                    seen.add(r.event.order_id)
+            assert seen == set(ids)
+        # The command handler's partitions are spread over the instances.
+        owners = 0
+        for s in servers:
+            if re.search(r"partitions assigned.*group=orders?.*command-handler|command-handler.*partitions assigned|"
+                         r"partitions assigned.*command-handler", s.log()):
+                owners += 1
+        assert owners >= 2, "the command handler's partitions were not spread over the instances"
+    finally:
+        for c in channels:
+            c.close()
+        for s in servers:
+            s.kill(signal.SIGTERM)
+
+
+def test_kill9_of_one_instance_under_load(kafka_broker, pb):
+    S = pb.m.OrderStatus
+    # A short session timeout: the group notices the dead instance within seconds.
+    servers = instances(kafka_broker, 3, session_timeout_ms=3000, log_level="debug")
+    channels, warm = stubs(pb, servers)
+    for stub in warm:  # every instance has joined its groups and decides commands
+        place(stub, pb)
+    for c in channels:
+        c.close()
+    acked = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(server):
+        with grpc.insecure_channel(server.address) as ch:
+            stub = pb.g.OrderServiceStub(ch)
+            while not stop.is_set():
+                rid = str(uuid.uuid4())
+                try:
+                    oid = place(stub, pb, request_id=rid).order_id
+                    with lock:
+                        acked[rid] = oid
+                except grpc.RpcError:
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(s,), daemon=True) for s in servers for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        servers[0].kill(signal.SIGKILL)
+        time.sleep(12)
+        stop.set()
+        for t in threads:
+            t.join(timeout=40)
+        assert len(acked) > 10
+        channels, st = stubs(pb, servers[1:])
+        try:
+            for stub in st:
+                for rid, oid in acked.items():
+                    o = stub.GetOrder(pb.m.GetOrderRequest(order_id=oid, min_version=1), timeout=30)
+                    assert o.version == 1
+            # Retries after the takeover apply nothing twice.
+            for rid, oid in list(acked.items())[:20]:
+                assert place(st[0], pb, request_id=rid).order_id == oid
+                versions, events = history_versions(st[1], pb, oid)
+                assert versions == [1] and len(events) == 1
+            # And the survivors keep deciding commands, including on the dead one's partitions.
+            # A client that times out retries with the same request_id, which is safe.
+            for oid in list(acked.values())[:20]:
+                rid = str(uuid.uuid4())
+                for attempt in range(4):
+                    try:
+                        r = update(st[0], pb, oid, S.ORDER_STATUS_CANCELLED, 1, request_id=rid)
+                        break
+                    except grpc.RpcError as e:
+                        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED or attempt == 3:
+                            raise
+                assert r.order.version == 2
+        finally:
+            for c in channels:
+                c.close()
+    finally:
+        stop.set()
+        for s in servers:
+            s.kill(signal.SIGTERM)
+
+
+def test_broker_absent_at_start_then_started(pb, data_dir):
+    broker = Broker()  # not started yet: nothing listens on its port
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    server = Server(data_dir, kafka_args(broker, prefix, prefix + "a")).start(wait=False)
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            stub = pb.g.OrderServiceStub(ch)
+            time.sleep(1)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as e:
+                place(stub, pb)
+            assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            assert e.value.details()
+            broker.start()
+            server.wait_serving(timeout=60)
+            assert place(stub, pb).order.version == 1
+    finally:
+        server.kill(signal.SIGTERM)
+        broker.cleanup()
