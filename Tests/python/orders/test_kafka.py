@@ -76,10 +76,20 @@ def test_instances_share_partitions_and_answer_for_every_order(kafka_broker, pb,
             s.kill(signal.SIGTERM)
 
 
-def test_kill9_of_one_instance_under_load(kafka_broker, pb):
+@pytest.fixture
+def own_broker():
+    """A broker of this test's own: no other test's groups and topics slow its rebalances."""
+    broker = Broker().start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+def test_kill9_of_one_instance_under_load(own_broker, pb):
     S = pb.m.OrderStatus
     # A short session timeout: the group notices the dead instance within seconds.
-    servers = instances(kafka_broker, 3, session_timeout_ms=3000, log_level="debug")
+    servers = instances(own_broker, 3, session_timeout_ms=3000, log_level="debug")
     channels, warm = stubs(pb, servers)
     for stub in warm:  # every instance has joined its groups and decides commands
         place(stub, pb)
