@@ -69,11 +69,14 @@ package final class SQLiteConnection {
         package var readOnly = false
         /// How long a statement waits for another connection's lock before `SQLITE_BUSY`.
         package var busyTimeoutMilliseconds: Int32 = 5_000
-        /// Page cache size in KiB (SQLite's negative `cache_size`).
-        package var cacheKiB = 16 * 1024
+        /// Page cache size in KiB (SQLite's negative `cache_size`). Bounded: the OS page
+        /// cache serves the rest.
+        package var cacheKiB = 8 * 1024
         /// WAL pages before an automatic checkpoint (SQLite's default is 1000).
         package var walAutocheckpointPages = 4_000
-        package init() {}
+        package init(cacheKiB: Int = 8 * 1024) {
+            self.cacheKiB = cacheKiB
+        }
         package static let defaults = Options()
     }
 

@@ -25,7 +25,17 @@ public final class SQLiteLogEngine: LogEngine {
         /// Upper bound on the records of one group-commit transaction; more waits for the
         /// next one (bounds the writer's memory and the latency of one commit).
         public var maxRecordsPerCommit: Int = 20_000
-        public init() {}
+        /// Topics whose records are indexed by key, for `latestRecord`; nil: every topic.
+        ///
+        /// The key index is the one random-access structure on the write path: each record
+        /// dirties a page of it somewhere, so a commit writes about one extra page per
+        /// record to the WAL. Topics only ever read in order (commands and events,
+        /// integration events) do not need it. Decided when a topic is created and kept
+        /// with it; `latestRecord` on a topic without it throws `.unavailable`.
+        public var keyIndexedTopics: Set<String>?
+        public init(keyIndexedTopics: Set<String>? = nil) {
+            self.keyIndexedTopics = keyIndexedTopics
+        }
         public static let defaults = Options()
     }
 
@@ -38,6 +48,8 @@ public final class SQLiteLogEngine: LogEngine {
     /// Owned by the writer queue (see `WriterState`).
     package let writerState: WriterState
     package let queue = Mutex(PendingQueue())
+    /// Resumes the callers of committed appends, off the writer's critical path.
+    package let completions = DispatchQueue(label: "EngineSQLite.log.completions", qos: .userInitiated)
     /// group + "\0" + topic → the member that owns all its partitions.
     private let owners = Mutex<[String: UInt64]>([:])
     private let nextMember = Atomic<UInt64>(1)
@@ -57,7 +69,10 @@ public final class SQLiteLogEngine: LogEngine {
     public static func open(path: String, logger: Logger, options: Options = .defaults) async throws -> SQLiteLogEngine {
         let started = ContinuousClock.now
         do {
-            let writer = try await SQLiteQueue.open(label: "EngineSQLite.log.writer", path: path)
+            // The writer gets the big cache: random key-index inserts read index pages, and
+            // a miss there stalls every append in the batch.
+            let writer = try await SQLiteQueue.open(
+                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024))
             let catalog = LogCatalog()
             let writerState = WriterState()
             let topics = try await writer.run { conn in
@@ -103,12 +118,15 @@ public final class SQLiteLogEngine: LogEngine {
             // records.id: the global append order, so "newest record with this key" is the
             // highest id among the key's index entries (records_key ends with the rowid).
             // records_position enforces gapless, unique offsets one more time.
+            // keyed: 1 for records of key-indexed topics, else NULL (no bytes, no index
+            // entry: records_key is partial).
             try conn.execute(
                 """
                 CREATE TABLE IF NOT EXISTS topics(
                     id INTEGER PRIMARY KEY,
                     name TEXT NOT NULL UNIQUE,
-                    partitions INTEGER NOT NULL CHECK (partitions > 0));
+                    partitions INTEGER NOT NULL CHECK (partitions > 0),
+                    key_indexed INTEGER NOT NULL DEFAULT 1);
                 CREATE TABLE IF NOT EXISTS records(
                     id INTEGER PRIMARY KEY,
                     topic INTEGER NOT NULL,
@@ -117,9 +135,10 @@ public final class SQLiteLogEngine: LogEngine {
                     key TEXT NOT NULL,
                     value BLOB NOT NULL,
                     headers TEXT,
-                    ts INTEGER NOT NULL);
+                    ts INTEGER NOT NULL,
+                    keyed INTEGER);
                 CREATE UNIQUE INDEX IF NOT EXISTS records_position ON records(topic, part, off);
-                CREATE INDEX IF NOT EXISTS records_key ON records(topic, key);
+                CREATE INDEX IF NOT EXISTS records_key ON records(topic, key) WHERE keyed = 1;
                 CREATE TABLE IF NOT EXISTS group_offsets(
                     grp TEXT NOT NULL,
                     topic INTEGER NOT NULL,
@@ -134,10 +153,11 @@ public final class SQLiteLogEngine: LogEngine {
     /// Topics with their end offsets: one index probe per partition (the last entry of
     /// records_position), never a scan, so opening costs the same at 1 M or 1 G records.
     private static func loadTopics(_ conn: SQLiteConnection) throws -> [(TopicInfo, [Int64])] {
-        let topics = try conn.withStatement("SELECT id, name, partitions FROM topics ORDER BY id") { stmt in
+        let topics = try conn.withStatement("SELECT id, name, partitions, key_indexed FROM topics ORDER BY id") { stmt in
             var topics: [TopicInfo] = []
             while try stmt.step() {
-                topics.append(TopicInfo(name: stmt.text(1), id: stmt.int64(0), partitions: stmt.int(2)))
+                topics.append(
+                    TopicInfo(name: stmt.text(1), id: stmt.int64(0), partitions: stmt.int(2), keyIndexed: stmt.int(3) != 0))
             }
             return topics
         }
@@ -172,21 +192,25 @@ public final class SQLiteLogEngine: LogEngine {
         }
         let state = writerState
         let catalog = catalog
+        let keyIndexed = options.keyIndexedTopics?.contains(topic) ?? true
         do {
             try await writer.run { conn in
                 // On the writer queue: serialized with the group commits, which read
                 // `state.topics`.
                 if state.topics[topic] != nil { return }
                 let info = try conn.transaction { () throws -> TopicInfo in
-                    try conn.withStatement("INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)") { stmt in
+                    try conn.withStatement(
+                        "INSERT OR IGNORE INTO topics(name, partitions, key_indexed) VALUES (?, ?, ?)"
+                    ) { stmt in
                         stmt.bind(1, topic)
                         stmt.bind(2, partitions)
+                        stmt.bind(3, keyIndexed ? 1 : 0)
                         try stmt.run()
                     }
-                    return try conn.withStatement("SELECT id, partitions FROM topics WHERE name = ?") { stmt in
+                    return try conn.withStatement("SELECT id, partitions, key_indexed FROM topics WHERE name = ?") { stmt in
                         stmt.bind(1, topic)
                         guard try stmt.step() else { throw LogError(.corrupt, "topic '\(topic)' vanished after insert") }
-                        return TopicInfo(name: topic, id: stmt.int64(0), partitions: stmt.int(1))
+                        return TopicInfo(name: topic, id: stmt.int64(0), partitions: stmt.int(1), keyIndexed: stmt.int(2) != 0)
                     }
                 }
                 let ends = [Int64](repeating: 0, count: info.partitions)
@@ -242,6 +266,9 @@ public final class SQLiteLogEngine: LogEngine {
 
     public func latestRecord(topic: String, key: String) async throws -> LogRecord? {
         let info = try catalog.require(topic)
+        guard info.keyIndexed else {
+            throw LogError(.unavailable, "topic '\(topic)' is not key-indexed (SQLiteLogEngine.Options.keyIndexedTopics)")
+        }
         do {
             return try await readers.run { conn -> LogRecord? in
                 // records_key holds (topic, key, rowid): the planner walks the key's entries
@@ -249,7 +276,7 @@ public final class SQLiteLogEngine: LogEngine {
                 try conn.withStatement(
                     """
                     SELECT part, off, value, headers, ts FROM records
-                    WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
+                    WHERE topic = ? AND key = ? AND keyed = 1 ORDER BY id DESC LIMIT 1
                     """
                 ) { stmt in
                     stmt.bind(1, info.id)
@@ -282,6 +309,13 @@ public final class SQLiteLogEngine: LogEngine {
         await readers.close()
         await writer.close()
         logger.info("closed log", metadata: ["path": "\(path)"])
+    }
+
+    /// Writer statistics since open: commits, records, time in inserts and in COMMIT.
+    package func writerStatistics() async -> (commits: Int, records: Int, insertTime: Duration, commitTime: Duration) {
+        let state = writerState
+        return (try? await writer.run { _ in (state.commits, state.committedRecords, state.insertTime, state.commitTime) })
+            ?? (0, 0, .zero, .zero)
     }
 
     // MARK: Reading (shared by readers and group consumers)
