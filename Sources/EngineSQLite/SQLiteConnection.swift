@@ -234,6 +234,11 @@ package final class SQLiteConnection {
         }
     }
 
+    /// The rowid of the last row inserted through this connection.
+    package var lastInsertRowID: Int64 {
+        db.map { sqlite3_last_insert_rowid($0) } ?? 0
+    }
+
     /// Rows changed by the last INSERT/UPDATE/DELETE.
     package var changes: Int {
         db.map { Int(sqlite3_changes($0)) } ?? 0

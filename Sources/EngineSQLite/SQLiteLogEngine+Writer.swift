@@ -38,6 +38,8 @@ package struct PendingAppend: Sendable {
         var key: String
         var value: [UInt8]
         var headers: String?
+        /// For key-tracked topics, the key's hash in `latest`.
+        var keyHash: Int64?
     }
 
     struct Commit: Sendable {
@@ -75,7 +77,8 @@ extension SQLiteLogEngine {
             prepared.append(
                 PendingAppend.Record(
                     topic: topic, partition: partition, key: record.key, value: record.value,
-                    headers: HeadersCodec.encode(record.headers)))
+                    headers: HeadersCodec.encode(record.headers),
+                    keyHash: topic.keyIndexed ? keyHash(record.key) : nil))
         }
         var preparedCommit: PendingAppend.Commit?
         if let commit {
@@ -142,7 +145,11 @@ extension SQLiteLogEngine {
     }
 
     private static let insertRecord =
-        "INSERT INTO records(topic, part, off, key, value, headers, ts, keyed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO records(topic, part, off, key, value, headers, ts) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    private static let upsertLatest = """
+        INSERT INTO latest(topic, hash, id) VALUES (?, ?, ?)
+        ON CONFLICT (topic, hash) DO UPDATE SET id = excluded.id
+        """
     private static let upsertOffset = """
         INSERT INTO group_offsets(grp, topic, part, off) VALUES (?, ?, ?, ?)
         ON CONFLICT (grp, topic, part) DO UPDATE SET off = excluded.off
@@ -234,8 +241,16 @@ extension SQLiteLogEngine {
             insert.bind(5, record.value)
             insert.bind(6, record.headers)
             insert.bind(7, now)
-            if record.topic.keyIndexed { insert.bind(8, 1) } else { insert.bindNull(8) }
             try insert.run()
+            if let hash = record.keyHash {
+                let id = conn.lastInsertRowID
+                try conn.withStatement(Self.upsertLatest) { upsert in
+                    upsert.bind(1, record.topic.id)
+                    upsert.bind(2, hash)
+                    upsert.bind(3, id)
+                    try upsert.run()
+                }
+            }
             ends[record.topic.name]![record.partition] = offset + 1
             addresses.append(RecordAddress(topic: record.topic.name, partition: record.partition, offset: offset))
         }

@@ -25,13 +25,14 @@ public final class SQLiteLogEngine: LogEngine {
         /// Upper bound on the records of one group-commit transaction; more waits for the
         /// next one (bounds the writer's memory and the latency of one commit).
         public var maxRecordsPerCommit: Int = 20_000
-        /// Topics whose records are indexed by key, for `latestRecord`; nil: every topic.
+        /// Topics whose newest record per key is tracked, for `latestRecord`; nil: every
+        /// topic.
         ///
-        /// The key index is the one random-access structure on the write path: each record
-        /// dirties a page of it somewhere, so a commit writes about one extra page per
-        /// record to the WAL. Topics only ever read in order (commands and events,
-        /// integration events) do not need it. Decided when a topic is created and kept
-        /// with it; `latestRecord` on a topic without it throws `.unavailable`.
+        /// Tracking is the one random-access write per record (a row of `latest` somewhere
+        /// in its B-tree), so a commit writes about one extra page per keyed record. Topics
+        /// only ever read in order (commands and events, integration events) do not need
+        /// it. Decided when a topic is created and kept with it; `latestRecord` on a topic
+        /// without it throws `.unavailable`.
         public var keyIndexedTopics: Set<String>?
         public init(keyIndexedTopics: Set<String>? = nil) {
             self.keyIndexedTopics = keyIndexedTopics
@@ -48,6 +49,8 @@ public final class SQLiteLogEngine: LogEngine {
     /// Owned by the writer queue (see `WriterState`).
     package let writerState: WriterState
     package let queue = Mutex(PendingQueue())
+    /// Hashes keys for the `latest` table, with this database's secret.
+    package let keyHash: KeyHash
     /// Resumes the callers of committed appends, off the writer's critical path.
     package let completions = DispatchQueue(label: "EngineSQLite.log.completions", qos: .userInitiated)
     /// group + "\0" + topic → the member that owns all its partitions.
@@ -55,7 +58,8 @@ public final class SQLiteLogEngine: LogEngine {
     private let nextMember = Atomic<UInt64>(1)
 
     private init(path: String, logger: Logger, options: Options, catalog: LogCatalog,
-                 writer: SQLiteQueue, readers: SQLiteReadPool, writerState: WriterState) {
+                 writer: SQLiteQueue, readers: SQLiteReadPool, writerState: WriterState, keyHash: KeyHash) {
+        self.keyHash = keyHash
         self.path = path
         self.logger = logger
         self.options = options
@@ -75,21 +79,21 @@ public final class SQLiteLogEngine: LogEngine {
                 label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024))
             let catalog = LogCatalog()
             let writerState = WriterState()
-            let topics = try await writer.run { conn in
-                try Self.migrate(conn)
+            let (topics, keyHash) = try await writer.run { conn in
+                let keyHash = try Self.migrate(conn)
                 let topics = try Self.loadTopics(conn)
                 for (info, ends) in topics {
                     catalog.add(info, ends: ends)
                     writerState.topics[info.name] = info
                     writerState.ends[info.name] = ends
                 }
-                return topics
+                return (topics, keyHash)
             }
             let readers = try await SQLiteReadPool.open(
                 label: "EngineSQLite.log", path: path, count: options.readConnections)
             let engine = SQLiteLogEngine(
                 path: path, logger: logger, options: options, catalog: catalog, writer: writer,
-                readers: readers, writerState: writerState)
+                readers: readers, writerState: writerState, keyHash: keyHash)
             logger.info(
                 "opened log",
                 metadata: [
@@ -108,46 +112,69 @@ public final class SQLiteLogEngine: LogEngine {
     /// Format version in `PRAGMA user_version`; a newer file is refused, not guessed at.
     static let schemaVersion = 1
 
-    private static func migrate(_ conn: SQLiteConnection) throws {
+    /// Creates or checks the schema; returns the key-hash secret.
+    private static func migrate(_ conn: SQLiteConnection) throws -> KeyHash {
         let version = Int(try conn.scalarText("PRAGMA user_version") ?? "0") ?? 0
         guard version <= schemaVersion else {
             throw LogError(.corrupt, "\(conn.path) has log format \(version), newer than this build's \(schemaVersion)")
         }
-        guard version < schemaVersion else { return }
-        try conn.transaction {
-            // records.id: the global append order, so "newest record with this key" is the
-            // highest id among the key's index entries (records_key ends with the rowid).
-            // records_position enforces gapless, unique offsets one more time.
-            // keyed: 1 for records of key-indexed topics, else NULL (no bytes, no index
-            // entry: records_key is partial).
-            try conn.execute(
-                """
-                CREATE TABLE IF NOT EXISTS topics(
-                    id INTEGER PRIMARY KEY,
-                    name TEXT NOT NULL UNIQUE,
-                    partitions INTEGER NOT NULL CHECK (partitions > 0),
-                    key_indexed INTEGER NOT NULL DEFAULT 1);
-                CREATE TABLE IF NOT EXISTS records(
-                    id INTEGER PRIMARY KEY,
-                    topic INTEGER NOT NULL,
-                    part INTEGER NOT NULL,
-                    off INTEGER NOT NULL,
-                    key TEXT NOT NULL,
-                    value BLOB NOT NULL,
-                    headers TEXT,
-                    ts INTEGER NOT NULL,
-                    keyed INTEGER);
-                CREATE UNIQUE INDEX IF NOT EXISTS records_position ON records(topic, part, off);
-                CREATE INDEX IF NOT EXISTS records_key ON records(topic, key) WHERE keyed = 1;
-                CREATE TABLE IF NOT EXISTS group_offsets(
-                    grp TEXT NOT NULL,
-                    topic INTEGER NOT NULL,
-                    part INTEGER NOT NULL,
-                    off INTEGER NOT NULL,
-                    PRIMARY KEY (grp, topic, part)) WITHOUT ROWID;
-                PRAGMA user_version = \(schemaVersion);
-                """)
+        if version < schemaVersion {
+            try conn.transaction {
+                // records.id: the global append order (an alias of the rowid, so VACUUM
+                // keeps it); records_position makes offsets unique per partition once more.
+                // latest: for key-tracked topics, the id of the newest record per hash of
+                // its key (see KeyHash).
+                try conn.execute(
+                    """
+                    CREATE TABLE IF NOT EXISTS meta(
+                        name TEXT PRIMARY KEY,
+                        value INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS topics(
+                        id INTEGER PRIMARY KEY,
+                        name TEXT NOT NULL UNIQUE,
+                        partitions INTEGER NOT NULL CHECK (partitions > 0),
+                        key_indexed INTEGER NOT NULL DEFAULT 1);
+                    CREATE TABLE IF NOT EXISTS records(
+                        id INTEGER PRIMARY KEY,
+                        topic INTEGER NOT NULL,
+                        part INTEGER NOT NULL,
+                        off INTEGER NOT NULL,
+                        key TEXT NOT NULL,
+                        value BLOB NOT NULL,
+                        headers TEXT,
+                        ts INTEGER NOT NULL);
+                    CREATE UNIQUE INDEX IF NOT EXISTS records_position ON records(topic, part, off);
+                    CREATE TABLE IF NOT EXISTS latest(
+                        topic INTEGER NOT NULL,
+                        hash INTEGER NOT NULL,
+                        id INTEGER NOT NULL,
+                        PRIMARY KEY (topic, hash)) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS group_offsets(
+                        grp TEXT NOT NULL,
+                        topic INTEGER NOT NULL,
+                        part INTEGER NOT NULL,
+                        off INTEGER NOT NULL,
+                        PRIMARY KEY (grp, topic, part)) WITHOUT ROWID;
+                    PRAGMA user_version = \(schemaVersion);
+                    """)
+                let secret = KeyHash.random().secret
+                for (name, value) in [("key_hash_k0", secret.0), ("key_hash_k1", secret.1)] {
+                    try conn.withStatement("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)") { stmt in
+                        stmt.bind(1, name)
+                        stmt.bind(2, Int64(bitPattern: value))
+                        try stmt.run()
+                    }
+                }
+            }
         }
+        func secret(_ name: String) throws -> UInt64 {
+            try conn.withStatement("SELECT value FROM meta WHERE name = ?") { stmt in
+                stmt.bind(1, name)
+                guard try stmt.step() else { throw LogError(.corrupt, "\(conn.path): no \(name) in meta") }
+                return UInt64(bitPattern: stmt.int64(0))
+            }
+        }
+        return KeyHash(k0: try secret("key_hash_k0"), k1: try secret("key_hash_k1"))
     }
 
     /// Topics with their end offsets: one index probe per partition (the last entry of
@@ -269,27 +296,50 @@ public final class SQLiteLogEngine: LogEngine {
         guard info.keyIndexed else {
             throw LogError(.unavailable, "topic '\(topic)' is not key-indexed (SQLiteLogEngine.Options.keyIndexedTopics)")
         }
+        let hash = keyHash(key)
         do {
-            return try await readers.run { conn -> LogRecord? in
-                // records_key holds (topic, key, rowid): the planner walks the key's entries
-                // backwards and stops at the first, no sort and no scan.
-                try conn.withStatement(
+            let (record, collided) = try await readers.run { conn -> (LogRecord?, Bool) in
+                // One probe of `latest`, then the record by its id.
+                let found = try conn.withStatement(
                     """
-                    SELECT part, off, value, headers, ts FROM records
-                    WHERE topic = ? AND key = ? AND keyed = 1 ORDER BY id DESC LIMIT 1
+                    SELECT r.part, r.off, r.key, r.value, r.headers, r.ts FROM latest l JOIN records r ON r.id = l.id
+                    WHERE l.topic = ? AND l.hash = ?
+                    """
+                ) { stmt -> (LogRecord?, Bool) in
+                    stmt.bind(1, info.id)
+                    stmt.bind(2, hash)
+                    guard try stmt.step() else { return (nil, false) }
+                    guard stmt.text(2) == key else { return (nil, true) }
+                    return (try Self.record(stmt, topic: info.name, key: key), false)
+                }
+                guard found.1 else { return found }
+                // Another key with the same hash holds the row: find ours the slow way,
+                // newest first (correct; practically never happens, see KeyHash).
+                return try conn.withStatement(
+                    """
+                    SELECT part, off, key, value, headers, ts FROM records
+                    WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
                     """
                 ) { stmt in
                     stmt.bind(1, info.id)
                     stmt.bind(2, key)
-                    guard try stmt.step() else { return nil }
-                    return LogRecord(
-                        topic: info.name, partition: stmt.int(0), offset: stmt.int64(1), key: key,
-                        value: stmt.blob(2), headers: try Self.headers(stmt, column: 3), timestamp: stmt.int64(4))
+                    return (try stmt.step() ? try Self.record(stmt, topic: info.name, key: key) : nil, true)
                 }
             }
+            if collided {
+                logger.warning("key hash collision in latest; answered by a scan", metadata: ["topic": "\(topic)", "key": "\(key)"])
+            }
+            return record
         } catch {
             throw error.asLogError
         }
+    }
+
+    /// A record from the columns part, off, key, value, headers, ts.
+    private static func record(_ stmt: SQLiteStatement, topic: String, key: String) throws -> LogRecord {
+        LogRecord(
+            topic: topic, partition: stmt.int(0), offset: stmt.int64(1), key: key, value: stmt.blob(3),
+            headers: try headers(stmt, column: 4), timestamp: stmt.int64(5))
     }
 
     /// Finishes the queued appends, wakes every waiting reader (they throw `.closed`) and

@@ -68,7 +68,6 @@ struct CrashDurabilityTests {
             for round in 0..<5 {
                 let lines = try await runChildAndKill(executable: executable, dir: dir, round: round)
                 let ackLines = lines.filter { $0.hasPrefix("ACK ") }
-                print("CRASHDIAG round \(round): \(ackLines.count) acks")
                 #expect(ackLines.count > 0, "round \(round): the child acknowledged nothing")
                 for line in ackLines {
                     let parts = line.split(separator: " ")
@@ -81,7 +80,6 @@ struct CrashDurabilityTests {
 
             let engine = try await openLog(dir)
             let records = try await readAll(engine, "t", page: 1000)
-            print("CRASHDIAG acked=\(acked.count) stored=\(records.count)")
             var stored: [RecordAddress: String] = [:]
             for record in records {
                 stored[RecordAddress(topic: "t", partition: record.partition, offset: record.offset)] = text(record.value)
