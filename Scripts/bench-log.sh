@@ -114,14 +114,15 @@ engine = try await SQLiteLogEngine.open(path: dir + "/log.sqlite", logger: logge
 print(String(format: "open    %lld records: %.3f s", count, seconds(ContinuousClock.now - start)))
 await engine.close()
 
-// Read model: 5000 updates of 5 views + 5 outcomes each, 4 concurrent appliers.
+// Read model: 25,000 orders placed, as updates of 5 views + 5 outcomes (4 concurrent
+// appliers) and as updates of 250 (one applier, as a projector applying a page).
 let store = try await SQLiteReadModelStore.open(path: root + "/readmodel.sqlite", logger: logger)
 let t0 = Timestamp(microseconds: 1_618_822_699_818_153)
-func update(_ n: Int) -> ReadModelUpdate {
+func update(_ n: Int, size: Int) -> ReadModelUpdate {
     var views: [OrderView] = []
     var outcomes: [CommandOutcome] = []
-    for k in 0..<5 {
-        let id = String(format: "00000000-0000-4000-8000-%012d", n * 5 + k)
+    for k in 0..<size {
+        let id = String(format: "00000000-0000-4000-8000-%012d", n * size + k)
         let event = OrderEvent(orderId: id, version: 1, createdDate: t0, commandId: "c-\(n)-\(k)",
             kind: .placed(riderId: id, price: "12.50", route: [Waypoint(address: "A street 1", lat: 1, lon: 2), Waypoint(address: "B street 2", lat: 3, lon: 4)]))
         let order = OrderDecider.evolve(nil, event)
@@ -131,20 +132,31 @@ func update(_ n: Int) -> ReadModelUpdate {
     }
     return ReadModelUpdate(views: views, outcomes: outcomes, checkpoint: LogPosition(offsets: Array(repeating: Int64(n), count: 10)))
 }
-let updates = (0..<5000).map(update)
+let small = (0..<5000).map { update($0, size: 5) }
 start = ContinuousClock.now
 try await withThrowingTaskGroup(of: Void.self) { group in
     for t in 0..<4 {
-        group.addTask { for i in stride(from: t, to: updates.count, by: 4) { try await store.apply(updates[i]) } }
+        group.addTask { for i in stride(from: t, to: small.count, by: 4) { try await store.apply(small[i]) } }
     }
     try await group.waitForAll()
 }
-print(String(format: "apply   5 views+5 outcomes per update: %6.0f updates/s = %6.0f views/s",
-             5000 / seconds(ContinuousClock.now - start), 25000 / seconds(ContinuousClock.now - start)))
+var elapsed = seconds(ContinuousClock.now - start)
+print(String(format: "apply   5 views+outcomes per update, 4 appliers: %6.0f updates/s = %6.0f views/s", 5000 / elapsed, 25000 / elapsed))
+let large = (0..<100).map { update(10_000 + $0, size: 250) }
+start = ContinuousClock.now
+for u in large { try await store.apply(u) }
+elapsed = seconds(ContinuousClock.now - start)
+print(String(format: "apply   250 views+outcomes per update, 1 applier: %6.0f views/s", 25000 / elapsed))
 let encoder = JSONEncoder()
 start = ContinuousClock.now
-for u in updates { for v in u.views { _ = try encoder.encode(v.order); _ = try encoder.encode(v.events) }; for o in u.outcomes { _ = try encoder.encode(o) } }
-print(String(format: "        of which JSON encoding alone (1 thread): %6.0f views/s", 25000 / seconds(ContinuousClock.now - start)))
+for u in small { for v in u.views { _ = try encoder.encode(v.order); _ = try encoder.encode(v.events) }; for o in u.outcomes { _ = try encoder.encode(o) } }
+print(String(format: "json    view+outcome, 1 thread: JSONEncoder %6.0f/s", 25000 / seconds(ContinuousClock.now - start)))
+start = ContinuousClock.now
+for u in small { for v in u.views { _ = try StreamingJSON.encode(v.order); _ = try StreamingJSON.encode(v.events) }; for o in u.outcomes { _ = try StreamingJSON.encode(o) } }
+print(String(format: "        StreamingJSON %6.0f/s", 25000 / seconds(ContinuousClock.now - start)))
+start = ContinuousClock.now
+for i in 0..<20_000 { _ = try await store.view(orderId: String(format: "00000000-0000-4000-8000-%012d", i)) }
+print(String(format: "view    sequential: %6.0f/s", 20_000 / seconds(ContinuousClock.now - start)))
 await store.close()
 SWIFT
 

@@ -8,9 +8,10 @@ import OrderDomain
 /// projector's commits never queue behind the log's group commits: each file has its own
 /// writer lock and its own fsyncs.
 ///
-/// Views, outcomes and the checkpoint are stored as JSON (JSONEncoder on the Codable domain
-/// types), encoded on the caller's task before the write so the one writer thread only
-/// does SQL. `listOrders` reads only the order column, never the history.
+/// Views, outcomes and the checkpoint are stored as JSON of the Codable domain types,
+/// written by `StreamingJSON` (JSONEncoder was the bottleneck; see there) and read back with
+/// JSONDecoder. Encoding happens on the caller's task before the write, so the one writer
+/// thread only does SQL. `listOrders` reads only the order column, never the history.
 ///
 /// - Important: call `close()` before dropping the store.
 public final class SQLiteReadModelStore: ReadModelStore {
@@ -106,8 +107,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
         var json: String
     }
 
-    private static func json(_ value: some Encodable, _ encoder: JSONEncoder) throws -> String {
-        String(decoding: try encoder.encode(value), as: UTF8.self)
+    private static func json(_ value: some Encodable) throws -> String {
+        String(decoding: try StreamingJSON.encode(value), as: UTF8.self)
     }
 
     private static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
@@ -121,14 +122,13 @@ public final class SQLiteReadModelStore: ReadModelStore {
     public func apply(_ update: ReadModelUpdate) async throws {
         // Encoding is CPU work: done here, on the caller's task, in parallel with other
         // callers; the writer only binds and steps.
-        let encoder = JSONEncoder()
         let views = try update.views.map { view in
             EncodedView(
                 orderId: view.orderId, status: view.order?.status.rawValue,
-                order: try view.order.map { try Self.json($0, encoder) }, events: try Self.json(view.events, encoder))
+                order: try view.order.map { try Self.json($0) }, events: try Self.json(view.events))
         }
-        let outcomes = try update.outcomes.map { EncodedOutcome(commandId: $0.commandId, json: try Self.json($0, encoder)) }
-        let checkpoint = try Self.json(update.checkpoint, encoder)
+        let outcomes = try update.outcomes.map { EncodedOutcome(commandId: $0.commandId, json: try Self.json($0)) }
+        let checkpoint = try Self.json(update.checkpoint)
         let sequence = sequence
         do {
             try await writer.run { conn in
