@@ -124,6 +124,39 @@ struct SQLiteReadModelStoreTests {
         }
     }
 
+    @Test("concurrent applies are group-committed; placement order stays dense and unique")
+    func concurrentApplies() async throws {
+        try await withTemporaryDirectory { dir in
+            let store = try await openStore(dir)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for t in 0..<20 {
+                    group.addTask {
+                        for i in 0..<10 {
+                            let (view, outcome) = Self.placed(t * 10 + i + 1)
+                            // Every task also retries task 0's first command: first wins.
+                            var retry = Self.placed(1).1
+                            retry.orderId = "retried by \(t)"
+                            try await store.apply(
+                                ReadModelUpdate(views: [view], outcomes: [outcome, retry], checkpoint: LogPosition(offsets: [Int64(t), Int64(i)])))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let all = try await store.listOrders(status: nil, after: 0, limit: 1000)
+            #expect(Set(all.orders.map(\.id)) == Set((1...200).map(Self.orderId)))
+            #expect(all.orders.count == 200)
+            let page = try await store.listOrders(status: .placed, after: 0, limit: 199)
+            #expect(page.nextCursor == 199)
+            #expect(try await store.outcome(commandId: "place-1") != nil)
+            await store.close()
+            await #expect(throws: LogError.self) { try await store.checkpoint() }
+            await #expect(throws: LogError.self) {
+                try await store.apply(ReadModelUpdate(views: [], outcomes: [], checkpoint: LogPosition(offsets: [])))
+            }
+        }
+    }
+
     @Test("EmbeddedEngine opens both stores under a new directory and reopens them")
     func embedded() async throws {
         try await withTemporaryDirectory { dir in
