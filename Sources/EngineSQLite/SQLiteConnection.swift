@@ -36,8 +36,6 @@ package struct SQLiteError: Error, Sendable, CustomStringConvertible {
     package var isCorruption: Bool { code == SQLITE_CORRUPT || code == SQLITE_NOTADB }
     /// Another connection holds a lock longer than the busy timeout.
     package var isBusy: Bool { code == SQLITE_BUSY || code == SQLITE_LOCKED }
-    /// A constraint (UNIQUE, NOT NULL, …) refused a row.
-    package var isConstraint: Bool { code == SQLITE_CONSTRAINT }
 
     /// How the error crosses the `LogEngine` protocol; the position stays the one where
     /// SQLite failed, which is the useful one when reading a log.
@@ -213,11 +211,6 @@ package final class SQLiteConnection {
         _ = try? withStatement("ROLLBACK") { try $0.run() }
     }
 
-    package var inTransaction: Bool {
-        guard let db else { return false }
-        return sqlite3_get_autocommit(db) == 0
-    }
-
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     package func transaction<T>(
         _ kind: TransactionKind = .immediate, file: String = #fileID, line: Int = #line,
@@ -239,10 +232,6 @@ package final class SQLiteConnection {
         db.map { sqlite3_last_insert_rowid($0) } ?? 0
     }
 
-    /// Rows changed by the last INSERT/UPDATE/DELETE.
-    package var changes: Int {
-        db.map { Int(sqlite3_changes($0)) } ?? 0
-    }
 }
 
 /// A prepared statement owned by a `SQLiteConnection`'s cache. Parameters and columns are
@@ -360,15 +349,6 @@ package final class SQLiteStatement {
         guard let pointer = sqlite3_column_blob(stmt, column) else { return [] }
         let count = Int(sqlite3_column_bytes(stmt, column))
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
-    }
-
-    /// Calls `body` with the blob's bytes without copying them; valid only inside `body`.
-    package func withBlob<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
-        guard let pointer = sqlite3_column_blob(stmt, column) else {
-            return try body(UnsafeRawBufferPointer(start: nil, count: 0))
-        }
-        let count = Int(sqlite3_column_bytes(stmt, column))
-        return try body(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
 

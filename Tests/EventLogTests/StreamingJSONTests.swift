@@ -55,7 +55,7 @@ struct StreamingJSONTests {
         var ints: [Int8?] = [1, nil, -128]
         var unsigned: UInt64 = .max
         var float: Float = 0.1
-        var doubles: [Double] = [0, -0.0, 1.5, 1e300, -2.5e-300, 123456789012345678]
+        var doubles: [Double] = [0, -0.0, 1.5, 1e300, -2.5e-300, 123456789012345680, 0.1, 1e-7]
         var nested: [String: [String: Bool]] = ["a": ["x": true], "b": [:]]
         var empty: [Int] = []
         var optional: String? = nil
