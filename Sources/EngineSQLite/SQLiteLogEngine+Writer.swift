@@ -28,6 +28,9 @@ package final class WriterState: @unchecked Sendable {
     var committedRecords = 0
     var insertTime = Duration.zero
     var commitTime = Duration.zero
+    var folds = 0
+    /// The id of the last record committed (what a fold of `latest` covers).
+    var lastCommittedID: Int64 = 0
 }
 
 /// An append validated and ready for the writer.
@@ -146,7 +149,7 @@ extension SQLiteLogEngine {
 
     private static let insertRecord =
         "INSERT INTO records(topic, part, off, key, value, headers, ts) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    private static let upsertLatest = """
+    static let upsertLatest = """
         INSERT INTO latest(topic, hash, id) VALUES (?, ?, ?)
         ON CONFLICT (topic, hash) DO UPDATE SET id = excluded.id
         """
@@ -163,6 +166,8 @@ extension SQLiteLogEngine {
             var ends = writerState.ends
             var results: [[RecordAddress]] = []
             results.reserveCapacity(calls.count)
+            var keyed: [(LatestIndex.Entry, Int64)] = []
+            var lastID = writerState.lastCommittedID
             var failed: (index: Int, error: any Error)?
             do {
                 try conn.begin(.immediate)
@@ -175,7 +180,8 @@ extension SQLiteLogEngine {
                 try conn.withStatement(Self.insertRecord) { insert in
                     for (i, call) in calls.enumerated() {
                         do {
-                            results.append(try write(call, insert: insert, conn: conn, ends: &ends, now: now))
+                            results.append(
+                                try write(call, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID))
                         } catch {
                             failed = (i, error)
                             return
@@ -208,6 +214,9 @@ extension SQLiteLogEngine {
             var touched: [String: [Int64]] = [:]
             for (name, offsets) in ends where writerState.ends[name] != offsets { touched[name] = offsets }
             writerState.ends = ends
+            writerState.lastCommittedID = lastID
+            // Committed: readers may now find these keys (before any caller learns of them).
+            latest.record(keyed)
             writerState.commits += 1
             writerState.committedRecords += results.reduce(0) { $0 + $1.count }
             // Published before the callers resume, so an `append` that returned is already
@@ -221,12 +230,43 @@ extension SQLiteLogEngine {
             completions.async {
                 for (call, addresses) in zip(finished, addressed) { call.continuation.resume(returning: addresses) }
             }
+            if latest.shouldFlush { foldLatest(conn) }
             return
         }
     }
 
+    /// Writes the in-memory delta of newest-record-per-key into `latest`, sorted, in one
+    /// transaction that also moves `latest_flushed_id`. Runs on the writer queue, between
+    /// group commits. A failure leaves the delta as it is, to be folded next time.
+    func foldLatest(_ conn: SQLiteConnection) {
+        let entries = latest.snapshot()
+        guard !entries.isEmpty else { return }
+        let covered = writerState.lastCommittedID
+        do {
+            try conn.transaction {
+                try conn.withStatement(Self.upsertLatest) { upsert in
+                    for (entry, id) in entries {
+                        upsert.bind(1, entry.topic)
+                        upsert.bind(2, entry.hash)
+                        upsert.bind(3, id)
+                        try upsert.run()
+                    }
+                }
+                try conn.withStatement("UPDATE meta SET value = ? WHERE name = 'latest_flushed_id'") { stmt in
+                    stmt.bind(1, covered)
+                    try stmt.run()
+                }
+            }
+            latest.flushed(entries)
+            writerState.folds += 1
+        } catch {
+            logger.error("folding the latest-record delta failed; will retry", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func write(
-        _ call: PendingAppend, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]], now: Int64
+        _ call: PendingAppend, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]], now: Int64,
+        keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64
     ) throws -> [RecordAddress] {
         var addresses: [RecordAddress] = []
         addresses.reserveCapacity(call.records.count)
@@ -242,14 +282,9 @@ extension SQLiteLogEngine {
             insert.bind(6, record.headers)
             insert.bind(7, now)
             try insert.run()
+            lastID = conn.lastInsertRowID
             if let hash = record.keyHash {
-                let id = conn.lastInsertRowID
-                try conn.withStatement(Self.upsertLatest) { upsert in
-                    upsert.bind(1, record.topic.id)
-                    upsert.bind(2, hash)
-                    upsert.bind(3, id)
-                    try upsert.run()
-                }
+                keyed.append((LatestIndex.Entry(topic: record.topic.id, hash: hash), lastID))
             }
             ends[record.topic.name]![record.partition] = offset + 1
             addresses.append(RecordAddress(topic: record.topic.name, partition: record.partition, offset: offset))

@@ -51,6 +51,8 @@ public final class SQLiteLogEngine: LogEngine {
     package let queue = Mutex(PendingQueue())
     /// Hashes keys for the `latest` table, with this database's secret.
     package let keyHash: KeyHash
+    /// Newest record per key, committed but not yet folded into `latest`.
+    package let latest = LatestIndex()
     /// Resumes the callers of committed appends, off the writer's critical path.
     package let completions = DispatchQueue(label: "EngineSQLite.log.completions", qos: .userInitiated)
     /// group + "\0" + topic → the member that owns all its partitions.
@@ -82,6 +84,7 @@ public final class SQLiteLogEngine: LogEngine {
             let (topics, keyHash) = try await writer.run { conn in
                 let keyHash = try Self.migrate(conn)
                 let topics = try Self.loadTopics(conn)
+                writerState.lastCommittedID = try Self.refoldLatest(conn, topics: topics.map(\.0), keyHash: keyHash)
                 for (info, ends) in topics {
                     catalog.add(info, ends: ends)
                     writerState.topics[info.name] = info
@@ -157,6 +160,7 @@ public final class SQLiteLogEngine: LogEngine {
                         PRIMARY KEY (grp, topic, part)) WITHOUT ROWID;
                     PRAGMA user_version = \(schemaVersion);
                     """)
+                try conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('latest_flushed_id', 0)")
                 let secret = KeyHash.random().secret
                 for (name, value) in [("key_hash_k0", secret.0), ("key_hash_k1", secret.1)] {
                     try conn.withStatement("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)") { stmt in
@@ -175,6 +179,44 @@ public final class SQLiteLogEngine: LogEngine {
             }
         }
         return KeyHash(k0: try secret("key_hash_k0"), k1: try secret("key_hash_k1"))
+    }
+
+    /// Folds into `latest` the keyed records committed after the last fold (those whose
+    /// delta was lost with the process). Bounded by `LatestIndex.FlushPolicy`: a range
+    /// scan of the newest records by id, not of the log. Returns the last record id.
+    private static func refoldLatest(_ conn: SQLiteConnection, topics: [TopicInfo], keyHash: KeyHash) throws -> Int64 {
+        let keyed = Set(topics.filter(\.keyIndexed).map(\.id))
+        let lastID = try conn.withStatement("SELECT max(id) FROM records") { stmt in
+            try stmt.step() && !stmt.isNull(0) ? stmt.int64(0) : 0
+        }
+        let flushed = try conn.withStatement("SELECT value FROM meta WHERE name = 'latest_flushed_id'") { stmt in
+            try stmt.step() ? stmt.int64(0) : 0
+        }
+        guard lastID > flushed else { return lastID }
+        try conn.transaction {
+            var newest: [LatestIndex.Entry: Int64] = [:]
+            try conn.withStatement("SELECT id, topic, key FROM records WHERE id > ? ORDER BY id") { stmt in
+                stmt.bind(1, flushed)
+                while try stmt.step() {
+                    let topic = stmt.int64(1)
+                    guard keyed.contains(topic) else { continue }
+                    newest[LatestIndex.Entry(topic: topic, hash: keyHash(stmt.text(2)))] = stmt.int64(0)
+                }
+            }
+            try conn.withStatement(upsertLatest) { upsert in
+                for (entry, id) in newest.sorted(by: { ($0.key.topic, $0.key.hash) < ($1.key.topic, $1.key.hash) }) {
+                    upsert.bind(1, entry.topic)
+                    upsert.bind(2, entry.hash)
+                    upsert.bind(3, id)
+                    try upsert.run()
+                }
+            }
+            try conn.withStatement("UPDATE meta SET value = ? WHERE name = 'latest_flushed_id'") { stmt in
+                stmt.bind(1, lastID)
+                try stmt.run()
+            }
+        }
+        return lastID
     }
 
     /// Topics with their end offsets: one index probe per partition (the last entry of
@@ -297,8 +339,23 @@ public final class SQLiteLogEngine: LogEngine {
             throw LogError(.unavailable, "topic '\(topic)' is not key-indexed (SQLiteLogEngine.Options.keyIndexedTopics)")
         }
         let hash = keyHash(key)
+        // Recent keys are in the in-memory delta; the rest in the `latest` table.
+        let recentID = latest.lookup(topic: info.id, hash: hash)
         do {
             let (record, collided) = try await readers.run { conn -> (LogRecord?, Bool) in
+                if let recentID {
+                    let found = try conn.withStatement(
+                        "SELECT part, off, key, value, headers, ts FROM records WHERE id = ?"
+                    ) { stmt -> (LogRecord?, Bool)? in
+                        stmt.bind(1, recentID)
+                        guard try stmt.step() else { return nil }
+                        guard stmt.text(2) == key else { return (nil, true) }
+                        return (try Self.record(stmt, topic: info.name, key: key), false)
+                    }
+                    if let found, !found.1 { return found }
+                    if found == nil { throw LogError(.corrupt, "record \(recentID) of '\(info.name)' vanished") }
+                    return try Self.scanForKey(conn, topic: info, key: key)
+                }
                 // One probe of `latest`, then the record by its id.
                 let found = try conn.withStatement(
                     """
@@ -313,18 +370,7 @@ public final class SQLiteLogEngine: LogEngine {
                     return (try Self.record(stmt, topic: info.name, key: key), false)
                 }
                 guard found.1 else { return found }
-                // Another key with the same hash holds the row: find ours the slow way,
-                // newest first (correct; practically never happens, see KeyHash).
-                return try conn.withStatement(
-                    """
-                    SELECT part, off, key, value, headers, ts FROM records
-                    WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
-                    """
-                ) { stmt in
-                    stmt.bind(1, info.id)
-                    stmt.bind(2, key)
-                    return (try stmt.step() ? try Self.record(stmt, topic: info.name, key: key) : nil, true)
-                }
+                return try Self.scanForKey(conn, topic: info, key: key)
             }
             if collided {
                 logger.warning("key hash collision in latest; answered by a scan", metadata: ["topic": "\(topic)", "key": "\(key)"])
@@ -332,6 +378,21 @@ public final class SQLiteLogEngine: LogEngine {
             return record
         } catch {
             throw error.asLogError
+        }
+    }
+
+    /// Another key with the same hash holds the slot: find ours the slow way, newest
+    /// first (correct; practically never happens, see KeyHash).
+    private static func scanForKey(_ conn: SQLiteConnection, topic: TopicInfo, key: String) throws -> (LogRecord?, Bool) {
+        try conn.withStatement(
+            """
+            SELECT part, off, key, value, headers, ts FROM records
+            WHERE topic = ? AND key = ? ORDER BY id DESC LIMIT 1
+            """
+        ) { stmt in
+            stmt.bind(1, topic.id)
+            stmt.bind(2, key)
+            return (try stmt.step() ? try record(stmt, topic: topic.name, key: key) : nil, true)
         }
     }
 
@@ -355,6 +416,8 @@ public final class SQLiteLogEngine: LogEngine {
         while queue.withLock({ $0.draining || !$0.pending.isEmpty }) {
             _ = try? await writer.run { _ in }
         }
+        // Fold what is left, so the next open has nothing to redo.
+        _ = try? await writer.run { conn in self.foldLatest(conn) }
         catalog.close()
         await readers.close()
         await writer.close()

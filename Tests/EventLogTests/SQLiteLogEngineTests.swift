@@ -219,17 +219,28 @@ struct SQLiteLogEngineTests {
     @Test("latestRecord stays right when two keys share a hash (falls back to a scan)")
     func latestRecordHashCollision() async throws {
         try await withTemporaryDirectory { dir in
-            let engine = try await openLog(dir)
-            try await engine.createTopic("t", partitions: 2)
-            try await engine.append([OutgoingRecord(topic: "t", key: "a", value: bytes("a1"))], commit: nil)
-            try await engine.append([OutgoingRecord(topic: "t", key: "b", value: bytes("b1"))], commit: nil)
-            // Make "a"'s row point at "b"'s record, as a collision of their hashes would.
-            try execute(path: engine.path, """
+            do {
+                let engine = try await openLog(dir)
+                try await engine.createTopic("t", partitions: 2)
+                try await engine.append([OutgoingRecord(topic: "t", key: "a", value: bytes("a1"))], commit: nil)
+                try await engine.append([OutgoingRecord(topic: "t", key: "b", value: bytes("b1"))], commit: nil)
+                // In the in-memory delta: make "a"'s entry point at "b"'s record.
+                let topicID = try #require(engine.catalog.topic("t")?.id)
+                let idOfB: Int64 = 2  // records.id counts appends from 1
+                engine.latest.record([(.init(topic: topicID, hash: engine.keyHash("a")), idOfB)])
+                #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "a")).value) == "a1")
+                #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "b")).value) == "b1")
+                await engine.close()  // folds the delta into the table
+            }
+            // In the table: the same collision, made by hand.
+            try execute(path: dir + "/log.sqlite", """
                 UPDATE latest SET id = (SELECT max(id) FROM records WHERE key = 'b')
-                WHERE hash = \(engine.keyHash("a"))
+                WHERE id = (SELECT max(id) FROM records WHERE key = 'a')
                 """)
+            let engine = try await openLog(dir)
             #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "a")).value) == "a1")
             #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "b")).value) == "b1")
+            #expect(try await engine.latestRecord(topic: "t", key: "c") == nil)
             await engine.close()
         }
     }
