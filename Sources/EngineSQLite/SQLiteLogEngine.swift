@@ -425,10 +425,11 @@ public final class SQLiteLogEngine: LogEngine {
     }
 
     /// Writer statistics since open: commits, records, time in inserts and in COMMIT.
-    package func writerStatistics() async -> (commits: Int, records: Int, insertTime: Duration, commitTime: Duration) {
+    package func writerStatistics() async -> (commits: Int, records: Int, insertTime: Duration, commitTime: Duration, folds: Int) {
         let state = writerState
-        return (try? await writer.run { _ in (state.commits, state.committedRecords, state.insertTime, state.commitTime) })
-            ?? (0, 0, .zero, .zero)
+        return (try? await writer.run { _ in
+            (state.commits, state.committedRecords, state.insertTime, state.commitTime, state.folds)
+        }) ?? (0, 0, .zero, .zero, 0)
     }
 
     // MARK: Reading (shared by readers and group consumers)
