@@ -63,8 +63,14 @@ func appendScenario(_ engine: SQLiteLogEngine, tasks: Int, perCall: Int, keyedFi
                  tasks, perCall, keyedFifths, Double(written) / elapsed, Double(written / Int64(perCall)) / elapsed, written, elapsed))
     let stats = await engine.writerStatistics()
     let commits = stats.commits - stats0.commits
-    print(String(format: "        %d commits (+%d folds of latest), %.0f records/commit; writer busy %.0f%%: inserts %.1f µs/record, COMMIT %.2f ms each",
-                 commits, stats.folds - stats0.folds, Double(written) / Double(commits),
+    let folds = stats.folds - stats0.folds
+    if folds > 0 {
+        print(String(format: "        %d folds of latest: %.0f keys, %.0f ms each", folds,
+                     Double(stats.foldedEntries - stats0.foldedEntries) / Double(folds),
+                     1e3 * seconds(stats.foldTime - stats0.foldTime) / Double(folds)))
+    }
+    print(String(format: "        %d commits, %.0f records/commit; writer busy %.0f%%: inserts %.1f µs/record, COMMIT %.2f ms each",
+                 commits, Double(written) / Double(commits),
                  100 * (seconds(stats.insertTime - stats0.insertTime) + seconds(stats.commitTime - stats0.commitTime)) / elapsed,
                  1e6 * seconds(stats.insertTime - stats0.insertTime) / Double(written),
                  1e3 * seconds(stats.commitTime - stats0.commitTime) / Double(commits)))

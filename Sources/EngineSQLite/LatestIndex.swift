@@ -6,13 +6,14 @@ import Synchronization
 /// Why not update `latest` in every group commit: keys (order ids) are random, so each
 /// keyed record dirties a different page of the table, and every dirty page is written
 /// and fsync'd at commit — about 4 KiB of WAL per record, which on this disk capped keyed
-/// appends far below unkeyed ones. Folding a second's worth of keys at once, sorted,
-/// writes each page of the table at most once per fold.
+/// appends far below unkeyed ones. Folding a snapshot of the delta in key order, a slice
+/// per group commit, writes each page of the table about once per fold.
 ///
-/// Crash safety: the fold records, in the same transaction, the highest record id it
-/// covers (`meta.latest_flushed_id`); at open, records after it are folded in again
-/// (bounded by `FlushPolicy`, so opening stays fast). Readers see the delta first, then
-/// the table; an entry leaves the delta only after the fold that wrote it has committed.
+/// Crash safety: the transaction with a fold's last slice records the highest record id
+/// the fold covers (`meta.latest_flushed_id`); at open, records after it are folded in
+/// again (bounded by `FlushPolicy`, so opening stays fast). Readers see the delta first,
+/// then the table; an entry leaves the delta only after the slice that wrote it committed,
+/// and only if no newer record for its key arrived meanwhile.
 package final class LatestIndex: Sendable {
     package struct Entry: Sendable, Hashable {
         var topic: Int64
@@ -23,17 +24,24 @@ package final class LatestIndex: Sendable {
         }
     }
 
+    /// When the writer starts a fold (which then proceeds a chunk per group commit).
     package struct FlushPolicy: Sendable {
-        /// Fold when the delta holds this many keys…
+        /// When the delta holds this many keys (bounds its memory: ~50 bytes a key)…
         package var maxEntries = 100_000
-        /// …or when its oldest entry is this old.
+        /// …or this many keyed records were committed since the last fold's watermark
+        /// (bounds what an open after a crash refolds)…
+        package var maxRecordsSinceWatermark = 200_000
+        /// …or this long after the last fold ended.
         package var maxAge = Duration.seconds(2)
+        /// Entries written per group commit while a fold runs. Sorted, so one slice covers
+        /// a narrow range of the table and dirties few pages.
+        package var chunk = 4_096
+        package init() {}
         package static let defaults = FlushPolicy()
     }
 
     private struct State {
         var delta: [Entry: Int64] = [:]
-        var oldest: ContinuousClock.Instant?
     }
 
     private let state = Mutex(State())
@@ -48,7 +56,6 @@ package final class LatestIndex: Sendable {
         guard !entries.isEmpty else { return }
         state.withLock { s in
             for (entry, id) in entries { s.delta[entry] = id }
-            if s.oldest == nil { s.oldest = .now }
         }
     }
 
@@ -56,14 +63,7 @@ package final class LatestIndex: Sendable {
         state.withLock { $0.delta[Entry(topic: topic, hash: hash)] }
     }
 
-    var shouldFlush: Bool {
-        state.withLock { s in
-            guard let oldest = s.oldest else { return false }
-            return s.delta.count >= policy.maxEntries || ContinuousClock.now - oldest >= policy.maxAge
-        }
-    }
-
-    var isEmpty: Bool { state.withLock { $0.delta.isEmpty } }
+    var count: Int { state.withLock { $0.delta.count } }
 
     /// The delta, sorted as the table's primary key so the fold walks the B-tree in order.
     func snapshot() -> [(Entry, Int64)] {
@@ -76,7 +76,6 @@ package final class LatestIndex: Sendable {
     func flushed(_ entries: [(Entry, Int64)]) {
         state.withLock { s in
             for (entry, id) in entries where s.delta[entry] == id { s.delta[entry] = nil }
-            s.oldest = s.delta.isEmpty ? nil : .now
         }
     }
 }

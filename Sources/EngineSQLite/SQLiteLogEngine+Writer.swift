@@ -29,8 +29,28 @@ package final class WriterState: @unchecked Sendable {
     var insertTime = Duration.zero
     var commitTime = Duration.zero
     var folds = 0
+    var foldTime = Duration.zero
+    var foldedEntries = 0
     /// The id of the last record committed (what a fold of `latest` covers).
     var lastCommittedID: Int64 = 0
+
+    // The fold of `latest` in progress: a sorted snapshot of the delta, written a chunk
+    // per group commit (see `nextFoldChunk`).
+    var fold: [(LatestIndex.Entry, Int64)] = []
+    var foldPosition = 0
+    /// `lastCommittedID` when the fold's snapshot was taken: its watermark once done.
+    var foldCovers: Int64 = 0
+    var foldStarted = ContinuousClock.now
+    var lastFoldEnded = ContinuousClock.now
+    /// Keyed records committed since the watermark (they are what a restart refolds).
+    var keyedSinceWatermark = 0
+    var keyedAtFoldStart = 0
+}
+
+/// Part of a fold of `latest`: `range` of `WriterState.fold`.
+struct FoldChunk {
+    var range: Range<Int>
+    var isLast: Bool
 }
 
 /// An append validated and ready for the writer.
@@ -161,6 +181,7 @@ extension SQLiteLogEngine {
     /// One group commit. Runs on the writer queue.
     private func write(_ batch: [PendingAppend], _ conn: SQLiteConnection) {
         var calls = batch
+        var skipFold = false
         while !calls.isEmpty {
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
             var ends = writerState.ends
@@ -201,6 +222,20 @@ extension SQLiteLogEngine {
                 calls.remove(at: failed.index)
                 continue
             }
+            // A slice of the `latest` fold rides along in this transaction: no fsync of its
+            // own, and the writer never stops for a whole fold at once.
+            var folded: FoldChunk?
+            if !skipFold, let chunk = nextFoldChunk() {
+                do {
+                    try writeFold(chunk, conn)
+                    folded = chunk
+                } catch {
+                    conn.rollback()
+                    logger.error("folding latest failed; writing the batch without it", metadata: ["error": "\(error)"])
+                    skipFold = true
+                    continue
+                }
+            }
             let t1 = ContinuousClock.now
             do {
                 try conn.commit()
@@ -215,8 +250,10 @@ extension SQLiteLogEngine {
             for (name, offsets) in ends where writerState.ends[name] != offsets { touched[name] = offsets }
             writerState.ends = ends
             writerState.lastCommittedID = lastID
+            writerState.keyedSinceWatermark += keyed.count
             // Committed: readers may now find these keys (before any caller learns of them).
             latest.record(keyed)
+            if let folded { finishFoldChunk(folded) }
             writerState.commits += 1
             writerState.committedRecords += results.reduce(0) { $0 + $1.count }
             // Published before the callers resume, so an `append` that returned is already
@@ -230,14 +267,69 @@ extension SQLiteLogEngine {
             completions.async {
                 for (call, addresses) in zip(finished, addressed) { call.continuation.resume(returning: addresses) }
             }
-            if latest.shouldFlush { foldLatest(conn) }
             return
         }
     }
 
-    /// Writes the in-memory delta of newest-record-per-key into `latest`, sorted, in one
-    /// transaction that also moves `latest_flushed_id`. Runs on the writer queue, between
-    /// group commits. A failure leaves the delta as it is, to be folded next time.
+    /// The next slice of the fold in progress, starting one when the delta is big or old
+    /// enough, or when a restart would have too many records to refold.
+    private func nextFoldChunk() -> FoldChunk? {
+        let state = writerState
+        if state.foldPosition >= state.fold.count {
+            let policy = latest.policy
+            let count = latest.count
+            guard count > 0,
+                count >= policy.maxEntries || state.keyedSinceWatermark >= policy.maxRecordsSinceWatermark
+                    || ContinuousClock.now - state.lastFoldEnded >= policy.maxAge
+            else { return nil }
+            state.fold = latest.snapshot()
+            state.foldPosition = 0
+            state.foldCovers = state.lastCommittedID
+            state.keyedAtFoldStart = state.keyedSinceWatermark
+            state.foldStarted = .now
+        }
+        let end = min(state.foldPosition + max(1, latest.policy.chunk), state.fold.count)
+        return FoldChunk(range: state.foldPosition..<end, isLast: end == state.fold.count)
+    }
+
+    private func writeFold(_ chunk: FoldChunk, _ conn: SQLiteConnection) throws {
+        let fold = writerState.fold
+        try conn.withStatement(Self.upsertLatest) { upsert in
+            for (entry, id) in fold[chunk.range] {
+                upsert.bind(1, entry.topic)
+                upsert.bind(2, entry.hash)
+                upsert.bind(3, id)
+                try upsert.run()
+            }
+        }
+        if chunk.isLast {
+            // The whole snapshot is in the table once this commits: records up to its
+            // watermark need no refold after a restart.
+            try conn.withStatement("UPDATE meta SET value = ? WHERE name = 'latest_flushed_id'") { stmt in
+                stmt.bind(1, writerState.foldCovers)
+                try stmt.run()
+            }
+        }
+    }
+
+    /// After the commit that carried `chunk`.
+    private func finishFoldChunk(_ chunk: FoldChunk) {
+        let state = writerState
+        latest.flushed(Array(state.fold[chunk.range]))
+        state.foldPosition = chunk.range.upperBound
+        state.foldedEntries += chunk.range.count
+        guard chunk.isLast else { return }
+        state.folds += 1
+        state.foldTime += ContinuousClock.now - state.foldStarted
+        state.keyedSinceWatermark -= state.keyedAtFoldStart
+        state.fold = []
+        state.foldPosition = 0
+        state.lastFoldEnded = .now
+    }
+
+    /// Writes the whole in-memory delta of newest-record-per-key into `latest`, sorted, in
+    /// one transaction that also moves `latest_flushed_id` (at close, so the next open has
+    /// nothing to refold). Runs on the writer queue. A failure leaves the delta as it is.
     func foldLatest(_ conn: SQLiteConnection) {
         let entries = latest.snapshot()
         guard !entries.isEmpty else { return }
@@ -258,7 +350,10 @@ extension SQLiteLogEngine {
                 }
             }
             latest.flushed(entries)
-            writerState.folds += 1
+            // Whatever chunked fold was running is covered by this one.
+            writerState.fold = []
+            writerState.foldPosition = 0
+            writerState.keyedSinceWatermark = 0
         } catch {
             logger.error("folding the latest-record delta failed; will retry", metadata: ["error": "\(error)"])
         }

@@ -14,6 +14,8 @@ import Synchronization
 /// - The committed end offsets live in memory (`LogCatalog`), loaded at open by one index
 ///   probe per partition, so opening a big log costs no scan, and readers wait on them
 ///   instead of polling the database.
+/// - `latestRecord` looks the key's hash up in a small in-memory delta, then in the
+///   `latest` table, then reads the record by id (`LatestIndex`, `KeyHash`).
 ///
 /// - Important: call `close()` before dropping the engine; it finishes the queued appends
 ///   and closes the files. An `append` in flight is not cancellable: once queued it is
@@ -28,12 +30,14 @@ public final class SQLiteLogEngine: LogEngine {
         /// Topics whose newest record per key is tracked, for `latestRecord`; nil: every
         /// topic.
         ///
-        /// Tracking is the one random-access write per record (a row of `latest` somewhere
-        /// in its B-tree), so a commit writes about one extra page per keyed record. Topics
-        /// only ever read in order (commands and events, integration events) do not need
-        /// it. Decided when a topic is created and kept with it; `latestRecord` on a topic
+        /// Tracking costs a SipHash per appended record, an entry in a bounded in-memory
+        /// delta and a periodic fold into the `latest` table (`LatestIndex`). Topics only
+        /// ever read in order (commands and events, integration events) can skip it.
+        /// Decided when a topic is created and kept with it; `latestRecord` on a topic
         /// without it throws `.unavailable`.
         public var keyIndexedTopics: Set<String>?
+        /// When the in-memory delta of `latest` is folded into the table (tests shrink it).
+        package var latestFlushPolicy = LatestIndex.FlushPolicy.defaults
         public init(keyIndexedTopics: Set<String>? = nil) {
             self.keyIndexedTopics = keyIndexedTopics
         }
@@ -52,7 +56,7 @@ public final class SQLiteLogEngine: LogEngine {
     /// Hashes keys for the `latest` table, with this database's secret.
     package let keyHash: KeyHash
     /// Newest record per key, committed but not yet folded into `latest`.
-    package let latest = LatestIndex()
+    package let latest: LatestIndex
     /// Resumes the callers of committed appends, off the writer's critical path.
     package let completions = DispatchQueue(label: "EngineSQLite.log.completions", qos: .userInitiated)
     /// group + "\0" + topic → the member that owns all its partitions.
@@ -62,6 +66,7 @@ public final class SQLiteLogEngine: LogEngine {
     private init(path: String, logger: Logger, options: Options, catalog: LogCatalog,
                  writer: SQLiteQueue, readers: SQLiteReadPool, writerState: WriterState, keyHash: KeyHash) {
         self.keyHash = keyHash
+        self.latest = LatestIndex(policy: options.latestFlushPolicy)
         self.path = path
         self.logger = logger
         self.options = options
@@ -248,7 +253,8 @@ public final class SQLiteLogEngine: LogEngine {
 
     public func createTopic(_ topic: String, partitions: Int) async throws {
         guard partitions > 0 else {
-            throw LogError(.io, "topic '\(topic)' needs at least one partition, got \(partitions)")
+            // LogError has no invalid-argument code; unknownTopic is the nearest.
+            throw LogError(.unknownTopic, "topic '\(topic)' needs at least one partition, got \(partitions)")
         }
         if catalog.isClosed { throw LogError(.closed, "the log engine is closed") }
         if let existing = catalog.topic(topic) {
@@ -425,11 +431,24 @@ public final class SQLiteLogEngine: LogEngine {
     }
 
     /// Writer statistics since open: commits, records, time in inserts and in COMMIT.
-    package func writerStatistics() async -> (commits: Int, records: Int, insertTime: Duration, commitTime: Duration, folds: Int) {
+    package struct WriterStatistics: Sendable {
+        package var commits = 0
+        package var records = 0
+        package var insertTime = Duration.zero
+        package var commitTime = Duration.zero
+        package var folds = 0
+        package var foldedEntries = 0
+        package var foldTime = Duration.zero
+    }
+
+    /// Writer statistics since open (for benchmarks).
+    package func writerStatistics() async -> WriterStatistics {
         let state = writerState
         return (try? await writer.run { _ in
-            (state.commits, state.committedRecords, state.insertTime, state.commitTime, state.folds)
-        }) ?? (0, 0, .zero, .zero, 0)
+            WriterStatistics(
+                commits: state.commits, records: state.committedRecords, insertTime: state.insertTime,
+                commitTime: state.commitTime, folds: state.folds, foldedEntries: state.foldedEntries, foldTime: state.foldTime)
+        }) ?? WriterStatistics()
     }
 
     // MARK: Reading (shared by readers and group consumers)

@@ -245,6 +245,45 @@ struct SQLiteLogEngineTests {
         }
     }
 
+    @Test("latestRecord stays right while the delta is folded into the table in slices, and after reopens")
+    func latestRecordAcrossFolds() async throws {
+        try await withTemporaryDirectory { dir in
+            var options = SQLiteLogEngine.Options()
+            options.latestFlushPolicy.maxEntries = 7
+            options.latestFlushPolicy.chunk = 3
+            var engine = try await SQLiteLogEngine.open(path: dir + "/log.sqlite", logger: testLogger, options: options)
+            try await engine.createTopic("agg", partitions: 3)
+            try await engine.createTopic("other", partitions: 2)
+            var newest: [String: String] = [:]
+            for round in 0..<3 {
+                for i in 0..<300 {
+                    let key = "k\((i * 37) % 50)"
+                    let value = "\(round)-\(i)"
+                    let topic = i % 4 == 0 ? "other" : "agg"
+                    try await engine.append([OutgoingRecord(topic: topic, key: key, value: bytes(value))], commit: nil)
+                    if topic == "agg" { newest[key] = value }
+                    if i % 25 == 0 {
+                        // Mid-fold: every key still answers with its newest record.
+                        for (key, value) in newest.prefix(10) {
+                            #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
+                        }
+                    }
+                }
+                for (key, value) in newest {
+                    #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
+                }
+                #expect(try await engine.latestRecord(topic: "other", key: "k0") != nil)
+                #expect(await engine.writerStatistics().folds > 0)
+                await engine.close()
+                engine = try await SQLiteLogEngine.open(path: dir + "/log.sqlite", logger: testLogger, options: options)
+                for (key, value) in newest {
+                    #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
+                }
+            }
+            await engine.close()
+        }
+    }
+
     @Test("latestRecord is refused on topics created without key tracking")
     func untrackedTopic() async throws {
         try await withTemporaryDirectory { dir in
