@@ -340,51 +340,76 @@ public final class SQLiteLogEngine: LogEngine {
     }
 
     public func latestRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await latestRecords(topic: topic, keys: [key])[key]
+    }
+
+    /// The newest record per key, for a batch of keys in one hop to a reader and one read
+    /// transaction. Per key: the in-memory delta (recent keys), else one probe of
+    /// `latest`; then the record by its id.
+    public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        guard !keys.isEmpty else { return [:] }
         let info = try catalog.require(topic)
         guard info.keyIndexed else {
             throw LogError(.unavailable, "topic '\(topic)' is not key-indexed (SQLiteLogEngine.Options.keyIndexedTopics)")
         }
-        let hash = keyHash(key)
-        // Recent keys are in the in-memory delta; the rest in the `latest` table.
-        let recentID = latest.lookup(topic: info.id, hash: hash)
+        // The delta is read before the database: an entry leaves it only after the fold
+        // that wrote it into `latest` committed, so a miss here is found there.
+        let lookups = keys.map { key in
+            let hash = keyHash(key)
+            return (key: key, hash: hash, recentID: latest.lookup(topic: info.id, hash: hash))
+        }
         do {
-            let (record, collided) = try await readers.run { conn -> (LogRecord?, Bool) in
-                if let recentID {
-                    let found = try conn.withStatement(
-                        "SELECT part, off, key, value, headers, ts FROM records WHERE id = ?"
-                    ) { stmt -> (LogRecord?, Bool)? in
-                        stmt.bind(1, recentID)
-                        guard try stmt.step() else { return nil }
-                        guard stmt.text(2) == key else { return (nil, true) }
-                        return (try Self.record(stmt, topic: info.name, key: key), false)
+            let (found, collisions) = try await readers.run { conn -> ([String: LogRecord], [String]) in
+                try conn.transaction(.deferred) {
+                    var found: [String: LogRecord] = [:]
+                    var collisions: [String] = []
+                    for lookup in lookups {
+                        let (record, collided) = try Self.newest(
+                            conn, topic: info, key: lookup.key, hash: lookup.hash, recentID: lookup.recentID)
+                        if let record { found[lookup.key] = record }
+                        if collided { collisions.append(lookup.key) }
                     }
-                    if let found, !found.1 { return found }
-                    if found == nil { throw LogError(.corrupt, "record \(recentID) of '\(info.name)' vanished") }
-                    return try Self.scanForKey(conn, topic: info, key: key)
+                    return (found, collisions)
                 }
-                // One probe of `latest`, then the record by its id.
-                let found = try conn.withStatement(
-                    """
-                    SELECT r.part, r.off, r.key, r.value, r.headers, r.ts FROM latest l JOIN records r ON r.id = l.id
-                    WHERE l.topic = ? AND l.hash = ?
-                    """
-                ) { stmt -> (LogRecord?, Bool) in
-                    stmt.bind(1, info.id)
-                    stmt.bind(2, hash)
-                    guard try stmt.step() else { return (nil, false) }
-                    guard stmt.text(2) == key else { return (nil, true) }
-                    return (try Self.record(stmt, topic: info.name, key: key), false)
-                }
-                guard found.1 else { return found }
-                return try Self.scanForKey(conn, topic: info, key: key)
             }
-            if collided {
+            for key in collisions {
                 logger.warning("key hash collision in latest; answered by a scan", metadata: ["topic": "\(topic)", "key": "\(key)"])
             }
-            return record
+            return found
         } catch {
             throw error.asLogError
         }
+    }
+
+    /// The newest record of `key`, and whether its hash collided with another key's.
+    private static func newest(
+        _ conn: SQLiteConnection, topic info: TopicInfo, key: String, hash: Int64, recentID: Int64?
+    ) throws -> (LogRecord?, Bool) {
+        if let recentID {
+            let found = try conn.withStatement(
+                "SELECT part, off, key, value, headers, ts FROM records WHERE id = ?"
+            ) { stmt -> (LogRecord?, Bool)? in
+                stmt.bind(1, recentID)
+                guard try stmt.step() else { return nil }
+                guard stmt.text(2) == key else { return (nil, true) }
+                return (try record(stmt, topic: info.name, key: key), false)
+            }
+            guard let found else { throw LogError(.corrupt, "record \(recentID) of '\(info.name)' vanished") }
+            return found.1 ? try scanForKey(conn, topic: info, key: key) : found
+        }
+        let found = try conn.withStatement(
+            """
+            SELECT r.part, r.off, r.key, r.value, r.headers, r.ts FROM latest l JOIN records r ON r.id = l.id
+            WHERE l.topic = ? AND l.hash = ?
+            """
+        ) { stmt -> (LogRecord?, Bool) in
+            stmt.bind(1, info.id)
+            stmt.bind(2, hash)
+            guard try stmt.step() else { return (nil, false) }
+            guard stmt.text(2) == key else { return (nil, true) }
+            return (try record(stmt, topic: info.name, key: key), false)
+        }
+        return found.1 ? try scanForKey(conn, topic: info, key: key) : found
     }
 
     /// Another key with the same hash holds the slot: find ours the slow way, newest

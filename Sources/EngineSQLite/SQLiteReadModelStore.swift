@@ -9,10 +9,10 @@ import Synchronization
 /// projector's commits never queue behind the log's group commits: each file has its own
 /// writer lock and its own fsyncs.
 ///
-/// Views, outcomes and the checkpoint are stored as JSON of the Codable domain types,
-/// written by `StreamingJSON` (JSONEncoder was the bottleneck; see there) and read back with
-/// JSONDecoder. Encoding happens on the caller's task before the write, so the one writer
-/// thread only does SQL. `listOrders` reads only the order column, never the history.
+/// Views and outcomes are stored as JSON (`ReadModelCodec`: the events in the log's DETAILS
+/// form; an order's state is folded from them on read), encoded on the caller's task
+/// before the write so the one writer thread only does SQL. The checkpoint is its token.
+/// Concurrent `apply` calls are group-committed (see "Group commit" below).
 ///
 /// - Important: call `close()` before dropping the store.
 public final class SQLiteReadModelStore: ReadModelStore {
@@ -67,14 +67,13 @@ public final class SQLiteReadModelStore: ReadModelStore {
         guard version < schemaVersion else { return }
         try conn.transaction {
             // seq: placement order, set the first time a view has an order and kept after
-            // (COALESCE in the upsert). status/order_json are NULL while order is nil.
+            // (COALESCE in the upsert). status is NULL while the order does not exist.
             try conn.execute(
                 """
                 CREATE TABLE IF NOT EXISTS orders(
                     order_id TEXT PRIMARY KEY,
                     seq INTEGER UNIQUE,
                     status TEXT,
-                    order_json TEXT,
                     events_json TEXT NOT NULL);
                 CREATE INDEX IF NOT EXISTS orders_status ON orders(status, seq);
                 CREATE TABLE IF NOT EXISTS outcomes(
@@ -108,7 +107,6 @@ public final class SQLiteReadModelStore: ReadModelStore {
     private struct EncodedView: Sendable {
         var orderId: String
         var status: String?
-        var order: String?
         var events: String
     }
 
@@ -117,28 +115,36 @@ public final class SQLiteReadModelStore: ReadModelStore {
         var json: String
     }
 
-    private static func json(_ value: some Encodable) throws -> String {
-        String(decoding: try StreamingJSON.encode(value), as: UTF8.self)
+    private static func corrupt(_ error: any Error) -> LogError {
+        LogError(.corrupt, "undecodable row in the read model: \(error)")
     }
 
-    private static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
-        do {
-            return try JSONDecoder().decode(type, from: Data(text.utf8))
-        } catch {
-            throw LogError(.corrupt, "undecodable \(type) in the read model: \(error)")
-        }
+    private static func decodeView(_ text: String) throws -> OrderView {
+        do { return try ReadModelCodec.decodeView(Array(text.utf8)) } catch { throw corrupt(error) }
     }
 
     public func apply(_ update: ReadModelUpdate) async throws {
         // Encoding is CPU work: done here, on the caller's task, in parallel with other
         // callers; the writer only binds and steps.
-        let views = try update.views.map { view in
+        let views = update.views.map { view in
             EncodedView(
                 orderId: view.orderId, status: view.order?.status.rawValue,
-                order: try view.order.map { try Self.json($0) }, events: try Self.json(view.events))
+                events: String(decoding: ReadModelCodec.encode(view), as: UTF8.self))
         }
-        let outcomes = try update.outcomes.map { EncodedOutcome(commandId: $0.commandId, json: try Self.json($0)) }
-        let checkpoint = try Self.json(update.checkpoint)
+        let histories = Dictionary(update.views.map { ($0.orderId, $0.events) }, uniquingKeysWith: { $1 })
+        let outcomes = update.outcomes.map { outcome in
+            // The history up to and including the outcome's event.
+            var history = histories[outcome.orderId] ?? []
+            if let i = history.firstIndex(where: { $0.event.commandId == outcome.commandId }) {
+                history = Array(history[...i])
+            } else {
+                history.append(ProjectedEvent(event: outcome.event, position: outcome.position))
+            }
+            return EncodedOutcome(
+                commandId: outcome.commandId,
+                json: String(decoding: ReadModelCodec.encode(outcome, history: history), as: UTF8.self))
+        }
+        let checkpoint = update.checkpoint.token
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
             enqueue(PendingApply(views: views, outcomes: outcomes, checkpoint: checkpoint, continuation: continuation))
         }
@@ -239,22 +245,21 @@ public final class SQLiteReadModelStore: ReadModelStore {
     private func write(_ call: PendingApply, _ conn: SQLiteConnection, next: inout Int64) throws {
         try conn.withStatement(
             """
-            INSERT INTO orders(order_id, seq, status, order_json, events_json) VALUES (?, ?, ?, ?, ?)
+            INSERT INTO orders(order_id, seq, status, events_json) VALUES (?, ?, ?, ?)
             ON CONFLICT (order_id) DO UPDATE SET
                 seq = coalesce(orders.seq, excluded.seq), status = excluded.status,
-                order_json = excluded.order_json, events_json = excluded.events_json
+                events_json = excluded.events_json
             RETURNING seq
             """
         ) { upsert in
             for view in call.views {
                 upsert.bind(1, view.orderId)
-                if view.order != nil { upsert.bind(2, next) } else { upsert.bindNull(2) }
+                if view.status != nil { upsert.bind(2, next) } else { upsert.bindNull(2) }
                 upsert.bind(3, view.status)
-                upsert.bind(4, view.order)
-                upsert.bind(5, view.events)
+                upsert.bind(4, view.events)
                 // The row comes back with its seq: ours when this was its first placement,
                 // in which case the sequence moves on.
-                if try upsert.step(), !upsert.isNull(0), upsert.int64(0) == next, view.order != nil {
+                if try upsert.step(), !upsert.isNull(0), upsert.int64(0) == next, view.status != nil {
                     next += 1
                 }
                 upsert.rewind()
@@ -281,20 +286,39 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 try stmt.step() ? stmt.text(0) : nil
             }
         }
-        return try text.map { try Self.decode(LogPosition.self, $0) }
+        return try text.map { text in
+            guard let position = LogPosition(token: text) else { throw LogError(.corrupt, "unreadable checkpoint '\(text)'") }
+            return position
+        }
     }
 
     public func view(orderId: String) async throws -> OrderView? {
-        let row = try await read { conn -> (order: String?, events: String)? in
-            try conn.withStatement("SELECT order_json, events_json FROM orders WHERE order_id = ?") { stmt in
+        let text = try await read { conn -> String? in
+            try conn.withStatement("SELECT events_json FROM orders WHERE order_id = ?") { stmt in
                 stmt.bind(1, orderId)
-                return try stmt.step() ? (stmt.optionalText(0), stmt.text(1)) : nil
+                return try stmt.step() ? stmt.text(0) : nil
             }
         }
-        guard let row else { return nil }
-        return OrderView(
-            orderId: orderId, order: try row.order.map { try Self.decode(Order.self, $0) },
-            events: try Self.decode([ProjectedEvent].self, row.events))
+        return try text.map(Self.decodeView)
+    }
+
+    public func views(orderIds: Set<String>) async throws -> [String: OrderView] {
+        guard !orderIds.isEmpty else { return [:] }
+        let ids = Array(orderIds)
+        let rows = try await read { conn -> [(String, String)] in
+            try conn.withStatement("SELECT events_json FROM orders WHERE order_id = ?") { stmt in
+                var rows: [(String, String)] = []
+                for id in ids {
+                    stmt.bind(1, id)
+                    if try stmt.step() { rows.append((id, stmt.text(0))) }
+                    stmt.rewind()
+                }
+                return rows
+            }
+        }
+        var out: [String: OrderView] = [:]
+        for (id, text) in rows { out[id] = try Self.decodeView(text) }
+        return out
     }
 
     public func outcome(commandId: String) async throws -> CommandOutcome? {
@@ -304,7 +328,9 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 return try stmt.step() ? stmt.text(0) : nil
             }
         }
-        return try text.map { try Self.decode(CommandOutcome.self, $0) }
+        return try text.map { text in
+            do { return try ReadModelCodec.decodeOutcome(Array(text.utf8)) } catch { throw Self.corrupt(error) }
+        }
     }
 
     public func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
@@ -313,8 +339,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
         let rows = try await read { conn -> [(seq: Int64, order: String)] in
             let sql =
                 status == nil
-                ? "SELECT seq, order_json FROM orders WHERE seq > ? AND order_json IS NOT NULL ORDER BY seq LIMIT ?"
-                : "SELECT seq, order_json FROM orders WHERE status = ? AND seq > ? AND order_json IS NOT NULL ORDER BY seq LIMIT ?"
+                ? "SELECT seq, events_json FROM orders WHERE seq > ? AND status IS NOT NULL ORDER BY seq LIMIT ?"
+                : "SELECT seq, events_json FROM orders WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?"
             return try conn.withStatement(sql) { stmt in
                 var i: Int32 = 1
                 if let status {
@@ -329,7 +355,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
             }
         }
         let page = rows.prefix(limit)
-        let orders = try page.map { try Self.decode(Order.self, $0.order) }
+        let orders = try page.compactMap { try Self.decodeView($0.order).order }
         return OrderPage(orders: orders, nextCursor: rows.count > limit ? page.last?.seq : nil)
     }
 

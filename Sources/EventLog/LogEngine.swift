@@ -125,6 +125,18 @@ public protocol LogEngine: Sendable {
     func committedOffsets(group: String, topic: String) async throws -> [Int64]
     /// The newest record with this key (a keyed table's current row), or nil.
     func latestRecord(topic: String, key: String) async throws -> LogRecord?
+    /// The newest record of each key that has one: one round trip for a batch of keys.
+    func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord]
+}
+
+extension LogEngine {
+    public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        var out: [String: LogRecord] = [:]
+        for key in keys {
+            if let record = try await latestRecord(topic: topic, key: key) { out[key] = record }
+        }
+        return out
+    }
 }
 
 /// Reads all partitions of one topic, from explicit offsets.

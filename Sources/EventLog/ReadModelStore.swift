@@ -96,8 +96,20 @@ public protocol ReadModelStore: Sendable {
     /// Applies views, outcomes and the checkpoint atomically and durably.
     func apply(_ update: ReadModelUpdate) async throws
     func view(orderId: String) async throws -> OrderView?
+    /// The views of those orders that have one: one round trip for a batch.
+    func views(orderIds: Set<String>) async throws -> [String: OrderView]
     func outcome(commandId: String) async throws -> CommandOutcome?
     /// Orders (that exist, i.e. `order != nil`) in placement order, after `cursor`
     /// (0 = from the start), optionally with one status; at most `limit`.
     func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage
+}
+
+extension ReadModelStore {
+    public func views(orderIds: Set<String>) async throws -> [String: OrderView] {
+        var out: [String: OrderView] = [:]
+        for id in orderIds {
+            if let view = try await view(orderId: id) { out[id] = view }
+        }
+        return out
+    }
 }

@@ -1,1 +1,181 @@
-print("not built yet")
+import ArgumentParser
+import EngineSQLite
+import EventLog
+import Foundation
+import GRPCWire
+import Logging
+import OrderService
+import ServiceLifecycle
+
+/// `orders-server`: the order service on the embedded engine (default) or Kafka.
+@main
+struct OrdersServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "orders-server",
+        abstract: "Event-sourced ride-hailing orders over gRPC (HTTP/2).",
+        discussion: """
+            Serves ridehailing.orders.v1.OrderService, grpc.health.v1.Health and server \
+            reflection on one h2c port. Every option can also be set through the environment \
+            variable named in its help; a command-line option wins over the environment. \
+            SIGTERM or SIGINT drain in-flight calls, then stop.
+            """)
+
+    @Option(help: "Address to serve on, HOST:PORT; port 0 picks a free one. [env: ORDERS_LISTEN]")
+    var listen = env("ORDERS_LISTEN") ?? "127.0.0.1:50051"
+
+    @Option(help: "Directory of the embedded engine's data. [env: ORDERS_DATA_DIR]")
+    var dataDir = env("ORDERS_DATA_DIR") ?? "./data"
+
+    @Option(help: "Event store engine: embedded (SQLite on local disk) or kafka. [env: ORDERS_ENGINE]")
+    var engine: EngineKind = env("ORDERS_ENGINE").flatMap(EngineKind.init(rawValue:)) ?? .embedded
+
+    @Option(help: "Partitions of each log; fixed once data exists. [env: ORDERS_PARTITIONS]")
+    var partitions: Int = env("ORDERS_PARTITIONS").flatMap { Int($0) } ?? 10
+
+    @Option(help: "Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). [env: ORDERS_MAX_MESSAGE_BYTES]")
+    var maxMessageBytes: Int = env("ORDERS_MAX_MESSAGE_BYTES").flatMap { Int($0) } ?? 4 << 20
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical. [env: ORDERS_LOG_LEVEL]")
+    var logLevel: Logger.Level = env("ORDERS_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
+
+    enum EngineKind: String, ExpressibleByArgument, CaseIterable {
+        case embedded, kafka
+    }
+
+    func validate() throws {
+        guard partitions >= 1, partitions <= 1000 else { throw ValidationError("--partitions must be within 1...1000") }
+        guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
+        _ = try hostPort()
+    }
+
+    func hostPort() throws -> (String, Int) {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port)
+        else { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "orders-server")
+        guard engine == .embedded else {
+            throw ValidationError("--engine kafka is not available in this build yet; use --engine embedded")
+        }
+        let (host, port) = try hostPort()
+        let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
+        var pipelineConfig = OrderPipeline.Config()
+        pipelineConfig.topics = Topics(partitions: partitions)
+        let pipeline = OrderPipeline(engine: embedded.log, store: embedded.readModel, config: pipelineConfig, logger: logger)
+
+        var serverConfig = GRPCServer.Config()
+        serverConfig.host = host
+        serverConfig.port = port
+        serverConfig.maxReceiveMessageBytes = maxMessageBytes
+        let service = OrderServiceDefinition(pipeline: pipeline, logger: logger)
+        let server = GRPCServer(
+            config: serverConfig, services: [service.definition], descriptorSets: [OrderServiceDefinition.descriptorSet],
+            logger: logger)
+        server.health.setStatus(.notServing, for: "")
+        server.health.setStatus(.notServing, for: OrderServiceDefinition.serviceName)
+
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: PipelineService(pipeline: pipeline)),
+                    .init(service: RPCService(server: server, pipeline: pipeline, logger: logger, dataDir: dataDir)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        await embedded.close()
+        logger.info("stopped")
+    }
+}
+
+/// The processors, cancelled once the RPC server has drained (the group stops services
+/// in reverse order).
+struct PipelineService: Service {
+    let pipeline: OrderPipeline
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await pipeline.run() }
+    }
+}
+
+/// The gRPC server: NOT_SERVING until the read model has caught up, then SERVING; on
+/// shutdown NOT_SERVING again, GOAWAY, and in-flight calls get the grace period.
+struct RPCService: Service {
+    let server: GRPCServer
+    let pipeline: OrderPipeline
+    let logger: Logger
+    let dataDir: String
+
+    func run() async throws {
+        let port = try await server.start()
+        logger.info("listening", metadata: ["port": "\(port)", "data-dir": "\(dataDir)"])
+        // Tests and scripts read the bound port from this line.
+        FileHandle.standardOutput.write(Data("orders-server listening on port \(port)\n".utf8))
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await watchHealth() }
+                try await server.run()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            logger.info("draining")
+            server.health.setStatus(.notServing, for: "")
+            server.health.setStatus(.notServing, for: OrderServiceDefinition.serviceName)
+            server.beginGracefulShutdown()
+        }
+    }
+}
+
+extension RPCService {
+    /// SERVING while the read model has caught up and the engine answers; NOT_SERVING
+    /// otherwise (a broker that went away), and back again by itself when it returns.
+    func watchHealth() async throws {
+        var serving = false
+        while true {
+            let healthy: Bool
+            if pipeline.projector.isReady {
+                healthy = await engineAnswers(within: .seconds(2))
+            } else {
+                healthy = false
+            }
+            if healthy != serving {
+                serving = healthy
+                let status: HealthStatus.ServingStatus = healthy ? .serving : .notServing
+                server.health.setStatus(status, for: "")
+                server.health.setStatus(status, for: OrderServiceDefinition.serviceName)
+                if healthy { logger.info("serving") } else { logger.warning("not serving: the event store does not answer") }
+            }
+            try await Task.sleep(for: serving ? .seconds(1) : .milliseconds(20))
+        }
+    }
+
+    private func engineAnswers(within limit: Duration) async -> Bool {
+        let engine = pipeline.engine
+        let topic = pipeline.topics.aggregates
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await engine.endOffsets(topic)) != nil }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+private func env(_ name: String) -> String? {
+    ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+}

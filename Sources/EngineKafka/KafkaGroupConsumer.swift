@@ -1,0 +1,176 @@
+import EventLog
+import Logging
+import Synchronization
+
+/// A member of a Kafka consumer group (`rd_kafka_subscribe` with a rebalance callback).
+///
+/// Rebalances become poll results: `.assigned` once librdkafka assigned the partitions
+/// (reading starts at the committed offsets, else the earliest), `.revoked` before the
+/// partitions are given up. The revocation is held back until the next `poll` (or
+/// `close`): the group does not move on until then, so the caller can still commit what
+/// it finished with its current generation.
+///
+/// - Important: `poll`, `commit` and `close` run one at a time on the member's own
+///   queue; librdkafka's consumer calls must not overlap.
+final class KafkaGroupConsumer: GroupConsumer {
+    let group: String
+    let topic: String
+    /// The group id at the broker (the engine's prefix + `group`).
+    let groupId: String
+    private let client: RDKafkaClient
+    private let queue: BlockingQueue
+    private let logger: Logger
+    private let rebalances: Rebalances
+    private let onClose: @Sendable () -> Void
+
+    /// Rebalance events from the callback (on the poll thread) to `poll`.
+    final class Rebalances: Sendable {
+        struct State {
+            var events: [GroupPoll] = []
+            /// Revoked partitions reported to the caller, to give up at the next poll.
+            var reportedRevoke: [TopicPartition]?
+            /// Revoked partitions not yet reported.
+            var pendingRevoke: [TopicPartition]?
+            var closing = false
+            /// Partitions this member holds (assigned and not revoked).
+            var assigned: Set<Int> = []
+            /// Records polled after an event, handed out once the event was.
+            var carried: [LogRecord] = []
+        }
+        let state = Mutex(State())
+        let onChange: @Sendable () -> Void
+
+        init(onChange: @escaping @Sendable () -> Void) { self.onChange = onChange }
+
+        func handle(_ event: RDKafkaRebalance) -> RDKafkaRevokeHandling {
+            defer { onChange() }
+            return state.withLock { s in
+                switch event {
+                case .assign(let partitions):
+                    s.events.append(.assigned(partitions.map(\.partition).sorted()))
+                    s.assigned.formUnion(partitions.map(\.partition))
+                    return .now
+                case .revoke(let partitions):
+                    s.assigned.subtract(partitions.map(\.partition))
+                    if s.closing { return .now }
+                    s.events.append(.revoked(partitions.map(\.partition).sorted()))
+                    s.pendingRevoke = (s.pendingRevoke ?? []) + partitions
+                    return .deferred
+                }
+            }
+        }
+
+        /// A rebalance to report, or `close` waiting: the current poll should return.
+        var shouldReturn: Bool { state.withLock { !$0.events.isEmpty || $0.closing } }
+    }
+
+    init(
+        group: String, groupId: String, topic: String, properties: [String: String], logger: Logger,
+        onChange: @escaping @Sendable () -> Void, onClose: @escaping @Sendable () -> Void
+    ) throws(LogError) {
+        self.group = group
+        self.groupId = groupId
+        self.topic = topic
+        self.logger = logger
+        self.onClose = onClose
+        let rebalances = Rebalances(onChange: onChange)
+        self.rebalances = rebalances
+        do throws(RDKafkaError) {
+            client = try RDKafkaClient(kind: .consumer, properties: properties, logger: logger) { rebalances.handle($0) }
+            try client.subscribe(topic: topic)
+        } catch {
+            throw LogError.kafka(error, "joining group \(groupId) on \(topic)")
+        }
+        queue = BlockingQueue(label: "kafka.group.\(groupId)")
+    }
+
+    func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
+        try Task.checkCancellation()
+        let cancelled = CancelFlag()
+        return try await withTaskCancellationHandler {
+            try await queue.run { [self] () throws -> GroupPoll in
+                try pollOnQueue(maxRecords: maxRecords, timeout: timeout, cancelled: cancelled)
+            }
+        } onCancel: {
+            cancelled.set()
+            client.yield()
+        }
+    }
+
+    /// On `queue`.
+    private func pollOnQueue(maxRecords: Int, timeout: Duration, cancelled: CancelFlag) throws -> GroupPoll {
+        if rebalances.state.withLock({ $0.closing }) { throw LogError(.closed, "group consumer closed") }
+        // The caller has seen the revocation and committed: let the rebalance go on.
+        if let revoked = rebalances.state.withLock({ s -> [TopicPartition]? in
+            defer { s.reportedRevoke = nil }
+            return s.reportedRevoke
+        }) {
+            client.completeRevoke(revoked)
+        }
+        if let event = nextEvent() { return event }
+        // Records polled together with an event, once the event is out; those of
+        // partitions revoked meanwhile are dropped (the next owner reads them again).
+        let carried = rebalances.state.withLock { s -> [LogRecord] in
+            defer { s.carried = [] }
+            return s.carried.filter { s.assigned.contains($0.partition) }
+        }
+        if !carried.isEmpty { return .records(carried) }
+        let batch = try client.pollBatch(
+            maxRecords: maxRecords, timeout: timeout, cancelled: cancelled, logger: logger, stop: { rebalances.shouldReturn })
+        if !batch.afterStop.isEmpty { rebalances.state.withLock { $0.carried += batch.afterStop } }
+        // Records polled before a rebalance came first: hand them out, the event next.
+        if !batch.records.isEmpty { return .records(batch.records) }
+        return nextEvent() ?? .idle
+    }
+
+    private func nextEvent() -> GroupPoll? {
+        rebalances.state.withLock { s -> GroupPoll? in
+            guard !s.events.isEmpty else { return nil }
+            let event = s.events.removeFirst()
+            if case .revoked = event, let pending = s.pendingRevoke {
+                s.reportedRevoke = (s.reportedRevoke ?? []) + pending
+                s.pendingRevoke = nil
+            }
+            return event
+        }
+    }
+
+    func commit(_ offsets: [Int: Int64]) async throws {
+        guard !offsets.isEmpty else { return }
+        try await queue.run { [client, topic, groupId] () throws in
+            do throws(RDKafkaError) {
+                try client.commit(topic: topic, offsets: offsets)
+            } catch {
+                throw LogError.kafka(error, "committing offsets of group \(groupId) on \(topic)")
+            }
+        }
+    }
+
+    /// The member's group metadata (generation, member id) for a transactional commit.
+    func groupMetadata() async -> RDKafkaGroupMetadata? {
+        await queue.run { [client] in client.groupMetadata() }
+    }
+
+    func close() async {
+        let first = rebalances.state.withLock { s -> Bool in
+            defer { s.closing = true }
+            return !s.closing
+        }
+        guard first else { return }
+        client.yield()
+        await queue.run { [client, rebalances] in
+            // A revocation still held back is given up now; leaving the group revokes the rest.
+            let held = rebalances.state.withLock { s -> [TopicPartition] in
+                defer {
+                    s.reportedRevoke = nil
+                    s.pendingRevoke = nil
+                }
+                return (s.reportedRevoke ?? []) + (s.pendingRevoke ?? [])
+            }
+            if !held.isEmpty { client.completeRevoke(held) }
+            client.consumerClose()
+            client.destroy()
+        }
+        onClose()
+    }
+}

@@ -1,0 +1,439 @@
+import EventLog
+import Logging
+import Synchronization
+
+/// The `LogEngine` on Kafka, through librdkafka.
+///
+/// - Appends: an idempotent producer (`enable.idempotence=true`, `acks=all`) with
+///   explicit partitions from `Partitioner` (murmur2, as Java's and the embedded
+///   engine's), so both engines place a key alike. An append of several records, or
+///   one that commits a group's offsets, runs in a transaction
+///   (`rd_kafka_send_offsets_to_transaction`) when `Config.transactions` is on.
+/// - Readers assign every partition at explicit offsets; group members subscribe, with
+///   rebalances reported as `GroupPoll.assigned`/`.revoked`.
+/// - `endOffsets` and the ends used by `latestRecord` are read from the log (see
+///   `ControlClient`): tansu's ListOffsets answers are not the end.
+/// - `latestRecord` answers from a local per-topic index (see `KeyIndex`).
+///
+/// Usage:
+/// ```swift
+/// var config = KafkaLogEngine.Config(brokers: "127.0.0.1:9092")
+/// config.groupIdPrefix = "orders-"
+/// let engine = try KafkaLogEngine(config: config, logger: logger)
+/// try await Topics().provision(on: engine)
+/// // ...
+/// await engine.shutdown()
+/// ```
+///
+/// - Important: call `shutdown()` before dropping the engine: it flushes the producers
+///   and stops the background threads.
+public final class KafkaLogEngine: LogEngine {
+    /// How the engine reaches and uses the cluster.
+    public struct Config: Sendable {
+        /// `bootstrap.servers`: comma-separated `host:port`.
+        public var brokers: String
+        /// Replication factor of topics the engine creates.
+        public var replicationFactor: Int = 1
+        /// Prepended to every consumer group name (`joinGroup("order-aggregator")` with
+        /// prefix "orders-" is the Kafka group "orders-order-aggregator").
+        public var groupIdPrefix: String = ""
+        /// This instance's identity: part of `client.id` and of the producers'
+        /// `transactional.id`s (`<transactionalIdPrefix><instanceId>-<group>`). Give each
+        /// server instance a stable, unique one: a restarted instance then fences its
+        /// predecessor's unfinished transactions.
+        public var instanceId: String = KafkaLogEngine.randomId()
+        public var clientId: String = "orders"
+        public var transactionalIdPrefix: String = "orders-"
+        /// Appends of several records and appends with an offset commit run in a
+        /// transaction. Off: records are produced, then the offsets committed (at least
+        /// once; the processors dedupe).
+        public var transactions: Bool = true
+        /// Group members are declared dead after this long without heartbeats; a low
+        /// value speeds up group joins and failover (tests: ~1–3 s).
+        public var sessionTimeout: Duration = .seconds(10)
+        /// Bound on metadata, admin, offset and transaction requests.
+        public var requestTimeout: Duration = .seconds(30)
+        /// Bound on an append (`message.timeout.ms`): past it, the append fails with
+        /// `LogError(.unavailable)`.
+        public var deliveryTimeout: Duration = .seconds(30)
+        /// How long the broker may hold a fetch that has nothing new (`fetch.wait.max.ms`):
+        /// the live latency of readers and group members on brokers that do not answer
+        /// a waiting fetch early.
+        public var fetchWait: Duration = .milliseconds(100)
+        /// How long the producer waits to batch records (`linger.ms`).
+        public var linger: Duration = .milliseconds(2)
+        /// librdkafka properties for every handle (TLS, SASL, tuning), applied last, so
+        /// they override the engine's own settings.
+        public var properties: [String: String] = [:]
+
+        public init(brokers: String) {
+            self.brokers = brokers
+        }
+    }
+
+    public let config: Config
+    private let logger: Logger
+    private let control: ControlClient
+    private let producer: IdempotentProducer
+    /// Transactional producers by consumer group ("" for appends without a commit):
+    /// each processor's transactions run beside the others', not behind them.
+    private let transactional = Mutex<[String: TransactionalProducer]>([:])
+    private let partitionCounts = Mutex<[String: Int]>([:])
+    private let indexes = Mutex<[String: KeyIndex]>([:])
+    /// Live group members, by "group/topic", for offset commits and group metadata.
+    private let members = Mutex<[String: [ObjectIdentifier: KafkaGroupConsumer]]>([:])
+    /// Bumped whenever a member of this engine gains or loses partitions (or joins or
+    /// leaves): the key index re-verifies a partition's end after any change.
+    private let assignmentEpoch = Atomic<UInt64>(0)
+
+    /// The librdkafka loaded at run time ("2.16.0" for the confluent-kafka wheel's).
+    public static var librdkafkaVersion: String { RDKafka.versionString }
+
+    /// Creates the engine. Connects lazily: an unreachable cluster shows up as
+    /// `LogError(.unavailable)` from the first request, bounded by the timeouts.
+    public init(config: Config, logger: Logger = Logger(label: "orders.kafka")) throws {
+        self.config = config
+        self.logger = logger
+        do {
+            control = try ControlClient(
+                properties: Self.consumerProperties(config, group: nil, partitionEOF: true, fetchWait: .milliseconds(10)),
+                timeoutMs: config.requestTimeout.milliseconds, logger: logger)
+        } catch {
+            throw LogError.kafka(error, "creating the control client")
+        }
+        producer = IdempotentProducer(properties: Self.producerProperties(config, transactionalId: nil), logger: logger)
+    }
+
+    /// The transactional producer for a group's commits (`transactional.id`
+    /// `<transactionalIdPrefix><instanceId>-<group>`).
+    private func transactionalProducer(group: String) -> TransactionalProducer {
+        transactional.withLock { producers in
+            if let p = producers[group] { return p }
+            let id = config.transactionalIdPrefix + config.instanceId + (group.isEmpty ? "" : "-\(group)")
+            let p = TransactionalProducer(
+                properties: Self.producerProperties(config, transactionalId: id), timeoutMs: config.requestTimeout.milliseconds,
+                logger: logger)
+            producers[group] = p
+            return p
+        }
+    }
+
+    /// Flushes and closes the producers, stops the key indexes and closes the control
+    /// handle. Readers and group members are their owners' to close.
+    public func shutdown() async {
+        let flushMs = config.deliveryTimeout.milliseconds
+        await producer.shutdown(flushMs: flushMs)
+        for p in transactional.withLock({ t -> [TransactionalProducer] in defer { t = [:] }; return Array(t.values) }) {
+            await p.shutdown(flushMs: flushMs)
+        }
+        for index in indexes.withLock({ i -> [KeyIndex] in defer { i = [:] }; return Array(i.values) }) {
+            await index.shutdown()
+        }
+        await control.shutdown()
+    }
+
+    // MARK: Topics
+
+    public func createTopic(_ topic: String, partitions: Int) async throws {
+        // An existing topic needs no admin request (nor the right to make one, on
+        // clusters where topics are provisioned ahead).
+        if try await control.partitionCount(topic) != nil { return }
+        let created = try await control.createTopic(
+            topic, partitions: partitions, replicationFactor: config.replicationFactor,
+            config: ["retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"])
+        if created { logger.info("created topic", metadata: ["topic": "\(topic)", "partitions": "\(partitions)"]) }
+        // Metadata can trail a creation on a real cluster: wait until it shows.
+        let deadline = ContinuousClock.now + config.requestTimeout
+        while try await control.partitionCount(topic) == nil {
+            guard ContinuousClock.now < deadline else {
+                throw LogError(.unavailable, "kafka: topic \(topic) was created but does not show in the metadata")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    public func partitionCount(_ topic: String) async throws -> Int {
+        guard let count = try await control.partitionCount(topic) else { throw LogError.unknownTopic(topic) }
+        partitionCounts.withLock { $0[topic] = count }
+        return count
+    }
+
+    /// The cached partition count (topics never shrink; growing one breaks keyed
+    /// placement, which `Topics.provision` refuses).
+    private func cachedPartitionCount(_ topic: String) async throws -> Int {
+        if let count = partitionCounts.withLock({ $0[topic] }) { return count }
+        return try await partitionCount(topic)
+    }
+
+    // MARK: Appends
+
+    @discardableResult
+    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {
+        var outgoing: [RDKafkaOutgoing] = []
+        outgoing.reserveCapacity(records.count)
+        for r in records {
+            let count = try await cachedPartitionCount(r.topic)
+            let partition = r.partition ?? Partitioner.partition(forKey: r.key, count: count)
+            guard partition >= 0 && partition < count else {
+                throw LogError(.corrupt, "partition \(partition) of \(r.topic) does not exist (\(count) partitions)")
+            }
+            outgoing.append(
+                RDKafkaOutgoing(topic: r.topic, partition: partition, key: Array(r.key.utf8), value: r.value, headers: r.headers))
+        }
+        if outgoing.isEmpty {
+            if let commit { try await commitOffsets(commit) }
+            return []
+        }
+        let outcomes: [DeliveryBatch.Outcome]
+        if config.transactions && (commit != nil || outgoing.count > 1) {
+            var offsets: (topic: String, offsets: [Int: Int64], group: RDKafkaGroupMetadata)?
+            if let commit, !commit.offsets.isEmpty {
+                offsets = (commit.topic, commit.offsets, await groupMetadata(commit))
+            }
+            outcomes = try await transactionalProducer(group: commit?.group ?? "").transact(outgoing, offsets: offsets)
+        } else {
+            outcomes = try await producer.produce(outgoing)
+        }
+        var addresses: [RecordAddress] = []
+        addresses.reserveCapacity(outcomes.count)
+        for (i, outcome) in outcomes.enumerated() {
+            switch outcome {
+            case .success(let (partition, offset)):
+                guard offset >= 0 else {
+                    throw LogError(
+                        .unavailable,
+                        "kafka: \(records[i].topic)[\(partition)]: stored, but the broker's acknowledgement was lost (no offset); a retry may store it twice")
+                }
+                addresses.append(RecordAddress(topic: records[i].topic, partition: partition, offset: offset))
+            case .failure(let error):
+                throw LogError.kafka(error, "appending to \(records[i].topic)[\(outgoing[i].partition)]")
+            }
+        }
+        if let commit, !(config.transactions) { try await commitOffsets(commit) }
+        // Write-through into the key indexes of this instance.
+        let indexes = indexes.withLock { $0 }
+        if !indexes.isEmpty {
+            for (i, address) in addresses.enumerated() {
+                indexes[address.topic]?.recordAppended(key: records[i].key, partition: address.partition, offset: address.offset)
+            }
+        }
+        return addresses
+    }
+
+    /// The live member's metadata (its generation is checked by the broker), else a
+    /// generation-less one for the group.
+    private func groupMetadata(_ commit: OffsetCommit) async -> RDKafkaGroupMetadata {
+        if let member = member(group: commit.group, topic: commit.topic), let metadata = await member.groupMetadata() {
+            return metadata
+        }
+        return RDKafkaGroupMetadata(groupId: config.groupIdPrefix + commit.group)
+    }
+
+    /// Commits a group's offsets outside a transaction: through this engine's live
+    /// member of the group if there is one, else as a standalone commit.
+    private func commitOffsets(_ commit: OffsetCommit) async throws {
+        guard !commit.offsets.isEmpty else { return }
+        if let member = member(group: commit.group, topic: commit.topic) {
+            try await member.commit(commit.offsets)
+            return
+        }
+        let groupId = config.groupIdPrefix + commit.group
+        let properties = Self.consumerProperties(config, group: groupId, partitionEOF: false, fetchWait: config.fetchWait)
+        try await BlockingQueue(label: "kafka.commit").run { () throws in
+            do throws(RDKafkaError) {
+                let client = try RDKafkaClient(kind: .consumer, properties: properties, logger: self.logger)
+                defer { client.destroy() }
+                try client.commit(topic: commit.topic, offsets: commit.offsets)
+            } catch {
+                throw LogError.kafka(error, "committing offsets of group \(groupId) on \(commit.topic)")
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    public func endOffsets(_ topic: String) async throws -> [Int64] {
+        let count = try await partitionCount(topic)
+        return try await control.visibleEnds(topic: topic, partitions: count)
+    }
+
+    public func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        let count = try await partitionCount(topic)
+        guard offsets.count == count else {
+            throw LogError(.corrupt, "a reader of \(topic) needs \(count) offsets, got \(offsets.count)")
+        }
+        return try KafkaReader(
+            topic: topic, offsets: offsets,
+            properties: Self.consumerProperties(config, group: nil, partitionEOF: false, fetchWait: config.fetchWait),
+            logger: logger)
+    }
+
+    public func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
+        _ = try await partitionCount(topic)
+        let groupId = config.groupIdPrefix + group
+        let key = "\(group)/\(topic)"
+        let box = Mutex<ObjectIdentifier?>(nil)
+        let consumer = try KafkaGroupConsumer(
+            group: group, groupId: groupId, topic: topic,
+            properties: Self.consumerProperties(config, group: groupId, partitionEOF: false, fetchWait: config.fetchWait),
+            logger: logger,
+            onChange: { [weak self] in self?.assignmentChanged() },
+            onClose: { [weak self] in
+                guard let self else { return }
+                members.withLock { m in
+                    if let id = box.withLock({ $0 }) { m[key]?[id] = nil }
+                    if m[key]?.isEmpty == true { m[key] = nil }
+                }
+                assignmentChanged()
+            })
+        let id = ObjectIdentifier(consumer)
+        box.withLock { $0 = id }
+        members.withLock { $0[key, default: [:]][id] = consumer }
+        assignmentChanged()
+        return consumer
+    }
+
+    private func assignmentChanged() {
+        assignmentEpoch.add(1, ordering: .sequentiallyConsistent)
+    }
+
+    private func member(group: String, topic: String) -> KafkaGroupConsumer? {
+        members.withLock { $0["\(group)/\(topic)"]?.values.first }
+    }
+
+    public func committedOffsets(group: String, topic: String) async throws -> [Int64] {
+        let count = try await partitionCount(topic)
+        let groupId = config.groupIdPrefix + group
+        let properties = Self.consumerProperties(config, group: groupId, partitionEOF: false, fetchWait: config.fetchWait)
+        let timeoutMs = config.requestTimeout.milliseconds
+        return try await BlockingQueue(label: "kafka.committed").run { () throws -> [Int64] in
+            do throws(RDKafkaError) {
+                let client = try RDKafkaClient(kind: .consumer, properties: properties, logger: self.logger)
+                defer { client.destroy() }
+                return try client.committed(topic: topic, partitions: count, timeoutMs: timeoutMs).map { $0 ?? 0 }
+            } catch {
+                throw LogError.kafka(error, "reading committed offsets of group \(groupId) on \(topic)")
+            }
+        }
+    }
+
+    /// The newest record with this key, from the topic's local index.
+    ///
+    /// Not stale for the key's partition when this instance owns it in a group: the
+    /// index is verified read to that partition's end after every assignment change of
+    /// this engine's members (and on every call while the engine has no member), and
+    /// this instance's own appends are written through. Another instance's appends to
+    /// a partition this one does not own can be seen late (the follower's lag).
+    public func latestRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await latestRecords(topic: topic, keys: [key])[key]
+    }
+
+    /// `latestRecord` for a batch of keys: one end check for all their partitions, and
+    /// the records read by offset from all partitions at once.
+    public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        let index = try await index(for: topic)
+        guard !keys.isEmpty else { return [:] }
+        let epoch = assignmentEpoch.load(ordering: .sequentiallyConsistent)
+        let hasMembers = members.withLock { !$0.isEmpty }
+        let partitions = Set(keys.map { Partitioner.partition(forKey: $0, count: index.partitions) })
+        let unverified = partitions.filter { !hasMembers || !index.isVerified(partition: $0, epoch: epoch) }.sorted()
+        if !unverified.isEmpty {
+            let ends = try await control.ends(topic: topic, partitions: unverified)
+            for p in unverified {
+                try await index.waitUntil(partition: p, reaches: ends[p] ?? 0, stallTimeout: config.requestTimeout)
+                index.markVerified(partition: p, epoch: epoch)
+            }
+        }
+        var entries: [String: KeyIndex.Entry] = [:]
+        var wanted: [Int: [Int64]] = [:]
+        for key in keys {
+            guard let entry = index.lookup(key) else { continue }
+            entries[key] = entry
+            wanted[Int(entry.partition), default: []].append(entry.offset)
+        }
+        guard !entries.isEmpty else { return [:] }
+        let found = try await control.records(topic: topic, at: wanted)
+        var out: [String: LogRecord] = [:]
+        for (key, entry) in entries {
+            if let record = found[Int(entry.partition)]?[entry.offset], record.key == key {
+                out[key] = record
+                continue
+            }
+            // Another key with the same 64-bit hash (or a record no longer readable): scan.
+            logger.notice("kafka key index: hash collision or unreadable record; scanning", metadata: ["topic": "\(topic)", "key": "\(key)"])
+            let latest = Mutex<LogRecord?>(nil)
+            let home = Partitioner.partition(forKey: key, count: index.partitions)
+            try await control.scan(topic: topic, partition: home, from: 0) { record in
+                if record.key == key { latest.withLock { $0 = record } }
+            }
+            if let record = latest.withLock({ $0 }) { out[key] = record }
+        }
+        return out
+    }
+
+    private func index(for topic: String) async throws -> KeyIndex {
+        if let index = indexes.withLock({ $0[topic] }) { return index }
+        let count = try await partitionCount(topic)
+        let properties = Self.consumerProperties(config, group: nil, partitionEOF: true, fetchWait: config.fetchWait)
+        return try indexes.withLock { i throws(LogError) -> KeyIndex in
+            if let index = i[topic] { return index }
+            let index = try KeyIndex(topic: topic, partitions: count, properties: properties, logger: logger)
+            i[topic] = index
+            return index
+        }
+    }
+
+    // MARK: librdkafka properties
+
+    private static func commonProperties(_ config: Config) -> [String: String] {
+        [
+            "bootstrap.servers": config.brokers,
+            "client.id": "\(config.clientId)-\(config.instanceId)",
+            "allow.auto.create.topics": "false",
+            // Reconnect to a restarted broker within a second or two.
+            "reconnect.backoff.ms": "100",
+            "reconnect.backoff.max.ms": "1000",
+            "socket.keepalive.enable": "true",
+        ]
+    }
+
+    static func producerProperties(_ config: Config, transactionalId: String?) -> [String: String] {
+        var p = commonProperties(config)
+        p["enable.idempotence"] = "true"
+        p["acks"] = "all"
+        p["message.timeout.ms"] = String(config.deliveryTimeout.milliseconds)
+        p["linger.ms"] = String(config.linger.milliseconds)
+        if let transactionalId {
+            p["transactional.id"] = transactionalId
+            p["transaction.timeout.ms"] = String(max(60_000, config.deliveryTimeout.milliseconds + 10_000))
+        }
+        return p.merging(config.properties) { $1 }
+    }
+
+    static func consumerProperties(_ config: Config, group: String?, partitionEOF: Bool, fetchWait: Duration) -> [String: String] {
+        var p = commonProperties(config)
+        p["enable.auto.commit"] = "false"
+        p["enable.auto.offset.store"] = "false"
+        p["isolation.level"] = "read_committed"
+        p["enable.partition.eof"] = partitionEOF ? "true" : "false"
+        p["fetch.wait.max.ms"] = String(max(1, fetchWait.milliseconds))
+        if let group {
+            p["group.id"] = group
+            p["auto.offset.reset"] = "earliest"
+            let session = config.sessionTimeout.milliseconds
+            p["session.timeout.ms"] = String(session)
+            p["heartbeat.interval.ms"] = String(max(100, session / 4))
+        } else {
+            // librdkafka's assign needs a group id; this one never joins or commits.
+            p["group.id"] = "\(config.groupIdPrefix)reader-\(config.instanceId)"
+            // Readers start at explicit offsets; one the log lacks is an error, not a jump.
+            p["auto.offset.reset"] = "error"
+        }
+        return p.merging(config.properties) { $1 }
+    }
+
+    public static func randomId() -> String {
+        var g = SystemRandomNumberGenerator()
+        return String(g.next() as UInt64, radix: 16)
+    }
+}

@@ -1,0 +1,129 @@
+import Logging
+import Synchronization
+
+/// The built-in replacement for ksqlDB's ORDER_AGGREGATES query: consumes
+/// `order-commands-and-events` and, for every record, writes the order's row (the latest
+/// entry plus all entries in offset order) to `order-aggregates`, in the same partition.
+///
+/// Exactly once: the row and the consumer offsets are written in one atomic append, and
+/// every row carries the source record's offset in its `source-offset` header so a
+/// redelivered source record (at-least-once engines) is recognized and skipped.
+public final class Aggregator: Sendable {
+    public static let group = "order-aggregator"
+    static let sourceOffsetHeader = "source-offset"
+
+    let engine: any LogEngine
+    let topics: Topics
+    let logger: Logger
+    /// The latest entries per order, so consecutive records of an order need no lookup.
+    /// Valid only while this member owns the partitions; cleared on any change.
+    private let cache = Mutex(BoundedCache<String, Row>(capacity: 50_000))
+
+    struct Row: Sendable {
+        var entries: [LogFormat.Entry]
+        var sourceOffset: Int64
+    }
+
+    public init(engine: any LogEngine, topics: Topics, logger: Logger) {
+        self.engine = engine
+        self.topics = topics
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let loop = GroupLoop(engine: engine, group: Self.group, topic: topics.commandsAndEvents, logger: logger)
+        try await loop.run(onAssignmentChange: { cache.withLock { $0.removeAll() } }) { records in
+            try await aggregate(records)
+        }
+    }
+
+    func aggregate(_ records: [LogRecord]) async throws -> [OutgoingRecord] {
+        var out: [OutgoingRecord] = []
+        out.reserveCapacity(records.count)
+        // The rows of orders not in the cache, in one round trip (new orders have none).
+        let missing = cache.withLock { c in
+            var keys: Set<String> = []
+            for r in records where c[r.key] == nil { keys.insert(r.key) }
+            return keys
+        }
+        var loaded: [String: Row?] = [:]
+        for (key, record) in try await engine.latestRecords(topic: topics.aggregates, keys: missing) {
+            loaded[key] = row(from: record)
+        }
+        for record in records {
+            let entry: LogFormat.Entry
+            do {
+                entry = try LogFormat.decodeEntry(record.value)
+            } catch {
+                logger.error(
+                    "skipping a malformed record",
+                    metadata: ["topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"])
+                continue
+            }
+            var row = cache.withLock({ $0[record.key] }) ?? loaded[record.key] ?? nil
+            if let row, row.sourceOffset >= record.offset { continue }  // already aggregated
+            var entries = row?.entries ?? []
+            entries.append(entry)
+            row = Row(entries: entries, sourceOffset: record.offset)
+            cache.withLock { $0[record.key] = row }
+            out.append(
+                OutgoingRecord(
+                    topic: topics.aggregates, key: record.key, value: LogFormat.encode(LogFormat.Aggregate(entries: entries)),
+                    headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition))
+        }
+        return out
+    }
+
+    private func row(from record: LogRecord) -> Row? {
+        let key = record.key
+        do {
+            let aggregate = try LogFormat.decodeAggregate(record.value)
+            let offset = record.headers[Self.sourceOffsetHeader].flatMap { Int64($0) } ?? -1
+            return Row(entries: try aggregate.entries(), sourceOffset: offset)
+        } catch {
+            // The table's own row is unreadable: start the order's list afresh rather than
+            // stop the partition, and say so.
+            logger.error("unreadable aggregate row; restarting its list", metadata: ["key": "\(key)", "error": "\(error)"])
+            return nil
+        }
+    }
+}
+
+/// A map that forgets its oldest entries beyond `capacity`.
+struct BoundedCache<Key: Hashable, Value> {
+    let capacity: Int
+    private var values: [Key: Value] = [:]
+    private var order: [Key] = []
+    private var head = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    subscript(key: Key) -> Value? {
+        get { values[key] }
+        set {
+            if let newValue {
+                if values.updateValue(newValue, forKey: key) == nil { order.append(key) }
+                if values.count > capacity { evict() }
+            } else {
+                values[key] = nil
+            }
+        }
+    }
+
+    mutating func removeAll() {
+        values.removeAll()
+        order.removeAll()
+        head = 0
+    }
+
+    private mutating func evict() {
+        while values.count > capacity, head < order.count {
+            values[order[head]] = nil
+            head += 1
+        }
+        if head > capacity {
+            order.removeFirst(head)
+            head = 0
+        }
+    }
+}

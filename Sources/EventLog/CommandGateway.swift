@@ -1,0 +1,77 @@
+import OrderDomain
+
+/// The write side's front door: appends a command to `order-commands-and-events` and
+/// waits for its outcome (correlated by command id) to reach the read model.
+public struct CommandGateway: Sendable {
+    /// The command is durable but its outcome was not known in time; retrying with the
+    /// same request_id is safe and returns the outcome.
+    public struct OutcomeTimeout: Error, Sendable, CustomStringConvertible {
+        public var commandId: String
+        public var description: String {
+            "the outcome of command \(commandId) was not known in time; it is durable and will be applied once: retry with the same request_id"
+        }
+    }
+
+    let engine: any LogEngine
+    let store: any ReadModelStore
+    let projector: Projector
+    let topics: Topics
+
+    public init(engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics) {
+        self.engine = engine
+        self.store = store
+        self.projector = projector
+        self.topics = topics
+    }
+
+    /// Submits `command` and returns its outcome: the first outcome ever recorded for its
+    /// command id (a retry never applies twice). The outcome's event may be an error
+    /// (`.rejected`); invalid input and unknown orders are refused before anything is
+    /// written (thrown `OrderRejection`).
+    public func submit(_ command: OrderCommand, timeout: Duration) async throws -> CommandOutcome {
+        let deadline = ContinuousClock.now + timeout
+        try OrderValidation.validate(command)
+        // Listen before writing, so an outcome projected before this task resumes from the
+        // append is kept for it, not missed.
+        let ticket = projector.outcomes.register(command.commandId)
+        do {
+            if let outcome = try await store.outcome(commandId: command.commandId) {
+                projector.outcomes.cancel(ticket)
+                return outcome
+            }
+            if case .place = command.kind {} else {
+                guard try await store.view(orderId: command.orderId)?.order != nil else {
+                    throw OrderRejection(
+                        reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
+                        expectedVersion: command.expectedVersion, actualVersion: 0)
+                }
+            }
+            try await engine.append(
+                [
+                    OutgoingRecord(
+                        topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encode(LogFormat.entry(command)),
+                        headers: ["command-id": command.commandId])
+                ], commit: nil)
+        } catch {
+            projector.outcomes.cancel(ticket)
+            throw error
+        }
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
+        try Task.checkCancellation()
+        return try await outcome(of: command.commandId, deadline: deadline)
+    }
+
+    /// Waits for a command's outcome until `deadline`.
+    public func outcome(of commandId: String, deadline: ContinuousClock.Instant) async throws -> CommandOutcome {
+        let ticket = projector.outcomes.register(commandId)
+        if let outcome = try await store.outcome(commandId: commandId) {
+            projector.outcomes.cancel(ticket)
+            return outcome
+        }
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
+        try Task.checkCancellation()
+        // Published just as the wait timed out?
+        if let outcome = try await store.outcome(commandId: commandId) { return outcome }
+        throw OutcomeTimeout(commandId: commandId)
+    }
+}

@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import OrderDomain
+
+/// The seed's command handler: consumes `order-aggregates` and, when a row makes a
+/// command decidable, rebuilds the order from the row's events, decides, and appends the
+/// one outcome event to `order-commands-and-events`.
+///
+/// A command is decidable once every earlier command of its order has an outcome in the
+/// row (`OrderHistory.firstUnanswered`), and it is decided at exactly the row where it
+/// first became so: the row that appended it, or the row that appended its
+/// predecessor's outcome. That is a function of the row alone, so a restart or a new
+/// owner of the partition (resuming from the committed offset) makes the same decisions
+/// and no other, and a command that arrives while its predecessor is still being decided
+/// waits for it instead of being decided on stale state (the seed's "concurrent
+/// modification" false conflict).
+public struct CommandHandler: Sendable {
+    public static let group = "order-command-handler"
+
+    let engine: any LogEngine
+    let topics: Topics
+    let logger: Logger
+    let now: @Sendable () -> Timestamp
+
+    public init(engine: any LogEngine, topics: Topics, logger: Logger, now: @escaping @Sendable () -> Timestamp = Clock.now) {
+        self.engine = engine
+        self.topics = topics
+        self.logger = logger
+        self.now = now
+    }
+
+    public func run() async throws {
+        let loop = GroupLoop(engine: engine, group: Self.group, topic: topics.aggregates, logger: logger)
+        try await loop.run { records in handle(records) }
+    }
+
+    func handle(_ records: [LogRecord]) -> [OutgoingRecord] {
+        var out: [OutgoingRecord] = []
+        for record in records {
+            guard let command = decision(for: record) else { continue }
+            let (history, next) = command
+            let event = OrderDecider.decide(next, state: history.state, now: now())
+            out.append(
+                OutgoingRecord(
+                    topic: topics.commandsAndEvents, key: record.key,
+                    value: LogFormat.encode(LogFormat.entry(event)), partition: record.partition))
+        }
+        return out
+    }
+
+    /// The command this row makes decidable, with the history to decide it on.
+    func decision(for record: LogRecord) -> (OrderHistory, OrderCommand)? {
+        let entries: [LogFormat.Entry]
+        do {
+            entries = try LogFormat.decodeAggregate(record.value).entries()
+        } catch {
+            logger.error("skipping an unreadable aggregate row", metadata: metadata(record, error))
+            return nil
+        }
+        guard let last = entries.last else { return nil }
+        var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
+        let before = history.firstUnanswered?.commandId
+        if case .invalid(let problem) = history.apply(last) {
+            logger.error("skipping an unusable entry", metadata: metadata(record, problem))
+        }
+        guard let next = history.firstUnanswered, next.commandId != before else { return nil }
+        return (history, next)
+    }
+
+    private func metadata(_ r: LogRecord, _ error: Any) -> Logger.Metadata {
+        ["topic": "\(r.topic)", "partition": "\(r.partition)", "offset": "\(r.offset)", "key": "\(r.key)", "error": "\(error)"]
+    }
+}
+
+/// Wall-clock time for events' created dates.
+public enum Clock {
+    @Sendable public static func now() -> Timestamp {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(microseconds: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000)
+    }
+}

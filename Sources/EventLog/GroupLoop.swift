@@ -1,0 +1,60 @@
+import Logging
+
+/// The shape every consumer-group processor shares: poll a batch, turn it into records
+/// to append, append them together with the batch's offsets in one atomic unit, repeat.
+/// One batch shares one durable write (group commit), so a busy log costs one fsync per
+/// batch, not per record.
+struct GroupLoop: Sendable {
+    let engine: any LogEngine
+    let group: String
+    let topic: String
+    let logger: Logger
+    var maxBatch = 1000
+    var pollTimeout: Duration = .milliseconds(500)
+
+    /// Runs until the task is cancelled. `handle` sees the records of one batch in offset
+    /// order per partition, and is told when partitions change hands so it can drop
+    /// caches. Engine errors are logged and retried with backoff.
+    func run(
+        onAssignmentChange: @Sendable () async -> Void = {},
+        handle: @Sendable ([LogRecord]) async throws -> [OutgoingRecord]
+    ) async throws {
+        var backoff: Duration = .milliseconds(50)
+        while !Task.isCancelled {
+            do {
+                let consumer = try await engine.joinGroup(group, topic: topic)
+                defer { Task { await consumer.close() } }
+                while !Task.isCancelled {
+                    switch try await consumer.poll(maxRecords: maxBatch, timeout: pollTimeout) {
+                    case .idle:
+                        continue
+                    case .assigned(let partitions):
+                        logger.debug("partitions assigned", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
+                        await onAssignmentChange()
+                    case .revoked(let partitions):
+                        logger.debug("partitions revoked", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
+                        await onAssignmentChange()
+                    case .records(let records):
+                        let out = try await handle(records)
+                        var offsets: [Int: Int64] = [:]
+                        for r in records { offsets[r.partition] = max(offsets[r.partition] ?? 0, r.offset + 1) }
+                        let commit = OffsetCommit(group: group, topic: topic, offsets: offsets)
+                        if out.isEmpty {
+                            try await consumer.commit(offsets)
+                        } else {
+                            try await engine.append(out, commit: commit)
+                        }
+                        backoff = .milliseconds(50)
+                    }
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                logger.error("\(group) failed, retrying in \(backoff)", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Logging
+import OrderDomain
+import Synchronization
+
+/// Keeps this instance's read model: reads every partition of `order-aggregates` (no
+/// consumer group: each instance sees every order) from the store's checkpoint, writes
+/// each batch's views, outcomes and new checkpoint in one atomic step, then wakes the
+/// callers waiting for those outcomes and versions.
+public final class Projector: Sendable {
+    let engine: any LogEngine
+    let store: any ReadModelStore
+    let topics: Topics
+    let logger: Logger
+    let outcomes = Waiters<String, CommandOutcome>()
+    let versions = Waiters<String, Int>()
+    private let state = Mutex(ProgressState())
+    /// Views this projector wrote: it is the store's only writer, so they stay current.
+    private let views = Mutex(BoundedCache<String, OrderView>(capacity: 20_000))
+
+    private struct ProgressState {
+        var position: LogPosition?
+        var caughtUpTo: LogPosition?
+        var readyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger) {
+        self.engine = engine
+        self.store = store
+        self.topics = topics
+        self.logger = logger
+    }
+
+    /// The read model's position: every event before it is visible to queries.
+    public var position: LogPosition? { state.withLock { $0.position } }
+
+    /// True once the read model has caught up with the log as it was at start-up.
+    public var isReady: Bool {
+        state.withLock { s in
+            guard let target = s.caughtUpTo, let p = s.position else { return false }
+            return zip(p.offsets, target.offsets).allSatisfy { $0 >= $1 }
+        }
+    }
+
+    public func run() async throws {
+        var backoff: Duration = .milliseconds(50)
+        while !Task.isCancelled {
+            do {
+                try await project()
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                logger.error("projector failed, retrying in \(backoff)", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    private func project() async throws {
+        let start = try await store.checkpoint() ?? LogPosition(offsets: Array(repeating: 0, count: topics.partitions))
+        let end = try await engine.endOffsets(topics.aggregates)
+        state.withLock {
+            $0.position = start
+            $0.caughtUpTo = LogPosition(offsets: end)
+        }
+        let reader = try await engine.openReader(topic: topics.aggregates, from: start.offsets)
+        defer { Task { await reader.close() } }
+        var position = start
+        while !Task.isCancelled {
+            let records = try await reader.next(maxRecords: 1000, timeout: .seconds(1))
+            if records.isEmpty {
+                markProgress(position)
+                continue
+            }
+            var views: [String: OrderView] = [:]
+            var outcomes: [CommandOutcome] = []
+            // Views not cached, in one round trip.
+            let missing = self.views.withLock { c in
+                var keys: Set<String> = []
+                for r in records where c[r.key] == nil { keys.insert(r.key) }
+                return keys
+            }
+            let loaded = try await store.views(orderIds: missing)
+            for record in records {
+                position.offsets[record.partition] = record.offset + 1
+                guard let (history, event) = newEvent(in: record) else { continue }
+                var view: OrderView
+                view = views[record.key] ?? self.views.withLock({ $0[record.key] }) ?? loaded[record.key]
+                    ?? OrderView(orderId: record.key, order: nil, events: [])
+                let old = view.events
+                view.events = history.events.enumerated().map { i, e in
+                    i < old.count && old[i].event.commandId == e.commandId ? old[i] : ProjectedEvent(event: e, position: position)
+                }
+                view.order = history.state
+                views[record.key] = view
+                outcomes.append(
+                    CommandOutcome(commandId: event.commandId, orderId: record.key, event: event, order: history.state, position: position))
+            }
+            try await store.apply(ReadModelUpdate(views: Array(views.values), outcomes: outcomes, checkpoint: position))
+            self.views.withLock { c in
+                for (key, view) in views { c[key] = view }
+            }
+            markProgress(position)
+            for outcome in outcomes { self.outcomes.publish(outcome.commandId, outcome) }
+            for view in views.values { versions.publish(view.orderId, view.order?.version ?? 0) }
+        }
+    }
+
+    /// The event this row adds to the order's history, if any.
+    private func newEvent(in record: LogRecord) -> (OrderHistory, OrderEvent)? {
+        do {
+            let entries = try LogFormat.decodeAggregate(record.value).entries()
+            guard let last = entries.last else { return nil }
+            var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
+            switch history.apply(last) {
+            case .event(let event): return (history, event)
+            case .invalid(let problem):
+                logger.error("skipping an unusable entry", metadata: ["key": "\(record.key)", "offset": "\(record.offset)", "error": "\(problem)"])
+                return nil
+            case .command, .duplicate: return nil
+            }
+        } catch {
+            logger.error("skipping an unreadable aggregate row", metadata: ["key": "\(record.key)", "offset": "\(record.offset)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func markProgress(_ position: LogPosition) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.position = position
+            guard let target = s.caughtUpTo, zip(position.offsets, target.offsets).allSatisfy({ $0 >= $1 }) else { return [] }
+            defer { s.readyWaiters.removeAll() }
+            return s.readyWaiters
+        }
+        for c in ready { c.resume() }
+    }
+
+    /// Returns once the read model has caught up with the log as it was at start-up.
+    public func waitUntilReady() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if let target = s.caughtUpTo, let p = s.position, zip(p.offsets, target.offsets).allSatisfy({ $0 >= $1 }) {
+                    return true
+                }
+                s.readyWaiters.append(c)
+                return false
+            }
+            if ready { c.resume() }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import SwiftProtobuf
+
+/// A service to register with ``GRPCServer``: its full name and a handler per method.
+///
+/// ```swift
+/// var echo = ServiceDefinition(name: "echo.Echo")
+/// echo.unary("Get") { (request: EchoRequest, context) in EchoResponse.with { $0.text = request.text } }
+/// ```
+public struct ServiceDefinition: Sendable {
+    /// The full service name, `pkg.Service`.
+    public let name: String
+    /// Method name → handler.
+    var methods: [String: RegisteredMethod] = [:]
+
+    public init(name: String) {
+        self.name = name
+    }
+
+    /// The registered method names.
+    public var methodNames: [String] { methods.keys.sorted() }
+
+    /// One request, one response.
+    public mutating func unary<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
+        _ method: String, _ handler: @escaping @Sendable (Req, ServerContext) async throws -> Res
+    ) {
+        methods[method] = RegisteredMethod(kind: .unary) { call, context in
+            let request: Req = try call.decode(call.unaryRequest!)
+            let response = try await handler(request, context)
+            try call.writeLast(call.encode(response))
+        }
+    }
+
+    /// One request, a stream of responses.
+    public mutating func serverStreaming<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
+        _ method: String,
+        _ handler: @escaping @Sendable (Req, ResponseStream<Res>, ServerContext) async throws -> Void
+    ) {
+        methods[method] = RegisteredMethod(kind: .serverStreaming) { call, context in
+            let request: Req = try call.decode(call.unaryRequest!)
+            try await handler(request, ResponseStream(call: call), context)
+        }
+    }
+
+    /// A stream of requests, one response (sent after the handler returns).
+    public mutating func clientStreaming<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
+        _ method: String,
+        _ handler: @escaping @Sendable (RequestStream<Req>, ServerContext) async throws -> Res
+    ) {
+        methods[method] = RegisteredMethod(kind: .clientStreaming) { call, context in
+            let response = try await handler(RequestStream(call: call), context)
+            try call.writeLast(call.encode(response))
+        }
+    }
+
+    /// Streams both ways, independently.
+    public mutating func bidirectionalStreaming<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
+        _ method: String,
+        _ handler: @escaping @Sendable (RequestStream<Req>, ResponseStream<Res>, ServerContext) async throws -> Void
+    ) {
+        methods[method] = RegisteredMethod(kind: .bidirectionalStreaming) { call, context in
+            try await handler(RequestStream(call: call), ResponseStream(call: call), context)
+        }
+    }
+}
+
+/// A type-erased method: how its requests arrive and the closure that runs it.
+struct RegisteredMethod: Sendable {
+    enum Kind: Sendable {
+        case unary, serverStreaming, clientStreaming, bidirectionalStreaming
+
+        /// Requests are streamed to the handler (started on HEADERS) rather than collected
+        /// first (started on END_STREAM).
+        var clientStreams: Bool { self == .clientStreaming || self == .bidirectionalStreaming }
+    }
+
+    let kind: Kind
+    let run: @Sendable (ServerCall, ServerContext) async throws -> Void
+}
+
+/// The responses of a server-streaming or bidirectional call.
+public struct ResponseStream<Message: SwiftProtobuf.Message>: Sendable {
+    private enum Backing: Sendable {
+        case call(ServerCall)
+        case sink(@Sendable (Message) async throws -> Void)
+    }
+
+    private let backing: Backing
+
+    init(call: ServerCall) {
+        backing = .call(call)
+    }
+
+    /// A stream that hands every message to `sink`, for calling handlers directly in tests.
+    public init(_ sink: @escaping @Sendable (Message) async throws -> Void) {
+        backing = .sink(sink)
+    }
+
+    /// Sends one message. Suspends while the client is not reading (HTTP/2 flow control plus
+    /// a small per-stream buffer); throws a ``GRPCStatus`` once the call has ended (client
+    /// cancelled, deadline passed, connection lost).
+    public func send(_ message: Message) async throws {
+        switch backing {
+        case .call(let call): try await call.write(call.encode(message))
+        case .sink(let sink): try await sink(message)
+        }
+    }
+
+    /// Sends one message, compressed or not regardless of
+    /// ``ResponseMetadata/setCompression(_:)``. Compression still needs the client to accept
+    /// gzip and, if this is not the first message, the response headers to have announced it.
+    public func send(_ message: Message, compress: Bool) async throws {
+        switch backing {
+        case .call(let call): try await call.write(call.encode(message, compress: compress))
+        case .sink(let sink): try await sink(message)
+        }
+    }
+}
+
+/// The requests of a client-streaming or bidirectional call. Ends (returns nil) when the
+/// client half-closes; throws a ``GRPCStatus`` on bad input or when the call is cancelled.
+public struct RequestStream<Message: SwiftProtobuf.Message>: AsyncSequence, Sendable {
+    public typealias Element = Message
+
+    fileprivate enum Backing: Sendable {
+        case call(ServerCall)
+        case messages([Message])
+    }
+
+    private let backing: Backing
+
+    init(call: ServerCall) {
+        backing = .call(call)
+    }
+
+    /// A stream of fixed messages, for calling handlers directly in tests.
+    public init(_ messages: [Message]) {
+        backing = .messages(messages)
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        private let call: ServerCall?
+        private var messages: IndexingIterator<[Message]>
+
+        fileprivate init(_ backing: Backing) {
+            switch backing {
+            case .call(let call):
+                self.call = call
+                self.messages = [].makeIterator()
+            case .messages(let messages):
+                self.call = nil
+                self.messages = messages.makeIterator()
+            }
+        }
+
+        public mutating func next() async throws -> Message? {
+            guard let call else { return messages.next() }
+            guard let framed = try await call.nextRequestMessage() else { return nil }
+            return try call.decode(framed)
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(backing)
+    }
+}
+
+/// Code that runs around every handler: logging, authentication, metrics.
+///
+/// Call `next` to run the rest of the chain and the handler (possibly with a changed
+/// context); throw a ``GRPCStatus`` to end the call with that status instead.
+public protocol ServerInterceptor: Sendable {
+    func intercept(
+        _ context: ServerContext, next: @Sendable (ServerContext) async throws -> Void
+    ) async throws
+}

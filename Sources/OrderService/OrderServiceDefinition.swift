@@ -1,0 +1,245 @@
+import Foundation
+import EventLog
+import GRPCWire
+import Logging
+import OrderDomain
+import OrderProto
+import SwiftProtobuf
+
+/// `ridehailing.orders.v1.OrderService` on GRPCWire: each RPC turns its request into a
+/// command or a query on the pipeline; every failure goes through `StatusMapping`.
+public struct OrderServiceDefinition: Sendable {
+    public static let serviceName = "ridehailing.orders.v1.OrderService"
+    /// Bounds a call without a deadline, so a caller never waits forever.
+    public static let defaultTimeout: Duration = .seconds(30)
+
+    let pipeline: OrderPipeline
+    let logger: Logger
+
+    public init(pipeline: OrderPipeline, logger: Logger) {
+        self.pipeline = pipeline
+        self.logger = logger
+    }
+
+    /// The descriptors of orders.proto (with imports) for server reflection.
+    public static var descriptorSet: String { OrderProtoDescriptors.fileDescriptorSetBase64 }
+
+    public var definition: ServiceDefinition {
+        var s = ServiceDefinition(name: Self.serviceName)
+        s.unary("PlaceOrder") { (req: Ridehailing_Orders_V1_PlaceOrderRequest, ctx) in
+            try await mapped { try await placeOrder(req, ctx) }
+        }
+        s.unary("UpdateOrder") { (req: Ridehailing_Orders_V1_UpdateOrderRequest, ctx) in
+            try await mapped { try await updateOrder(req, ctx) }
+        }
+        s.unary("GetOrder") { (req: Ridehailing_Orders_V1_GetOrderRequest, ctx) in
+            try await mapped { try await getOrder(req, ctx) }
+        }
+        s.unary("GetOrderEvents") { (req: Ridehailing_Orders_V1_GetOrderEventsRequest, ctx) in
+            try await mapped { try await getOrderEvents(req) }
+        }
+        s.unary("ListOrders") { (req: Ridehailing_Orders_V1_ListOrdersRequest, ctx) in
+            try await mapped { try await listOrders(req) }
+        }
+        s.serverStreaming("StreamEvents") {
+            (req: Ridehailing_Orders_V1_StreamEventsRequest, stream: ResponseStream<Ridehailing_Orders_V1_StreamEventsResponse>, ctx) in
+            try await mapped { try await streamEvents(req, stream) }
+        }
+        return s
+    }
+
+    private func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            let status = StatusMapping.status(for: error)
+            if status.code == .internalError || status.code == .unavailable {
+                logger.error("call failed", metadata: ["status": "\(status.code)", "error": "\(error)"])
+            }
+            throw status
+        }
+    }
+
+    // MARK: Commands
+
+    func placeOrder(_ req: Ridehailing_Orders_V1_PlaceOrderRequest, _ ctx: ServerContext) async throws
+        -> Ridehailing_Orders_V1_PlaceOrderResponse
+    {
+        let requestId = req.requestID.isEmpty ? OrderIdentity.random() : req.requestID
+        let command = OrderCommand(
+            commandId: requestId, orderId: OrderIdentity.orderId(forRequest: requestId), expectedVersion: 0,
+            kind: .place(riderId: req.riderID, price: req.price, route: req.route.map(ProtoMapping.waypoint)))
+        let outcome = try await submit(command, ctx)
+        var res = Ridehailing_Orders_V1_PlaceOrderResponse()
+        res.orderID = outcome.orderId
+        if let order = outcome.order { res.order = ProtoMapping.order(order) }
+        res.position = outcome.position.token
+        return res
+    }
+
+    func updateOrder(_ req: Ridehailing_Orders_V1_UpdateOrderRequest, _ ctx: ServerContext) async throws
+        -> Ridehailing_Orders_V1_UpdateOrderResponse
+    {
+        let kind: OrderCommand.Kind
+        switch req.status {
+        case .accepted: kind = .accept(driverId: req.driverID)
+        case .completed: kind = .complete
+        case .cancelled: kind = .cancel
+        case .placed, .unspecified, .UNRECOGNIZED:
+            throw StatusMapping.invalidArgument(
+                field: "status", "status must be ORDER_STATUS_ACCEPTED, ORDER_STATUS_COMPLETED or ORDER_STATUS_CANCELLED")
+        }
+        if req.status != .accepted, !req.driverID.isEmpty {
+            throw StatusMapping.invalidArgument(field: "driver_id", "driver_id is only for ORDER_STATUS_ACCEPTED")
+        }
+        let command = OrderCommand(
+            commandId: req.requestID.isEmpty ? OrderIdentity.random() : req.requestID, orderId: req.orderID,
+            expectedVersion: Int(req.version), kind: kind)
+        let outcome = try await submit(command, ctx)
+        var res = Ridehailing_Orders_V1_UpdateOrderResponse()
+        if let order = outcome.order { res.order = ProtoMapping.order(order) }
+        res.position = outcome.position.token
+        return res
+    }
+
+    /// Submits and waits within the call's deadline; an error outcome becomes its status.
+    private func submit(_ command: OrderCommand, _ ctx: ServerContext) async throws -> CommandOutcome {
+        let outcome = try await pipeline.gateway.submit(command, timeout: timeout(ctx))
+        if case .rejected(let rejection) = outcome.event.kind { throw rejection }
+        return outcome
+    }
+
+    // MARK: Queries
+
+    func getOrder(_ req: Ridehailing_Orders_V1_GetOrderRequest, _ ctx: ServerContext) async throws -> Ridehailing_Orders_V1_Order {
+        try checkOrderId(req.orderID, field: "order_id")
+        guard req.minVersion >= 0 else { throw StatusMapping.invalidArgument(field: "min_version", "min_version must not be negative") }
+        let deadline = ContinuousClock.now + timeout(ctx)
+        guard let order = try await pipeline.queries.order(id: req.orderID, minVersion: Int(req.minVersion), deadline: deadline) else {
+            throw GRPCStatus(.notFound, "Order \(req.orderID) not found")
+        }
+        return ProtoMapping.order(order)
+    }
+
+    func getOrderEvents(_ req: Ridehailing_Orders_V1_GetOrderEventsRequest) async throws -> Ridehailing_Orders_V1_GetOrderEventsResponse {
+        try checkOrderId(req.orderID, field: "order_id")
+        guard let events = try await pipeline.queries.events(orderId: req.orderID), !events.isEmpty else {
+            throw GRPCStatus(.notFound, "Order \(req.orderID) not found")
+        }
+        var res = Ridehailing_Orders_V1_GetOrderEventsResponse()
+        res.events = events.map(ProtoMapping.event)
+        return res
+    }
+
+    func listOrders(_ req: Ridehailing_Orders_V1_ListOrdersRequest) async throws -> Ridehailing_Orders_V1_ListOrdersResponse {
+        guard req.pageSize >= 0 else { throw StatusMapping.invalidArgument(field: "page_size", "page_size must not be negative") }
+        let size = req.pageSize == 0 ? 100 : min(Int(req.pageSize), 1000)
+        if case .UNRECOGNIZED(let v) = req.status {
+            throw StatusMapping.invalidArgument(field: "status", "unknown status \(v)")
+        }
+        let status = ProtoMapping.status(req.status)
+        var cursor: Int64 = 0
+        if !req.pageToken.isEmpty {
+            guard let token = PageToken(text: req.pageToken), token.status == req.status.rawValue else {
+                throw StatusMapping.invalidArgument(
+                    field: "page_token", "page_token is not one this listing returned (tokens are tied to the status filter)")
+            }
+            cursor = token.cursor
+        }
+        let page = try await pipeline.queries.list(status: status, after: cursor, limit: size)
+        var res = Ridehailing_Orders_V1_ListOrdersResponse()
+        res.orders = page.orders.map(ProtoMapping.order)
+        if let next = page.nextCursor { res.nextPageToken = PageToken(cursor: next, status: req.status.rawValue).text }
+        return res
+    }
+
+    // MARK: StreamEvents
+
+    func streamEvents(
+        _ req: Ridehailing_Orders_V1_StreamEventsRequest, _ stream: ResponseStream<Ridehailing_Orders_V1_StreamEventsResponse>
+    ) async throws {
+        let start: EventSubscription.Start
+        switch req.startAt {
+        case nil, .fromStart: start = .beginning
+        case .fromEnd: start = .end
+        case .afterPosition(let token):
+            let partitions = pipeline.topics.partitions
+            guard let position = LogPosition(token: token, partitions: partitions) else {
+                throw StatusMapping.invalidArgument(
+                    field: "after_position", "after_position is not a position this server returned")
+            }
+            let end = try await pipeline.engine.endOffsets(pipeline.topics.aggregates)
+            guard zip(position.offsets, end).allSatisfy({ $0 <= $1 }) else {
+                throw StatusMapping.invalidArgument(field: "after_position", "after_position is ahead of the event log")
+            }
+            start = .after(position)
+        }
+        if !req.orderID.isEmpty { try checkOrderId(req.orderID, field: "order_id") }
+        for type in req.eventTypes where !OrderEvent.typeNames.contains(type) {
+            throw StatusMapping.invalidArgument(
+                field: "event_types", "unknown event type '\(type)'; known: \(OrderEvent.typeNames.sorted().joined(separator: ", "))")
+        }
+        let subscription = try await pipeline.subscribe(
+            start: start,
+            filter: .init(orderId: req.orderID.isEmpty ? nil : req.orderID, eventTypes: Set(req.eventTypes)))
+        defer { Task { await subscription.close() } }
+        for try await item in subscription {
+            var res = Ridehailing_Orders_V1_StreamEventsResponse()
+            switch item {
+            case .event(let e):
+                res.event = ProtoMapping.event(e)
+            case .caughtUp(let p):
+                var c = Ridehailing_Orders_V1_CaughtUp()
+                c.position = p.token
+                res.caughtUp = c
+            case .heartbeat(let p):
+                var h = Ridehailing_Orders_V1_Heartbeat()
+                h.position = p.token
+                h.time = ProtoMapping.timestamp(Clock.now())
+                res.heartbeat = h
+            }
+            try await stream.send(res)
+        }
+    }
+
+    // MARK: Helpers
+
+    private func checkOrderId(_ id: String, field: String) throws {
+        guard OrderValidation.isUUID(id) else {
+            throw StatusMapping.invalidArgument(field: field, "\(field) must be a UUID, got '\(id.prefix(64))'")
+        }
+    }
+
+    private func timeout(_ ctx: ServerContext) -> Duration {
+        guard let deadline = ctx.deadline else { return Self.defaultTimeout }
+        return min(deadline - .now, Self.defaultTimeout)
+    }
+}
+
+/// ListOrders' continuation token: the last order's placement sequence and the status
+/// filter it belongs to, base64url so clients treat it as opaque.
+struct PageToken {
+    var cursor: Int64
+    var status: Int
+
+    init(cursor: Int64, status: Int) {
+        self.cursor = cursor
+        self.status = status
+    }
+
+    init?(text: String) {
+        var b64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while b64.count % 4 != 0 { b64 += "=" }
+        guard let data = Data(base64Encoded: b64), let plain = String(data: data, encoding: .utf8) else { return nil }
+        let parts = plain.split(separator: ":")
+        guard parts.count == 3, parts[0] == "p1", let c = Int64(parts[1]), c >= 0, let s = Int(parts[2]) else { return nil }
+        cursor = c
+        status = s
+    }
+
+    var text: String {
+        Data("p1:\(cursor):\(status)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import EngineSQLite
+import EventLog
+import Foundation
+import Logging
+import OrderDomain
+
+/// Drives the embedded pipeline directly (no RPC): N commands in flight, each appended,
+/// decided, aggregated and projected before its caller gets the outcome. Two uses:
+/// - a benchmark: commands/s and latency percentiles (Scripts/bench-pipeline.sh);
+/// - the crash test's child: `--acks` prints one line per acknowledged outcome, so the
+///   parent can kill -9 it at any moment and check every acknowledged line afterwards.
+@main
+struct PipelineLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipeline-load", abstract: "Load the embedded order pipeline and measure it.")
+
+    @Option(help: "Data directory (created if missing).") var dataDir: String
+    @Option(help: "Commands in flight.") var inFlight = 64
+    @Option(help: "Stop after this many seconds.") var seconds: Double = 10
+    @Option(help: "Stop after this many commands (0: no limit).") var commands = 0
+    @Flag(help: "Print 'ACK <request-id> <order-id> <event-type> <version>' per outcome.") var acks = false
+
+    func run() async throws {
+        var logger = Logger(label: "pipeline-load")
+        logger.logLevel = .warning
+        let engine = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
+        let pipeline = OrderPipeline(engine: engine.log, store: engine.readModel, logger: logger)
+        let processors = Task { try await pipeline.run() }
+        while !pipeline.projector.isReady { try await Task.sleep(for: .milliseconds(10)) }
+
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        let counter = Counter(limit: commands)
+        let started = ContinuousClock.now
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for _ in 0..<inFlight {
+                group.addTask {
+                    var mine: [Double] = []
+                    // Each worker walks orders through their lifecycle: place, accept, complete.
+                    while ContinuousClock.now < deadline {
+                        let request = OrderIdentity.random()
+                        let orderId = OrderIdentity.orderId(forRequest: request)
+                        let steps: [(String, Int, OrderCommand.Kind)] = [
+                            (request, 0, .place(riderId: OrderIdentity.random(), price: "12.34", route: [
+                                Waypoint(address: "A", lat: 50.45, lon: 30.52), Waypoint(address: "B", lat: 50.40, lon: 30.61),
+                            ])),
+                            (OrderIdentity.random(), 1, .accept(driverId: OrderIdentity.random())),
+                            (OrderIdentity.random(), 2, .complete),
+                        ]
+                        for (commandId, version, kind) in steps {
+                            guard counter.take() else { return mine }
+                            let t0 = ContinuousClock.now
+                            let outcome = try await pipeline.gateway.submit(
+                                OrderCommand(commandId: commandId, orderId: orderId, expectedVersion: version, kind: kind),
+                                timeout: .seconds(30))
+                            let d = ContinuousClock.now - t0
+                            mine.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+                            if acks {
+                                // Unbuffered: a line printed is a line the parent sees, kill -9 or not.
+                                FileHandle.standardOutput.write(
+                                    Data("ACK \(commandId) \(orderId) \(outcome.event.typeName) \(outcome.event.version)\n".utf8))
+                            }
+                        }
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        let elapsed = ContinuousClock.now - started
+        processors.cancel()
+        _ = await processors.result
+        await engine.close()
+
+        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let sorted = latencies.sorted()
+        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        let line = String(
+            format: "commands=%d seconds=%.2f commands/s=%.0f p50=%.2fms p99=%.2fms p99.9=%.2fms in-flight=%d",
+            sorted.count, secs, Double(sorted.count) / secs, pct(0.5), pct(0.99), pct(0.999), inFlight)
+        if acks { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+    }
+}
+
+/// Hands out at most `limit` permits (0: unlimited) across tasks.
+final class Counter: @unchecked Sendable {
+    // @unchecked: `taken` is guarded by `lock`.
+    private let lock = NSLock()
+    private var taken = 0
+    private let limit: Int
+    init(limit: Int) { self.limit = limit }
+    func take() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if limit > 0, taken >= limit { return false }
+        taken += 1
+        return true
+    }
+}

@@ -1,0 +1,282 @@
+import Foundation
+import GRPCWire
+import NIOCore
+import NIOPosix
+import SwiftProtobuf
+import Testing
+
+/// A real GRPCServer on port 0, driven over real sockets by nghttp (nghttp2's client) or by
+/// hand-made HTTP/2 frames.
+@Suite(.serialized) struct ServerTests {
+    private func stringValue(_ s: String) -> Google_Protobuf_StringValue {
+        var value = Google_Protobuf_StringValue()
+        value.value = s
+        return value
+    }
+
+    @Test func unaryRoundTrip() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("hello")))
+            #expect(out.contains(":status: 200"))
+            #expect(out.contains("content-type: application/grpc"))
+            #expect(out.contains("grpc-status: 0"))
+            #expect(out.contains("recv DATA frame <length=12"))  // 5-byte prefix + 7-byte message
+        }
+    }
+
+    @Test func nonGRPCContentTypeIs415() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("x")),
+                headers: ["content-type: text/plain"])
+            #expect(out.contains(":status: 415"))
+            #expect(!out.contains("grpc-status"))
+        }
+    }
+
+    @Test func unknownServiceAndMethodAreUnimplementedTrailersOnly() async throws {
+        try await withTestServer { server in
+            let empty = try framed(Google_Protobuf_Empty())
+            let service = try await nghttp(port: server.port, path: "/no.Such/Method", body: empty)
+            #expect(service.contains("grpc-status: 12"))
+            #expect(service.contains("grpc-message: Unknown service no.Such"))
+            // Trailers-Only: a single HEADERS frame with END_STREAM, no DATA.
+            #expect(!service.contains("recv DATA frame"))
+            #expect(service.contains("; END_STREAM | END_HEADERS"))
+            let method = try await nghttp(port: server.port, path: "/test.Test/Nope", body: empty)
+            #expect(method.contains("grpc-status: 12"))
+            #expect(method.contains("grpc-message: Unknown method Nope for service test.Test"))
+        }
+    }
+
+    @Test func deadlineEndsTheCallCancelsTheHandlerAndResetsTheStream() async throws {
+        try await withTestServer { server in
+            let started = ContinuousClock.now
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Sleep", body: try framed(Google_Protobuf_Empty()),
+                headers: ["content-type: application/grpc", "grpc-timeout: 200m"])
+            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(out.contains("grpc-status: 4"))
+            #expect(out.contains("grpc-message: Deadline exceeded"))
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
+
+            // A client still sending (no END_STREAM): Trailers-Only DEADLINE_EXCEEDED, then
+            // RST_STREAM(NO_ERROR) to stop its upload.
+            let received = RawHTTP2.Received()
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                sending: RawHTTP2.preface + RawHTTP2.settings()
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Wait", endStream: false, extra: [("grpc-timeout", "100m")]),
+                received: received)
+            #expect(await server.probe.wait { received.frames.contains { $0.type == 3 } })
+            let frames = received.frames.filter { $0.stream == 1 }
+            #expect(frames.map(\.type) == [1, 3])
+            #expect(frames.first?.flags == 0x5)  // END_STREAM | END_HEADERS
+            #expect(frames.last?.payload == [0, 0, 0, 0])
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 2 })
+            try await channel.close()
+        }
+    }
+
+    @Test func deadlineWithResponsesStuckBehindFlowControlResetsWithCancel() async throws {
+        try await withTestServer { server in
+            // A zero window: Flood's messages can never leave, so neither could trailers.
+            let received = RawHTTP2.Received()
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                sending: RawHTTP2.preface + RawHTTP2.settings([(0x4, 0)])
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Flood", endStream: false, extra: [("grpc-timeout", "200m")])
+                    + RawHTTP2.data(stream: 1, try framed(Google_Protobuf_Empty()), endStream: true),
+                received: received)
+            #expect(await server.probe.wait { received.frames.contains { $0.type == 3 } })
+            let reset = received.frames.first { $0.stream == 1 && $0.type == 3 }
+            #expect(reset?.payload == [0, 0, 0, 8])  // CANCEL
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
+            try await channel.close()
+        }
+    }
+
+    @Test func oversizeMessageIsResourceExhaustedBeforeBuffering() async throws {
+        try await withTestServer(configure: { $0.maxReceiveMessageBytes = 1024 }) { server in
+            var big = Google_Protobuf_BytesValue()
+            big.value = Data(count: 4096)
+            let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: try framed(big))
+            #expect(out.contains("grpc-status: 8"))
+            #expect(out.contains("larger than the limit of 1024 bytes"))
+        }
+    }
+
+    @Test func compressedFlagWithoutEncodingIsInternal() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("x"), compressedFlag: true))
+            #expect(out.contains("grpc-status: 13"))
+        }
+    }
+
+    @Test func unsupportedEncodingIsUnimplementedWithAcceptEncoding() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("x")),
+                headers: ["content-type: application/grpc", "grpc-encoding: snappy"])
+            #expect(out.contains("grpc-status: 12"))
+            #expect(out.contains("grpc-accept-encoding: identity,gzip"))
+        }
+    }
+
+    @Test func gzipRequestIsDecompressed() async throws {
+        try await withTestServer { server in
+            let bytes: [UInt8] = try stringValue("zipped").serializedBytes()
+            let compressed = try gzipCompress(bytes)
+            let body = [1] + withUnsafeBytes(of: UInt32(compressed.count).bigEndian, Array.init) + compressed
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: body,
+                headers: ["content-type: application/grpc", "grpc-encoding: gzip"])
+            #expect(out.contains("grpc-status: 0"))
+            #expect(out.contains("recv DATA frame <length=13"))  // "zipped" echoed back, uncompressed
+        }
+    }
+
+    @Test func handlerErrorIsUnknownAndRichDetailsAreSent() async throws {
+        try await withTestServer { server in
+            let empty = try framed(Google_Protobuf_Empty())
+            let failed = try await nghttp(port: server.port, path: "/test.Test/Fail", body: empty)
+            #expect(failed.contains("grpc-status: 2"))
+            #expect(!failed.contains("PlainFailure("))
+            let rich = try await nghttp(port: server.port, path: "/test.Test/Rich", body: empty)
+            #expect(rich.contains("grpc-status: 9"))
+            #expect(rich.contains("grpc-status-details-bin: "))
+        }
+    }
+
+    @Test func unaryWithoutMessageIsUnimplemented() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: [])
+            #expect(out.contains("grpc-status: 12"))
+        }
+    }
+
+    @Test func metadataRoundTripWithBinaryValues() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("m")),
+                headers: [
+                    "content-type: application/grpc", "x-text: hello", "x-blob-bin: AQI",  // unpadded in
+                    "x-padded-bin: AQ==", "grpc-custom: dropped",
+                ])
+            // Echoed as initial metadata and again as trailers; binary values go out unpadded.
+            let received = out.split(separator: "\n").filter { $0.contains("recv (stream_id=13)") }.map {
+                String($0.split(separator: ") ", maxSplits: 1).last ?? "")
+            }
+            #expect(received.filter { $0 == "x-text: hello" }.count == 2)
+            #expect(received.filter { $0 == "x-blob-bin: AQI" }.count == 2)
+            #expect(received.filter { $0 == "x-padded-bin: AQ" }.count == 2)
+            #expect(!received.contains { $0.hasPrefix("grpc-custom") })
+            #expect(received.contains("grpc-status: 0"))
+        }
+    }
+
+    @Test func jsonCodec() async throws {
+        try await withTestServer { server in
+            let json = Array("\"as json\"".utf8)
+            let body = [0] + withUnsafeBytes(of: UInt32(json.count).bigEndian, Array.init) + json
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: body, headers: ["content-type: application/grpc+json"])
+            #expect(out.contains("content-type: application/grpc+json"))
+            #expect(out.contains("grpc-status: 0"))
+            let bad = Array("{\"nope\": 1}".utf8)
+            let badBody = [0] + withUnsafeBytes(of: UInt32(bad.count).bigEndian, Array.init) + bad
+            let rejected = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: badBody, headers: ["content-type: application/grpc+json"])
+            #expect(rejected.contains("grpc-status: 3"))
+        }
+    }
+
+    @Test func clientResetCancelsTheHandlersTask() async throws {
+        try await withTestServer { server in
+            let group = MultiThreadedEventLoopGroup.singleton
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: group,
+                sending: RawHTTP2.preface + RawHTTP2.settings() + RawHTTP2.headers(stream: 1, path: "/test.Test/Wait", endStream: true))
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(server.probe.cancelled.load(ordering: .relaxed) == 0)
+            try await RawHTTP2.send(RawHTTP2.reset(stream: 1), on: channel)
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
+            try await channel.close()
+        }
+    }
+
+    @Test func sendSuspendsWhileTheClientDoesNotRead() async throws {
+        try await withTestServer { server in
+            let group = MultiThreadedEventLoopGroup.singleton
+            // SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may not send a single DATA byte.
+            let request = try framed(Google_Protobuf_Empty())
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: group,
+                sending: RawHTTP2.preface + RawHTTP2.settings([(0x4, 0)])
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Flood", endStream: false)
+                    + RawHTTP2.data(stream: 1, request, endStream: true))
+            try await Task.sleep(for: .milliseconds(500))
+            // 16 KiB messages against a 64 KiB buffer: a handful of sends complete, then
+            // `send` waits, instead of 1,000 messages (16 MiB) piling up in the server.
+            let sent = server.probe.sent.load(ordering: .relaxed)
+            #expect(sent >= 1 && sent <= 5, "sent \(sent)")
+            // Another client is served meanwhile.
+            let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("other")))
+            #expect(out.contains("grpc-status: 0"))
+            // Resetting the stream wakes the suspended send with an error.
+            try await RawHTTP2.send(RawHTTP2.reset(stream: 1), on: channel)
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
+            try await channel.close()
+        }
+    }
+
+    @Test func interceptorsRunAroundHandlers() async throws {
+        try await withTestServer(interceptors: [TokenInterceptor()]) { server in
+            let body = try framed(stringValue("i"))
+            let denied = try await nghttp(port: server.port, path: "/test.Test/Echo", body: body)
+            #expect(denied.contains("grpc-status: 16"))
+            #expect(denied.contains("grpc-message: missing token"))
+            let allowed = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: body,
+                headers: ["content-type: application/grpc", "x-token: secret"])
+            #expect(allowed.contains("grpc-status: 0"))
+            #expect(allowed.contains("x-intercepted: before"))
+            #expect(allowed.contains("x-intercepted: after"))
+            // Unknown methods never reach interceptors.
+            let unknown = try await nghttp(port: server.port, path: "/test.Test/Nope", body: body)
+            #expect(unknown.contains("grpc-status: 12"))
+            #expect(server.server.finishedCallCounts()[.unauthenticated] == 1)
+            #expect(server.server.finishedCallCounts()[.ok] == 1)
+        }
+    }
+
+    @Test func gracefulShutdownLetsInFlightCallsFinish() async throws {
+        try await withTestServer { server in
+            async let slow = nghttp(port: server.port, path: "/test.Test/SlowOK", body: try framed(Google_Protobuf_Empty()))
+            #expect(await server.probe.wait { server.server.health.status() == .serving })
+            try await Task.sleep(for: .milliseconds(150))
+            server.server.beginGracefulShutdown()
+            let out = try await slow
+            #expect(out.contains("recv GOAWAY frame"))
+            #expect(out.contains("grpc-status: 0"))
+            #expect(server.probe.finished.load(ordering: .relaxed) == 1)
+            #expect(server.server.health.status() == .notServing)
+        }
+    }
+}
+
+private func gzipCompress(_ bytes: [UInt8]) throws -> [UInt8] {
+    let input = FileManager.default.temporaryDirectory.appendingPathComponent("grpcwire-gz-\(UUID().uuidString)")
+    try Data(bytes).write(to: input)
+    defer { try? FileManager.default.removeItem(at: input) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/gzip")
+    process.arguments = ["-c", input.path]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Array(data)
+}

@@ -1,0 +1,182 @@
+import Foundation
+import GRPCWire
+import Logging
+import SwiftProtobuf
+import Synchronization
+
+/// A GRPCServer on port 0 with a small test service, torn down by `withTestServer`.
+struct TestServer {
+    let server: GRPCServer
+    let port: Int
+    let probe: Probe
+}
+
+/// What handlers observed, for tests to check.
+final class Probe: Sendable {
+    let cancelled = Atomic<Int>(0)
+    let sent = Atomic<Int>(0)
+    let finished = Atomic<Int>(0)
+
+    /// Waits until `condition` holds, for up to `timeout`.
+    func wait(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
+    }
+}
+
+struct PlainFailure: Error {}
+
+func testService(probe: Probe) -> ServiceDefinition {
+    var service = ServiceDefinition(name: "test.Test")
+    service.unary("Echo") { (request: Google_Protobuf_StringValue, context: ServerContext) in
+        var initial: Metadata = [:]
+        for (name, value) in context.metadata where name.hasPrefix("x-") {
+            initial.add(name, value)
+            switch value {
+            case .string(let s): context.response.addTrailing(name, s)
+            case .binary(let b): context.response.addTrailing(name, binary: b)
+            }
+        }
+        context.response.setInitial(initial)
+        return request
+    }
+    service.unary("Sleep") { (request: Google_Protobuf_Empty, _: ServerContext) in
+        do {
+            try await Task.sleep(for: .seconds(30))
+        } catch {
+            probe.cancelled.add(1, ordering: .relaxed)
+            throw error
+        }
+        return request
+    }
+    service.unary("SlowOK") { (request: Google_Protobuf_Empty, _: ServerContext) in
+        try await Task.sleep(for: .milliseconds(500))
+        probe.finished.add(1, ordering: .relaxed)
+        return request
+    }
+    service.unary("Fail") { (_: Google_Protobuf_Empty, _: ServerContext) -> Google_Protobuf_Empty in
+        throw PlainFailure()
+    }
+    service.unary("Rich") { (_: Google_Protobuf_Empty, _: ServerContext) -> Google_Protobuf_Empty in
+        var info = Google_Rpc_ErrorInfo()
+        info.reason = "TEST"
+        throw GRPCStatus(.failedPrecondition, "rich failure", details: [try Google_Protobuf_Any(message: info)])
+    }
+    service.bidirectionalStreaming("Wait") {
+        (requests: RequestStream<Google_Protobuf_Empty>, _: ResponseStream<Google_Protobuf_Empty>, _: ServerContext) in
+        do {
+            for try await _ in requests {}
+            try await Task.sleep(for: .seconds(30))
+        } catch {
+            probe.cancelled.add(1, ordering: .relaxed)
+            throw error
+        }
+    }
+    service.serverStreaming("Flood") {
+        (_: Google_Protobuf_Empty, responses: ResponseStream<Google_Protobuf_BytesValue>, _: ServerContext) in
+        var message = Google_Protobuf_BytesValue()
+        message.value = Data(count: 16 * 1024)
+        do {
+            for _ in 0..<1000 {
+                try await responses.send(message)
+                probe.sent.add(1, ordering: .relaxed)
+            }
+        } catch {
+            probe.cancelled.add(1, ordering: .relaxed)
+            throw error
+        }
+    }
+    return service
+}
+
+func withTestServer(
+    configure: (inout GRPCServer.Config) -> Void = { _ in },
+    interceptors: [any ServerInterceptor] = [],
+    _ body: (TestServer) async throws -> Void
+) async throws {
+    var config = GRPCServer.Config.defaults
+    config.port = 0
+    config.eventLoopThreads = 1
+    config.shutdownGracePeriod = .seconds(2)
+    configure(&config)
+    let probe = Probe()
+    var logger = Logger(label: "GRPCWireTests")
+    logger.logLevel = .critical
+    let server = GRPCServer(
+        config: config, services: [testService(probe: probe)], descriptorSets: [], interceptors: interceptors, logger: logger)
+    let port = try await server.start()
+    let running = Task { try await server.run() }
+    do {
+        try await body(TestServer(server: server, port: port, probe: probe))
+    } catch {
+        server.beginGracefulShutdown()
+        _ = try? await running.value
+        throw error
+    }
+    server.beginGracefulShutdown()
+    try await running.value
+}
+
+// MARK: - nghttp (the nghttp2 command-line client) as a test client
+
+/// Runs `nghttp -v` against the test server and returns its verbose output (frames,
+/// headers and trailers).
+func nghttp(
+    port: Int, path: String, body: [UInt8]? = nil, headers: [String] = ["content-type: application/grpc"],
+    timeout: Int = 20
+) async throws -> String {
+    var arguments = ["-v", "-t", String(timeout), "-H", ":method: POST", "-H", "te: trailers"]
+    for header in headers { arguments += ["-H", header] }
+    var bodyFile: URL?
+    if let body {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("grpcwire-\(UUID().uuidString).bin")
+        try Data(body).write(to: url)
+        arguments += ["-d", url.path]
+        bodyFile = url
+    }
+    defer { if let bodyFile { try? FileManager.default.removeItem(at: bodyFile) } }
+    arguments.append("http://127.0.0.1:\(port)\(path)")
+    let arguments2 = arguments
+    // Process.waitUntilExit blocks; keep it off the cooperative pool.
+    return try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            do {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/nghttp")
+                process.arguments = arguments2
+                let pipe = Pipe()
+                process.standardOutput = pipe
+                process.standardError = pipe
+                try process.run()
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                continuation.resume(returning: String(decoding: data, as: UTF8.self))
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+}
+
+/// A framed protobuf message (5-byte prefix).
+func framed(_ message: some SwiftProtobuf.Message, compressedFlag: Bool = false) throws -> [UInt8] {
+    let bytes: [UInt8] = try message.serializedBytes()
+    return [compressedFlag ? 1 : 0] + withUnsafeBytes(of: UInt32(bytes.count).bigEndian, Array.init) + bytes
+}
+
+/// Rejects calls without `x-token: secret` (UNAUTHENTICATED) and stamps every response with a
+/// trailer, before and after the handler.
+struct TokenInterceptor: ServerInterceptor {
+    func intercept(_ context: ServerContext, next: @Sendable (ServerContext) async throws -> Void) async throws {
+        guard context.metadata[first: "x-token"] == "secret" else {
+            throw GRPCStatus(.unauthenticated, "missing token")
+        }
+        context.response.addTrailing("x-intercepted", "before")
+        try await next(context)
+        context.response.addTrailing("x-intercepted", "after")
+    }
+}

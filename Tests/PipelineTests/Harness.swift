@@ -1,0 +1,93 @@
+import EventLog
+import Foundation
+import Logging
+import OrderDomain
+import Testing
+
+/// Runs an `OrderPipeline` on an engine for the duration of a test body.
+struct Harness {
+    let engine: any LogEngine
+    let store: any ReadModelStore
+    let pipeline: OrderPipeline
+
+    static let logger: Logger = {
+        var l = Logger(label: "pipeline-tests")
+        l.logLevel = .critical
+        return l
+    }()
+
+    static func run(
+        engine: any LogEngine = InMemoryLogEngine(), store: any ReadModelStore = InMemoryReadModelStore(),
+        config: OrderPipeline.Config = .defaults,
+        _ body: (Harness) async throws -> Void
+    ) async throws {
+        let pipeline = OrderPipeline(engine: engine, store: store, config: config, logger: logger)
+        let task = Task { try await pipeline.run() }
+        defer { task.cancel() }
+        try await waitUntil { (try? await engine.partitionCount(config.topics.aggregates)) != nil }
+        await pipeline.projector.waitUntilReady()
+        try await body(Harness(engine: engine, store: store, pipeline: pipeline))
+        task.cancel()
+        _ = await task.result
+    }
+
+    var gateway: CommandGateway { pipeline.gateway }
+
+    func place(request: String = OrderIdentity.random(), rider: String = OrderIdentity.random(), price: String = "12.50")
+        async throws -> CommandOutcome
+    {
+        try await gateway.submit(
+            OrderCommand(
+                commandId: request, orderId: OrderIdentity.orderId(forRequest: request), expectedVersion: 0,
+                kind: .place(
+                    riderId: rider, price: price,
+                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)])),
+            timeout: .seconds(10))
+    }
+
+    func update(_ orderId: String, _ kind: OrderCommand.Kind, version: Int, request: String = OrderIdentity.random())
+        async throws -> CommandOutcome
+    {
+        try await gateway.submit(
+            OrderCommand(commandId: request, orderId: orderId, expectedVersion: version, kind: kind), timeout: .seconds(10))
+    }
+
+    /// Every record of a topic, in offset order per partition.
+    func records(_ topic: String) async throws -> [LogRecord] {
+        let ends = try await engine.endOffsets(topic)
+        let reader = try await engine.openReader(topic: topic, from: ends.map { _ in 0 })
+        var all: [LogRecord] = []
+        while all.count < Int(ends.reduce(0, +)) {
+            all += try await reader.next(maxRecords: 10_000, timeout: .seconds(1))
+        }
+        return all
+    }
+
+    /// The event records of `order-commands-and-events`, decoded, per order.
+    func eventsByOrder() async throws -> [String: [OrderEvent]] {
+        var out: [String: [OrderEvent]] = [:]
+        for r in try await records(pipeline.topics.commandsAndEvents) {
+            let entry = try LogFormat.decodeEntry(r.value)
+            if case .event(let e) = try LogFormat.decode(entry, orderId: r.key) { out[r.key, default: []].append(e) }
+        }
+        return out
+    }
+}
+
+func waitUntil(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+extension OrderEvent.Kind {
+    var rejection: OrderRejection? {
+        if case .rejected(let r) = self { return r }
+        return nil
+    }
+}

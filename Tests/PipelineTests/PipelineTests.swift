@@ -1,0 +1,277 @@
+import EventLog
+import Foundation
+import OrderDomain
+import Testing
+
+@Suite struct PipelineTests {
+    @Test func placeAcceptCompleteThenCancelRefused() async throws {
+        try await Harness.run { h in
+            let placed = try await h.place()
+            let id = placed.orderId
+            #expect(placed.order?.status == .placed)
+            #expect(placed.order?.version == 1)
+            let driver = OrderIdentity.random()
+            let accepted = try await h.update(id, .accept(driverId: driver), version: 1)
+            #expect(accepted.order?.status == .accepted)
+            #expect(accepted.order?.driverId == driver)
+            let stale = try await h.update(id, .cancel, version: 1)
+            #expect(stale.event.kind.rejection?.reason == .versionMismatch)
+            #expect(stale.order?.version == 2)
+            let completed = try await h.update(id, .complete, version: 2)
+            #expect(completed.order?.version == 3)
+            let cancel = try await h.update(id, .cancel, version: 3)
+            #expect(cancel.event.kind.rejection?.reason == .transitionNotAllowed)
+            let view = try #require(try await h.store.view(orderId: id))
+            #expect(view.events.map(\.event.typeName) == ["OrderPlacedEvent", "OrderAcceptedEvent", "ErrorEvent", "OrderCompletedEvent", "ErrorEvent"])
+            #expect(view.events.map(\.event.version) == [1, 2, 2, 3, 3])
+            #expect(view.order?.errors.count == 2)
+        }
+    }
+
+    @Test func unknownOrderIsRefusedAndNothingIsWritten() async throws {
+        try await Harness.run { h in
+            let before = try await h.engine.endOffsets(h.pipeline.topics.commandsAndEvents)
+            await #expect(throws: OrderRejection.self) {
+                _ = try await h.update(OrderIdentity.random(), .cancel, version: 1)
+            }
+            #expect(try await h.engine.endOffsets(h.pipeline.topics.commandsAndEvents) == before)
+        }
+    }
+
+    /// Invariant 1 and 2: many orders under concurrent commands; every order's events are
+    /// versioned 1, 2, 3 … without gap or duplicate; every command has one outcome.
+    @Test func versionsAreGaplessUnderConcurrentLoad() async throws {
+        try await Harness.run { h in
+            let ids = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<40 { group.addTask { try await h.place().orderId } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask {
+                        _ = try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1)
+                        _ = try await h.update(id, .complete, version: 2)
+                    }
+                    group.addTask { _ = try await h.update(id, .cancel, version: 1) }
+                }
+                try await group.waitForAll()
+            }
+            let events = try await h.eventsByOrder()
+            for id in ids {
+                let history = try #require(events[id])
+                let versions = history.filter { !$0.isError }.map(\.version)
+                #expect(versions == Array(1...versions.count), "order \(id): \(versions)")
+                #expect(Set(history.map(\.commandId)).count == history.count, "one outcome per command")
+            }
+        }
+    }
+
+    /// Invariant 4: concurrent updates at one expected version: exactly one wins.
+    @Test func concurrentUpdatesAtOneVersionHaveOneWinner() async throws {
+        try await Harness.run { h in
+            let id = try await h.place().orderId
+            let outcomes = try await withThrowingTaskGroup(of: CommandOutcome.self) { group in
+                for _ in 0..<20 { group.addTask { try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(outcomes.filter { !$0.event.isError }.count == 1)
+            #expect(outcomes.filter { $0.event.kind.rejection?.reason == .versionMismatch }.count == 19)
+        }
+    }
+
+    /// Invariant 2: a retried request_id returns the first outcome and applies once, also
+    /// when the retries race the first attempt.
+    @Test func retriesReturnTheFirstOutcome() async throws {
+        try await Harness.run { h in
+            let request = OrderIdentity.random()
+            let placed = try await withThrowingTaskGroup(of: CommandOutcome.self) { group in
+                for _ in 0..<5 { group.addTask { try await h.place(request: request) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(placed.map(\.orderId)).count == 1)
+            #expect(Set(placed.map(\.event)).count == 1)
+            let id = placed[0].orderId
+            let accept = OrderIdentity.random()
+            let first = try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1, request: accept)
+            let again = try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1, request: accept)
+            #expect(first == again)
+            let events = try #require(try await h.eventsByOrder()[id])
+            #expect(events.map(\.typeName) == ["OrderPlacedEvent", "OrderAcceptedEvent"])
+        }
+    }
+
+    /// A command written while its predecessor is still being decided waits for it: it is
+    /// decided on the predecessor's outcome, not refused as a conflict.
+    @Test func commandsQueuedBehindEachOtherAreDecidedInOrder() async throws {
+        try await Harness.run { h in
+            let id = try await h.place().orderId
+            let topics = h.pipeline.topics
+            let accept = OrderCommand(commandId: "a-\(id)", orderId: id, expectedVersion: 1, kind: .accept(driverId: OrderIdentity.random()))
+            let complete = OrderCommand(commandId: "c-\(id)", orderId: id, expectedVersion: 2, kind: .complete)
+            // Both in one append: the handler sees [.., accept] and [.., accept, complete]
+            // before the accept's outcome exists.
+            try await h.engine.append(
+                [accept, complete].map {
+                    OutgoingRecord(topic: topics.commandsAndEvents, key: id, value: LogFormat.encode(LogFormat.entry($0)))
+                }, commit: nil)
+            let outcome = try await h.gateway.outcome(of: complete.commandId, deadline: .now + .seconds(10))
+            #expect(outcome.order?.status == .completed)
+            #expect(outcome.order?.version == 3)
+        }
+    }
+
+    /// Bad records are reported and skipped; they neither block the partition nor lose
+    /// the records after them.
+    @Test func badRecordsDoNotBlockThePartition() async throws {
+        try await Harness.run { h in
+            let id = try await h.place().orderId
+            let topics = h.pipeline.topics
+            let bad: [[UInt8]] = [
+                Array("not json".utf8),
+                Array(#"{"TYPE":"COMMAND","SUB_TYPE":"FlyToMoon","DETAILS":"{}"}"#.utf8),
+                Array(#"{"TYPE":"COMMAND","SUB_TYPE":"CancelOrder","DETAILS":"{not json"}"#.utf8),
+                Array(#"{"TYPE":"EVENT","SUB_TYPE":"OrderCompletedEvent","DETAILS":"{\"version\":7}"}"#.utf8),
+            ]
+            try await h.engine.append(bad.map { OutgoingRecord(topic: topics.commandsAndEvents, key: id, value: $0) }, commit: nil)
+            let accepted = try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1)
+            #expect(accepted.order?.version == 2)
+            let completed = try await h.update(id, .complete, version: 2)
+            #expect(completed.order?.status == .completed)
+        }
+    }
+
+    @Test func integrationEventsOnePerStateChange() async throws {
+        try await Harness.run { h in
+            let id = try await h.place().orderId
+            _ = try await h.update(id, .cancel, version: 5)  // an error: no integration event
+            _ = try await h.update(id, .cancel, version: 1)
+            try await waitUntil { try await h.records(h.pipeline.topics.integrationEvents).count >= 2 }
+            let records = try await h.records(h.pipeline.topics.integrationEvents)
+            #expect(records.count == 2)
+            let json = try records.map { try JSONSerialization.jsonObject(with: Data($0.value)) as! [String: Any] }
+            #expect(json.map { $0["event_type"] as? String } == ["OrderPlacedEvent", "OrderCancelledEvent"])
+            #expect(json.last?["status"] as? String == "CANCELLED")
+            #expect(json.last?["order_id"] as? String == id)
+            #expect(json.last?["version"] as? Int == 2)
+            #expect(json.last?["rider_id"] != nil)
+        }
+    }
+
+    /// Invariant 5: a subscriber resuming after a position sees every later event once,
+    /// in version order per order.
+    @Test func subscriptionResumesAfterPositionExactlyOnce() async throws {
+        try await Harness.run { h in
+            var ids: [String] = []
+            for _ in 0..<5 { ids.append(try await h.place().orderId) }
+            let sub = try await h.pipeline.subscribe(start: .beginning, filter: .init())
+            var seen: [ProjectedEvent] = []
+            var caughtUp: LogPosition?
+            while caughtUp == nil, let item = try await sub.next() {
+                switch item {
+                case .event(let e): seen.append(e)
+                case .caughtUp(let p): caughtUp = p
+                case .heartbeat: break
+                }
+            }
+            #expect(seen.count == 5)
+            let resumeAt = seen[2].position
+            for id in ids { _ = try await h.update(id, .cancel, version: 1) }
+            // Live events arrive on the open subscription.
+            var live: [ProjectedEvent] = []
+            while live.count < 5, let item = try await sub.next() {
+                if case .event(let e) = item { live.append(e) }
+            }
+            #expect(Set(live.map(\.event.orderId)) == Set(ids))
+            await sub.close()
+            // Resume after the third history event: the last two placements and the five
+            // cancellations, each once.
+            let resumed = try await h.pipeline.subscribe(start: .after(resumeAt), filter: .init())
+            var after: [ProjectedEvent] = []
+            while let item = try await resumed.next() {
+                if case .event(let e) = item { after.append(e) }
+                if case .caughtUp = item { break }
+            }
+            await resumed.close()
+            let expected = Set(seen[3...].map(\.event) + live.map(\.event))
+            #expect(after.count == expected.count)
+            #expect(Set(after.map(\.event)) == expected)
+            for id in ids {
+                let versions = after.filter { $0.event.orderId == id }.map(\.event.version)
+                #expect(versions == versions.sorted())
+            }
+        }
+    }
+
+    @Test func subscriptionFilters() async throws {
+        try await Harness.run { h in
+            let a = try await h.place().orderId
+            let b = try await h.place().orderId
+            _ = try await h.update(a, .cancel, version: 1)
+            _ = try await h.update(b, .cancel, version: 1)
+            let sub = try await h.pipeline.subscribe(start: .beginning, filter: .init(orderId: a))
+            var events: [OrderEvent] = []
+            while let item = try await sub.next() {
+                if case .event(let e) = item { events.append(e.event) }
+                if case .caughtUp = item { break }
+            }
+            #expect(events.map(\.typeName) == ["OrderPlacedEvent", "OrderCancelledEvent"])
+            #expect(events.allSatisfy { $0.orderId == a })
+            let cancels = try await h.pipeline.subscribe(start: .beginning, filter: .init(eventTypes: ["OrderCancelledEvent"]))
+            var types: [String] = []
+            while let item = try await cancels.next() {
+                if case .event(let e) = item { types.append(e.event.typeName) }
+                if case .caughtUp = item { break }
+            }
+            #expect(types == ["OrderCancelledEvent", "OrderCancelledEvent"])
+        }
+    }
+
+    @Test func fromEndStartsCaughtUpThenLive() async throws {
+        try await Harness.run { h in
+            _ = try await h.place()
+            let sub = try await h.pipeline.subscribe(start: .end, filter: .init())
+            guard case .caughtUp = try await sub.next() else {
+                Issue.record("from_end starts with caught_up")
+                return
+            }
+            let placed = try await h.place()
+            while let item = try await sub.next() {
+                if case .event(let e) = item {
+                    #expect(e.event.orderId == placed.orderId)
+                    break
+                }
+            }
+        }
+    }
+
+    @Test func minVersionWaitsForTheProjection() async throws {
+        try await Harness.run { h in
+            let id = try await h.place().orderId
+            async let waited = h.pipeline.queries.order(id: id, minVersion: 2, deadline: .now + .seconds(10))
+            try await Task.sleep(for: .milliseconds(50))
+            _ = try await h.update(id, .cancel, version: 1)
+            #expect(try await waited?.version == 2)
+            await #expect(throws: OrderQueries.VersionTimeout.self) {
+                _ = try await h.pipeline.queries.order(id: id, minVersion: 3, deadline: .now + .milliseconds(200))
+            }
+        }
+    }
+
+    /// Restarting the processors on the same log resumes from checkpoints: nothing is
+    /// decided twice, and the read model stays in step.
+    @Test func restartResumesFromCheckpoints() async throws {
+        let engine = InMemoryLogEngine()
+        let store = InMemoryReadModelStore()
+        var id = ""
+        try await Harness.run(engine: engine, store: store) { h in
+            id = try await h.place().orderId
+            _ = try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1)
+        }
+        try await Harness.run(engine: engine, store: store) { h in
+            let completed = try await h.update(id, .complete, version: 2)
+            #expect(completed.order?.version == 3)
+            let events = try #require(try await h.eventsByOrder()[id])
+            #expect(events.map(\.version) == [1, 2, 3])
+        }
+    }
+}
