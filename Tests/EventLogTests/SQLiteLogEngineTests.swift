@@ -272,6 +272,9 @@ struct SQLiteLogEngineTests {
                 for (key, value) in newest {
                     #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
                 }
+                // The batched form: recent keys, folded keys and a missing one in one call.
+                let batch = try await engine.latestRecords(topic: "agg", keys: Set(newest.keys).union(["missing"]))
+                #expect(batch.mapValues { text($0.value) } == newest)
                 #expect(try await engine.latestRecord(topic: "other", key: "k0") != nil)
                 #expect(await engine.writerStatistics().folds > 0)
                 await engine.close()

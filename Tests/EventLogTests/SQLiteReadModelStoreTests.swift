@@ -89,6 +89,8 @@ struct SQLiteReadModelStoreTests {
             #expect(try await store.outcome(commandId: "place-1")?.orderId == Self.orderId(1))
             #expect(try await store.outcome(commandId: "accept-6")?.order?.version == 2)
             #expect(try await store.outcome(commandId: "nope") == nil)
+            let some = try await store.views(orderIds: [Self.orderId(1), Self.orderId(4), Self.orderId(999), "nope"])
+            #expect(some == [Self.orderId(1): views[0], Self.orderId(4): views[3], Self.orderId(999): OrderView(orderId: Self.orderId(999), order: nil, events: [])])
 
             // All orders in placement order (accepting did not move them), 3 per page.
             var ids: [String] = []
