@@ -7,12 +7,19 @@ package enum HeadersCodec {
     package static func encode(_ headers: [String: String]) -> String? {
         guard !headers.isEmpty else { return nil }
         var out: [UInt8] = [UInt8(ascii: "{")]
-        out.reserveCapacity(16 * headers.count + 2)
-        for (i, key) in headers.keys.sorted().enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
+        out.reserveCapacity(headers.reduce(2) { $0 + $1.key.utf8.count + $1.value.utf8.count + 6 })
+        if headers.count == 1, let (key, value) = headers.first {
+            // The common case needs no sorting (and no array of keys).
             appendString(key, to: &out)
             out.append(UInt8(ascii: ":"))
-            appendString(headers[key]!, to: &out)
+            appendString(value, to: &out)
+        } else {
+            for (i, entry) in headers.sorted(by: { $0.key < $1.key }).enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                appendString(entry.key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                appendString(entry.value, to: &out)
+            }
         }
         out.append(UInt8(ascii: "}"))
         return String(decoding: out, as: UTF8.self)
@@ -22,6 +29,12 @@ package enum HeadersCodec {
 
     private static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most header text needs no escaping: copy it in one go.
+        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out.append(contentsOf: s.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for c in s.utf8 {
             switch c {
             case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]

@@ -6,6 +6,8 @@ package struct TopicInfo: Sendable, Hashable {
     package var name: String
     package var id: Int64
     package var partitions: Int
+    /// Whether `records_key` indexes this topic's records (`latestRecord` needs it).
+    package var keyIndexed: Bool
 }
 
 /// What is committed, in memory: the topics and, per partition, the offset the next record
@@ -24,6 +26,9 @@ package final class LogCatalog: Sendable {
 
     private struct State {
         var topics: [String: Topic] = [:]
+        /// The same topics' infos, kept whole so `snapshot()` (every append) hands out a
+        /// reference instead of building a dictionary.
+        var infos: [String: TopicInfo] = [:]
         var nextWaiter: UInt64 = 0
         /// Waiters whose task was cancelled before they could park (see `waitForRecords`).
         var cancelled: Set<UInt64> = []
@@ -51,7 +56,7 @@ package final class LogCatalog: Sendable {
     package func snapshot() throws -> [String: TopicInfo] {
         try state.withLock { s in
             if s.closed { throw LogError(.closed, "the log engine is closed") }
-            return s.topics.mapValues(\.info)
+            return s.infos
         }
     }
 
@@ -64,7 +69,10 @@ package final class LogCatalog: Sendable {
     /// Adds a topic (start-up, `createTopic`). An existing topic is left as it is.
     package func add(_ info: TopicInfo, ends: [Int64]) {
         state.withLock { s in
-            if s.topics[info.name] == nil { s.topics[info.name] = Topic(info: info, ends: ends) }
+            if s.topics[info.name] == nil {
+                s.topics[info.name] = Topic(info: info, ends: ends)
+                s.infos[info.name] = info
+            }
         }
     }
 

@@ -36,8 +36,6 @@ package struct SQLiteError: Error, Sendable, CustomStringConvertible {
     package var isCorruption: Bool { code == SQLITE_CORRUPT || code == SQLITE_NOTADB }
     /// Another connection holds a lock longer than the busy timeout.
     package var isBusy: Bool { code == SQLITE_BUSY || code == SQLITE_LOCKED }
-    /// A constraint (UNIQUE, NOT NULL, …) refused a row.
-    package var isConstraint: Bool { code == SQLITE_CONSTRAINT }
 
     /// How the error crosses the `LogEngine` protocol; the position stays the one where
     /// SQLite failed, which is the useful one when reading a log.
@@ -69,11 +67,14 @@ package final class SQLiteConnection {
         package var readOnly = false
         /// How long a statement waits for another connection's lock before `SQLITE_BUSY`.
         package var busyTimeoutMilliseconds: Int32 = 5_000
-        /// Page cache size in KiB (SQLite's negative `cache_size`).
-        package var cacheKiB = 16 * 1024
+        /// Page cache size in KiB (SQLite's negative `cache_size`). Bounded: the OS page
+        /// cache serves the rest.
+        package var cacheKiB = 8 * 1024
         /// WAL pages before an automatic checkpoint (SQLite's default is 1000).
         package var walAutocheckpointPages = 4_000
-        package init() {}
+        package init(cacheKiB: Int = 8 * 1024) {
+            self.cacheKiB = cacheKiB
+        }
         package static let defaults = Options()
     }
 
@@ -210,11 +211,6 @@ package final class SQLiteConnection {
         _ = try? withStatement("ROLLBACK") { try $0.run() }
     }
 
-    package var inTransaction: Bool {
-        guard let db else { return false }
-        return sqlite3_get_autocommit(db) == 0
-    }
-
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     package func transaction<T>(
         _ kind: TransactionKind = .immediate, file: String = #fileID, line: Int = #line,
@@ -231,10 +227,11 @@ package final class SQLiteConnection {
         }
     }
 
-    /// Rows changed by the last INSERT/UPDATE/DELETE.
-    package var changes: Int {
-        db.map { Int(sqlite3_changes($0)) } ?? 0
+    /// The rowid of the last row inserted through this connection.
+    package var lastInsertRowID: Int64 {
+        db.map { sqlite3_last_insert_rowid($0) } ?? 0
     }
+
 }
 
 /// A prepared statement owned by a `SQLiteConnection`'s cache. Parameters and columns are
@@ -352,15 +349,6 @@ package final class SQLiteStatement {
         guard let pointer = sqlite3_column_blob(stmt, column) else { return [] }
         let count = Int(sqlite3_column_bytes(stmt, column))
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
-    }
-
-    /// Calls `body` with the blob's bytes without copying them; valid only inside `body`.
-    package func withBlob<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
-        guard let pointer = sqlite3_column_blob(stmt, column) else {
-            return try body(UnsafeRawBufferPointer(start: nil, count: 0))
-        }
-        let count = Int(sqlite3_column_bytes(stmt, column))
-        return try body(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
 

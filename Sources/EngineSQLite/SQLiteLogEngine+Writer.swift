@@ -26,6 +26,31 @@ package final class WriterState: @unchecked Sendable {
     var ends: [String: [Int64]] = [:]
     var commits = 0
     var committedRecords = 0
+    var insertTime = Duration.zero
+    var commitTime = Duration.zero
+    var folds = 0
+    var foldTime = Duration.zero
+    var foldedEntries = 0
+    /// The id of the last record committed (what a fold of `latest` covers).
+    var lastCommittedID: Int64 = 0
+
+    // The fold of `latest` in progress: a sorted snapshot of the delta, written a chunk
+    // per group commit (see `nextFoldChunk`).
+    var fold: [(LatestIndex.Entry, Int64)] = []
+    var foldPosition = 0
+    /// `lastCommittedID` when the fold's snapshot was taken: its watermark once done.
+    var foldCovers: Int64 = 0
+    var foldStarted = ContinuousClock.now
+    var lastFoldEnded = ContinuousClock.now
+    /// Keyed records committed since the watermark (they are what a restart refolds).
+    var keyedSinceWatermark = 0
+    var keyedAtFoldStart = 0
+}
+
+/// Part of a fold of `latest`: `range` of `WriterState.fold`.
+struct FoldChunk {
+    var range: Range<Int>
+    var isLast: Bool
 }
 
 /// An append validated and ready for the writer.
@@ -36,6 +61,8 @@ package struct PendingAppend: Sendable {
         var key: String
         var value: [UInt8]
         var headers: String?
+        /// For key-tracked topics, the key's hash in `latest`.
+        var keyHash: Int64?
     }
 
     struct Commit: Sendable {
@@ -73,7 +100,8 @@ extension SQLiteLogEngine {
             prepared.append(
                 PendingAppend.Record(
                     topic: topic, partition: partition, key: record.key, value: record.value,
-                    headers: HeadersCodec.encode(record.headers)))
+                    headers: HeadersCodec.encode(record.headers),
+                    keyHash: topic.keyIndexed ? keyHash(record.key) : nil))
         }
         var preparedCommit: PendingAppend.Commit?
         if let commit {
@@ -141,6 +169,10 @@ extension SQLiteLogEngine {
 
     private static let insertRecord =
         "INSERT INTO records(topic, part, off, key, value, headers, ts) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    static let upsertLatest = """
+        INSERT INTO latest(topic, hash, id) VALUES (?, ?, ?)
+        ON CONFLICT (topic, hash) DO UPDATE SET id = excluded.id
+        """
     private static let upsertOffset = """
         INSERT INTO group_offsets(grp, topic, part, off) VALUES (?, ?, ?, ?)
         ON CONFLICT (grp, topic, part) DO UPDATE SET off = excluded.off
@@ -149,11 +181,14 @@ extension SQLiteLogEngine {
     /// One group commit. Runs on the writer queue.
     private func write(_ batch: [PendingAppend], _ conn: SQLiteConnection) {
         var calls = batch
+        var skipFold = false
         while !calls.isEmpty {
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
             var ends = writerState.ends
             var results: [[RecordAddress]] = []
             results.reserveCapacity(calls.count)
+            var keyed: [(LatestIndex.Entry, Int64)] = []
+            var lastID = writerState.lastCommittedID
             var failed: (index: Int, error: any Error)?
             do {
                 try conn.begin(.immediate)
@@ -161,11 +196,13 @@ extension SQLiteLogEngine {
                 fail(calls, error)
                 return
             }
+            let t0 = ContinuousClock.now
             do {
                 try conn.withStatement(Self.insertRecord) { insert in
                     for (i, call) in calls.enumerated() {
                         do {
-                            results.append(try write(call, insert: insert, conn: conn, ends: &ends, now: now))
+                            results.append(
+                                try write(call, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID))
                         } catch {
                             failed = (i, error)
                             return
@@ -185,8 +222,25 @@ extension SQLiteLogEngine {
                 calls.remove(at: failed.index)
                 continue
             }
+            // A slice of the `latest` fold rides along in this transaction: no fsync of its
+            // own, and the writer never stops for a whole fold at once.
+            var folded: FoldChunk?
+            if !skipFold, let chunk = nextFoldChunk() {
+                do {
+                    try writeFold(chunk, conn)
+                    folded = chunk
+                } catch {
+                    conn.rollback()
+                    logger.error("folding latest failed; writing the batch without it", metadata: ["error": "\(error)"])
+                    skipFold = true
+                    continue
+                }
+            }
+            let t1 = ContinuousClock.now
             do {
                 try conn.commit()
+                writerState.insertTime += t1 - t0
+                writerState.commitTime += ContinuousClock.now - t1
             } catch {
                 conn.rollback()
                 fail(calls, error)
@@ -195,18 +249,119 @@ extension SQLiteLogEngine {
             var touched: [String: [Int64]] = [:]
             for (name, offsets) in ends where writerState.ends[name] != offsets { touched[name] = offsets }
             writerState.ends = ends
+            writerState.lastCommittedID = lastID
+            writerState.keyedSinceWatermark += keyed.count
+            // Committed: readers may now find these keys (before any caller learns of them).
+            latest.record(keyed)
+            if let folded { finishFoldChunk(folded) }
             writerState.commits += 1
             writerState.committedRecords += results.reduce(0) { $0 + $1.count }
             // Published before the callers resume, so an `append` that returned is already
             // visible to `endOffsets` and wakes the readers.
             catalog.publish(touched)
-            for (call, addresses) in zip(calls, results) { call.continuation.resume(returning: addresses) }
+            // Resuming a task costs a wake-up of a pool thread (a futex call) — hundreds per
+            // batch. Handed to another queue, it overlaps with the next batch's writes
+            // instead of delaying them.
+            let finished = calls
+            let addressed = results
+            completions.async {
+                for (call, addresses) in zip(finished, addressed) { call.continuation.resume(returning: addresses) }
+            }
             return
         }
     }
 
+    /// The next slice of the fold in progress, starting one when the delta is big or old
+    /// enough, or when a restart would have too many records to refold.
+    private func nextFoldChunk() -> FoldChunk? {
+        let state = writerState
+        if state.foldPosition >= state.fold.count {
+            let policy = latest.policy
+            let count = latest.count
+            guard count > 0,
+                count >= policy.maxEntries || state.keyedSinceWatermark >= policy.maxRecordsSinceWatermark
+                    || ContinuousClock.now - state.lastFoldEnded >= policy.maxAge
+            else { return nil }
+            state.fold = latest.snapshot()
+            state.foldPosition = 0
+            state.foldCovers = state.lastCommittedID
+            state.keyedAtFoldStart = state.keyedSinceWatermark
+            state.foldStarted = .now
+        }
+        let end = min(state.foldPosition + max(1, latest.policy.chunk), state.fold.count)
+        return FoldChunk(range: state.foldPosition..<end, isLast: end == state.fold.count)
+    }
+
+    private func writeFold(_ chunk: FoldChunk, _ conn: SQLiteConnection) throws {
+        let fold = writerState.fold
+        try conn.withStatement(Self.upsertLatest) { upsert in
+            for (entry, id) in fold[chunk.range] {
+                upsert.bind(1, entry.topic)
+                upsert.bind(2, entry.hash)
+                upsert.bind(3, id)
+                try upsert.run()
+            }
+        }
+        if chunk.isLast {
+            // The whole snapshot is in the table once this commits: records up to its
+            // watermark need no refold after a restart.
+            try conn.withStatement("UPDATE meta SET value = ? WHERE name = 'latest_flushed_id'") { stmt in
+                stmt.bind(1, writerState.foldCovers)
+                try stmt.run()
+            }
+        }
+    }
+
+    /// After the commit that carried `chunk`.
+    private func finishFoldChunk(_ chunk: FoldChunk) {
+        let state = writerState
+        latest.flushed(Array(state.fold[chunk.range]))
+        state.foldPosition = chunk.range.upperBound
+        state.foldedEntries += chunk.range.count
+        guard chunk.isLast else { return }
+        state.folds += 1
+        state.foldTime += ContinuousClock.now - state.foldStarted
+        state.keyedSinceWatermark -= state.keyedAtFoldStart
+        state.fold = []
+        state.foldPosition = 0
+        state.lastFoldEnded = .now
+    }
+
+    /// Writes the whole in-memory delta of newest-record-per-key into `latest`, sorted, in
+    /// one transaction that also moves `latest_flushed_id` (at close, so the next open has
+    /// nothing to refold). Runs on the writer queue. A failure leaves the delta as it is.
+    func foldLatest(_ conn: SQLiteConnection) {
+        let entries = latest.snapshot()
+        guard !entries.isEmpty else { return }
+        let covered = writerState.lastCommittedID
+        do {
+            try conn.transaction {
+                try conn.withStatement(Self.upsertLatest) { upsert in
+                    for (entry, id) in entries {
+                        upsert.bind(1, entry.topic)
+                        upsert.bind(2, entry.hash)
+                        upsert.bind(3, id)
+                        try upsert.run()
+                    }
+                }
+                try conn.withStatement("UPDATE meta SET value = ? WHERE name = 'latest_flushed_id'") { stmt in
+                    stmt.bind(1, covered)
+                    try stmt.run()
+                }
+            }
+            latest.flushed(entries)
+            // Whatever chunked fold was running is covered by this one.
+            writerState.fold = []
+            writerState.foldPosition = 0
+            writerState.keyedSinceWatermark = 0
+        } catch {
+            logger.error("folding the latest-record delta failed; will retry", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func write(
-        _ call: PendingAppend, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]], now: Int64
+        _ call: PendingAppend, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]], now: Int64,
+        keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64
     ) throws -> [RecordAddress] {
         var addresses: [RecordAddress] = []
         addresses.reserveCapacity(call.records.count)
@@ -222,6 +377,10 @@ extension SQLiteLogEngine {
             insert.bind(6, record.headers)
             insert.bind(7, now)
             try insert.run()
+            lastID = conn.lastInsertRowID
+            if let hash = record.keyHash {
+                keyed.append((LatestIndex.Entry(topic: record.topic.id, hash: hash), lastID))
+            }
             ends[record.topic.name]![record.partition] = offset + 1
             addresses.append(RecordAddress(topic: record.topic.name, partition: record.partition, offset: offset))
         }

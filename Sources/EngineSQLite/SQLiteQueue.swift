@@ -34,12 +34,6 @@ package final class SQLiteQueue: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on the queue, blocking the calling thread: only for code already off
-    /// the cooperative pool (another queue) or for start-up.
-    package func sync<T>(_ body: (SQLiteConnection) throws -> T) rethrows -> T {
-        try queue.sync { try body(connection) }
-    }
-
     /// Schedules `body` without waiting (the writer's drain loop).
     package func async(_ body: @escaping @Sendable (SQLiteConnection) -> Void) {
         queue.async { body(self.connection) }

@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import Logging
 import OrderDomain
+import Synchronization
 
 /// The embedded `ReadModelStore`: current state, history and outcomes in their own SQLite
 /// database (`readmodel.sqlite` under `EmbeddedEngine`), separate from the log so the
@@ -11,6 +12,7 @@ import OrderDomain
 /// Views and outcomes are stored as JSON (`ReadModelCodec`: the events in the log's DETAILS
 /// form; an order's state is folded from them on read), encoded on the caller's task
 /// before the write so the one writer thread only does SQL. The checkpoint is its token.
+/// Concurrent `apply` calls are group-committed (see "Group commit" below).
 ///
 /// - Important: call `close()` before dropping the store.
 public final class SQLiteReadModelStore: ReadModelStore {
@@ -20,6 +22,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
     private let readers: SQLiteReadPool
     /// The next placement sequence. Only touched on the writer queue.
     private let sequence: Sequence
+    private let queue = Mutex(ApplyQueue())
 
     private final class Sequence: @unchecked Sendable {
         var next: Int64 = 1
@@ -84,8 +87,16 @@ public final class SQLiteReadModelStore: ReadModelStore {
         }
     }
 
-    /// Finishes queued work and closes the files.
+    /// Finishes queued updates and closes the files; later calls throw `.closed`.
     public func close() async {
+        let alreadyClosed = queue.withLock { q in
+            defer { q.closed = true }
+            return q.closed
+        }
+        guard !alreadyClosed else { return }
+        while queue.withLock({ $0.draining || !$0.pending.isEmpty }) {
+            _ = try? await writer.run { _ in }
+        }
         await readers.close()
         await writer.close()
         logger.info("closed read model", metadata: ["path": "\(path)"])
@@ -134,53 +145,138 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 json: String(decoding: ReadModelCodec.encode(outcome, history: history), as: UTF8.self))
         }
         let checkpoint = update.checkpoint.token
-        let sequence = sequence
-        do {
-            try await writer.run { conn in
-                var next = sequence.next
-                try conn.transaction {
-                    try conn.withStatement(
-                        """
-                        INSERT INTO orders(order_id, seq, status, events_json) VALUES (?, ?, ?, ?)
-                        ON CONFLICT (order_id) DO UPDATE SET
-                            seq = coalesce(orders.seq, excluded.seq), status = excluded.status,
-                            events_json = excluded.events_json
-                        RETURNING seq
-                        """
-                    ) { upsert in
-                        for view in views {
-                            upsert.bind(1, view.orderId)
-                            if view.status != nil { upsert.bind(2, next) } else { upsert.bindNull(2) }
-                            upsert.bind(3, view.status)
-                            upsert.bind(4, view.events)
-                            // The row comes back with its seq: ours when this was its first
-                            // placement, in which case the sequence moves on.
-                            if try upsert.step(), !upsert.isNull(0), upsert.int64(0) == next, view.status != nil {
-                                next += 1
-                            }
-                            upsert.rewind()
-                        }
-                    }
-                    try conn.withStatement("INSERT OR IGNORE INTO outcomes(command_id, outcome_json) VALUES (?, ?)") { insert in
-                        for outcome in outcomes {
-                            insert.bind(1, outcome.commandId)
-                            insert.bind(2, outcome.json)
-                            try insert.run()
-                        }
-                    }
-                    try conn.withStatement(
-                        "INSERT INTO meta(name, value) VALUES ('checkpoint', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-                    ) { stmt in
-                        stmt.bind(1, checkpoint)
-                        try stmt.run()
-                    }
-                }
-                // Only after COMMIT: a rolled-back apply must not use up sequence numbers
-                // (it would not matter for order, but keeps cursors dense and repeatable).
-                sequence.next = next
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+            enqueue(PendingApply(views: views, outcomes: outcomes, checkpoint: checkpoint, continuation: continuation))
+        }
+    }
+
+    // MARK: Group commit
+    //
+    // As in the log: concurrent `apply` calls queue while the writer is busy and are
+    // written together, one transaction and one fsync, each call still all-or-nothing (a
+    // call that fails is dropped and the rest written again). Calls are applied in queue
+    // order, so the last one's checkpoint is the one stored. A single projector applying
+    // one update at a time gets one fsync per update: it should put a whole page of
+    // records into one update.
+
+    private struct PendingApply: Sendable {
+        var views: [EncodedView]
+        var outcomes: [EncodedOutcome]
+        var checkpoint: String
+        var continuation: UnsafeContinuation<Void, any Error>
+    }
+
+    private struct ApplyQueue: Sendable {
+        var pending: [PendingApply] = []
+        var draining = false
+        var closed = false
+    }
+
+    private func enqueue(_ call: PendingApply) {
+        enum Action { case refuse, queued, startDrain }
+        let action = queue.withLock { q -> Action in
+            if q.closed { return .refuse }
+            q.pending.append(call)
+            if q.draining { return .queued }
+            q.draining = true
+            return .startDrain
+        }
+        switch action {
+        case .refuse: call.continuation.resume(throwing: LogError(.closed, "the read model is closed"))
+        case .queued: break
+        case .startDrain: writer.async { conn in self.drain(conn) }
+        }
+    }
+
+    /// Runs on the writer queue until nothing is pending.
+    private func drain(_ conn: SQLiteConnection) {
+        while true {
+            let batch = queue.withLock { q -> [PendingApply] in
+                if q.pending.isEmpty { q.draining = false }
+                defer { q.pending = [] }
+                return q.pending
             }
-        } catch {
-            throw error.asLogError
+            if batch.isEmpty { return }
+            write(batch, conn)
+        }
+    }
+
+    private func write(_ batch: [PendingApply], _ conn: SQLiteConnection) {
+        var calls = batch
+        while !calls.isEmpty {
+            var next = sequence.next
+            do {
+                try conn.begin(.immediate)
+            } catch {
+                for call in calls { call.continuation.resume(throwing: error.asLogError) }
+                return
+            }
+            var failed: (index: Int, error: any Error)?
+            for (i, call) in calls.enumerated() {
+                do {
+                    try write(call, conn, next: &next)
+                } catch {
+                    failed = (i, error)
+                    break
+                }
+            }
+            if let failed {
+                conn.rollback()
+                logger.warning("read-model update failed; retrying its batch without it", metadata: ["error": "\(failed.error)"])
+                calls[failed.index].continuation.resume(throwing: failed.error.asLogError)
+                calls.remove(at: failed.index)
+                continue
+            }
+            do {
+                try conn.commit()
+            } catch {
+                conn.rollback()
+                for call in calls { call.continuation.resume(throwing: error.asLogError) }
+                return
+            }
+            // Only after COMMIT: a rolled-back batch must not use up sequence numbers
+            // (harmless for the order, but it keeps cursors dense and repeatable).
+            sequence.next = next
+            for call in calls { call.continuation.resume() }
+            return
+        }
+    }
+
+    private func write(_ call: PendingApply, _ conn: SQLiteConnection, next: inout Int64) throws {
+        try conn.withStatement(
+            """
+            INSERT INTO orders(order_id, seq, status, events_json) VALUES (?, ?, ?, ?)
+            ON CONFLICT (order_id) DO UPDATE SET
+                seq = coalesce(orders.seq, excluded.seq), status = excluded.status,
+                events_json = excluded.events_json
+            RETURNING seq
+            """
+        ) { upsert in
+            for view in call.views {
+                upsert.bind(1, view.orderId)
+                if view.status != nil { upsert.bind(2, next) } else { upsert.bindNull(2) }
+                upsert.bind(3, view.status)
+                upsert.bind(4, view.events)
+                // The row comes back with its seq: ours when this was its first placement,
+                // in which case the sequence moves on.
+                if try upsert.step(), !upsert.isNull(0), upsert.int64(0) == next, view.status != nil {
+                    next += 1
+                }
+                upsert.rewind()
+            }
+        }
+        try conn.withStatement("INSERT OR IGNORE INTO outcomes(command_id, outcome_json) VALUES (?, ?)") { insert in
+            for outcome in call.outcomes {
+                insert.bind(1, outcome.commandId)
+                insert.bind(2, outcome.json)
+                try insert.run()
+            }
+        }
+        try conn.withStatement(
+            "INSERT INTO meta(name, value) VALUES ('checkpoint', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+        ) { stmt in
+            stmt.bind(1, call.checkpoint)
+            try stmt.run()
         }
     }
 
@@ -264,6 +360,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
     }
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        if queue.withLock({ $0.closed }) { throw LogError(.closed, "the read model is closed") }
         do {
             return try await readers.run(body)
         } catch {

@@ -208,6 +208,129 @@ struct SQLiteLogEngineTests {
             #expect(try await engine.latestRecord(topic: "agg", key: "zzz") == nil)
             await #expect(throws: LogError.self) { try await engine.latestRecord(topic: "missing", key: "a") }
             await engine.close()
+
+            // The same after a reopen (the hash secret is the database's, not the process's).
+            let reopened = try await openLog(dir)
+            #expect(text(try #require(try await reopened.latestRecord(topic: "agg", key: "b")).value) == "b4")
+            await reopened.close()
+        }
+    }
+
+    @Test("latestRecord stays right when two keys share a hash (falls back to a scan)")
+    func latestRecordHashCollision() async throws {
+        try await withTemporaryDirectory { dir in
+            do {
+                let engine = try await openLog(dir)
+                try await engine.createTopic("t", partitions: 2)
+                try await engine.append([OutgoingRecord(topic: "t", key: "a", value: bytes("a1"))], commit: nil)
+                try await engine.append([OutgoingRecord(topic: "t", key: "b", value: bytes("b1"))], commit: nil)
+                // In the in-memory delta: make "a"'s entry point at "b"'s record.
+                let topicID = try #require(engine.catalog.topic("t")?.id)
+                let idOfB: Int64 = 2  // records.id counts appends from 1
+                engine.latest.record([(.init(topic: topicID, hash: engine.keyHash("a")), idOfB)])
+                #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "a")).value) == "a1")
+                #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "b")).value) == "b1")
+                await engine.close()  // folds the delta into the table
+            }
+            // In the table: the same collision, made by hand.
+            try execute(path: dir + "/log.sqlite", """
+                UPDATE latest SET id = (SELECT max(id) FROM records WHERE key = 'b')
+                WHERE id = (SELECT max(id) FROM records WHERE key = 'a')
+                """)
+            let engine = try await openLog(dir)
+            #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "a")).value) == "a1")
+            #expect(text(try #require(try await engine.latestRecord(topic: "t", key: "b")).value) == "b1")
+            #expect(try await engine.latestRecord(topic: "t", key: "c") == nil)
+            await engine.close()
+        }
+    }
+
+    @Test("latestRecord stays right while the delta is folded into the table in slices, and after reopens")
+    func latestRecordAcrossFolds() async throws {
+        try await withTemporaryDirectory { dir in
+            var options = SQLiteLogEngine.Options()
+            options.latestFlushPolicy.maxEntries = 7
+            options.latestFlushPolicy.chunk = 3
+            var engine = try await SQLiteLogEngine.open(path: dir + "/log.sqlite", logger: testLogger, options: options)
+            try await engine.createTopic("agg", partitions: 3)
+            try await engine.createTopic("other", partitions: 2)
+            var newest: [String: String] = [:]
+            for round in 0..<3 {
+                for i in 0..<300 {
+                    let key = "k\((i * 37) % 50)"
+                    let value = "\(round)-\(i)"
+                    let topic = i % 4 == 0 ? "other" : "agg"
+                    try await engine.append([OutgoingRecord(topic: topic, key: key, value: bytes(value))], commit: nil)
+                    if topic == "agg" { newest[key] = value }
+                    if i % 25 == 0 {
+                        // Mid-fold: every key still answers with its newest record.
+                        for (key, value) in newest.prefix(10) {
+                            #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
+                        }
+                    }
+                }
+                for (key, value) in newest {
+                    #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
+                }
+                // The batched form: recent keys, folded keys and a missing one in one call.
+                let batch = try await engine.latestRecords(topic: "agg", keys: Set(newest.keys).union(["missing"]))
+                #expect(batch.mapValues { text($0.value) } == newest)
+                #expect(try await engine.latestRecord(topic: "other", key: "k0") != nil)
+                #expect(await engine.writerStatistics().folds > 0)
+                await engine.close()
+                engine = try await SQLiteLogEngine.open(path: dir + "/log.sqlite", logger: testLogger, options: options)
+                for (key, value) in newest {
+                    #expect(try await engine.latestRecord(topic: "agg", key: key).map { text($0.value) } == value)
+                }
+            }
+            await engine.close()
+        }
+    }
+
+    @Test("latestRecord is refused on topics created without key tracking")
+    func untrackedTopic() async throws {
+        try await withTemporaryDirectory { dir in
+            let engine = try await SQLiteLogEngine.open(
+                path: dir + "/log.sqlite", logger: testLogger, options: .init(keyIndexedTopics: ["tracked"]))
+            try await engine.createTopic("tracked", partitions: 1)
+            try await engine.createTopic("plain", partitions: 1)
+            try await engine.append(
+                [OutgoingRecord(topic: "tracked", key: "k", value: bytes("1")), OutgoingRecord(topic: "plain", key: "k", value: bytes("2"))],
+                commit: nil)
+            #expect(text(try #require(try await engine.latestRecord(topic: "tracked", key: "k")).value) == "1")
+            await #expect {
+                try await engine.latestRecord(topic: "plain", key: "k")
+            } throws: { ($0 as? LogError)?.code == .unavailable }
+            await engine.close()
+        }
+    }
+
+    @Test("KeyHash is SipHash-2-4 (reference vectors)")
+    func sipHashVectors() {
+        // From the SipHash paper: key 00 01 … 0f; messages 00 01 … (n-1).
+        let hash = KeyHash(k0: 0x0706_0504_0302_0100, k1: 0x0f0e_0d0c_0b0a_0908)
+        func message(_ n: Int) -> String { String(decoding: (0..<n).map { UInt8($0) }, as: UTF8.self) }
+        #expect(UInt64(bitPattern: hash(message(0))) == 0x726f_db47_dd0e_0e31)
+        #expect(UInt64(bitPattern: hash(message(8))) == 0x93f5_f579_9a93_2462)
+        #expect(UInt64(bitPattern: hash(message(15))) == 0xa129_ca61_49be_45e5)
+    }
+
+    @Test("headers survive the JSON codec, including escapes and non-ASCII")
+    func headersCodec() {
+        let cases: [[String: String]] = [
+            ["a": "b"], ["": ""], ["z": "1", "a": "2", "m": "3"],
+            ["q\"uote": "back\\slash/", "ctl": "\u{0}\u{1}\u{1f}\n\r\t", "uni": "é😀中"],
+        ]
+        for headers in cases {
+            let encoded = HeadersCodec.encode(headers)
+            #expect(encoded != nil)
+            #expect(encoded.flatMap(HeadersCodec.decode) == headers)
+        }
+        #expect(HeadersCodec.encode([:]) == nil)
+        #expect(HeadersCodec.encode(["z": "1", "a": "2"]) == #"{"a":"2","z":"1"}"#)
+        #expect(HeadersCodec.decode(#"{"x":"\ud83d\ude00"}"#) == ["x": "😀"])
+        for bad in ["", "{", #"{"a":1}"#, #"{"a":"b",}"#, #"{"a":"b"} x"#, #"{"a":"\ud83d"}"#] {
+            #expect(HeadersCodec.decode(bad) == nil, "\(bad)")
         }
     }
 

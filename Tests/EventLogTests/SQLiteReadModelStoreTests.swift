@@ -89,6 +89,8 @@ struct SQLiteReadModelStoreTests {
             #expect(try await store.outcome(commandId: "place-1")?.orderId == Self.orderId(1))
             #expect(try await store.outcome(commandId: "accept-6")?.order?.version == 2)
             #expect(try await store.outcome(commandId: "nope") == nil)
+            let some = try await store.views(orderIds: [Self.orderId(1), Self.orderId(4), Self.orderId(999), "nope"])
+            #expect(some == [Self.orderId(1): views[0], Self.orderId(4): views[3], Self.orderId(999): OrderView(orderId: Self.orderId(999), order: nil, events: [])])
 
             // All orders in placement order (accepting did not move them), 3 per page.
             var ids: [String] = []
@@ -121,6 +123,39 @@ struct SQLiteReadModelStoreTests {
             #expect(all.orders.map(\.id) == (1...8).map(Self.orderId))
             #expect(all.nextCursor == nil)
             await store.close()
+        }
+    }
+
+    @Test("concurrent applies are group-committed; placement order stays dense and unique")
+    func concurrentApplies() async throws {
+        try await withTemporaryDirectory { dir in
+            let store = try await openStore(dir)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for t in 0..<20 {
+                    group.addTask {
+                        for i in 0..<10 {
+                            let (view, outcome) = Self.placed(t * 10 + i + 1)
+                            // Every task also retries task 0's first command: first wins.
+                            var retry = Self.placed(1).1
+                            retry.orderId = "retried by \(t)"
+                            try await store.apply(
+                                ReadModelUpdate(views: [view], outcomes: [outcome, retry], checkpoint: LogPosition(offsets: [Int64(t), Int64(i)])))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let all = try await store.listOrders(status: nil, after: 0, limit: 1000)
+            #expect(Set(all.orders.map(\.id)) == Set((1...200).map(Self.orderId)))
+            #expect(all.orders.count == 200)
+            let page = try await store.listOrders(status: .placed, after: 0, limit: 199)
+            #expect(page.nextCursor == 199)
+            #expect(try await store.outcome(commandId: "place-1") != nil)
+            await store.close()
+            await #expect(throws: LogError.self) { try await store.checkpoint() }
+            await #expect(throws: LogError.self) {
+                try await store.apply(ReadModelUpdate(views: [], outcomes: [], checkpoint: LogPosition(offsets: [])))
+            }
         }
     }
 

@@ -62,12 +62,16 @@ struct DeadlineExceeded: Error, CustomStringConvertible {
     var description: String { "did not finish within \(limit)" }
 }
 
-/// Writes a record into topic "t" through a second connection, bypassing the engine.
-func plantRecord(path: String, partition: Int, offset: Int64) throws {
+/// Runs SQL on a database through a second connection, behind the engine's back.
+func execute(path: String, _ sql: String) throws {
     let conn = try SQLiteConnection(path: path)
     defer { conn.close() }
-    try conn.execute(
-        """
+    try conn.execute(sql)
+}
+
+/// Writes a record into topic "t" through a second connection, bypassing the engine.
+func plantRecord(path: String, partition: Int, offset: Int64) throws {
+    try execute(path: path, """
         INSERT INTO records(topic, part, off, key, value, headers, ts)
         SELECT id, \(partition), \(offset), 'planted', x'00', NULL, 0 FROM topics WHERE name = 't'
         """)
