@@ -114,9 +114,11 @@ struct OrdersServer: AsyncParsableCommand {
         var close: @Sendable () async -> Void
         switch engine {
         case .embedded:
-            let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
-            (log, store) = (embedded.log, embedded.readModel)
             pipelineConfig.topics = Topics(partitions: partitions)
+            // Only the aggregator looks records up by key, and only in order-aggregates.
+            let embedded = try await EmbeddedEngine.open(
+                directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [pipelineConfig.topics.aggregates]))
+            (log, store) = (embedded.log, embedded.readModel)
             close = { await embedded.close() }
         case .kafka:
             // Kafka holds the logs; this instance keeps its own read model of every order.

@@ -24,7 +24,8 @@ struct PipelineLoad: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "pipeline-load")
         logger.logLevel = .warning
-        let engine = try await EmbeddedEngine.open(directory: dataDir, logger: logger)
+        let engine = try await EmbeddedEngine.open(
+            directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [Topics().aggregates]))
         let pipeline = OrderPipeline(engine: engine.log, store: engine.readModel, logger: logger)
         let processors = Task { try await pipeline.run() }
         while !pipeline.projector.isReady { try await Task.sleep(for: .milliseconds(10)) }
