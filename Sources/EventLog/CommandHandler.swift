@@ -52,21 +52,12 @@ public struct CommandHandler: Sendable {
 
     /// The command this row makes decidable, with the history to decide it on.
     func decision(for record: LogRecord) -> (OrderHistory, OrderCommand)? {
-        let entries: [LogFormat.Entry]
-        do {
-            entries = try LogFormat.decodeAggregate(record.value).entries()
-        } catch {
-            logger.error("skipping an unreadable aggregate row", metadata: metadata(record, error))
-            return nil
-        }
-        guard let last = entries.last else { return nil }
-        var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
-        let before = history.firstUnanswered?.commandId
-        if case .invalid(let problem) = history.apply(last) {
+        let row = AggregateRow.analyze(record)
+        if case .invalid(let problem) = row.change {
             logger.error("skipping an unusable entry", metadata: metadata(record, problem))
         }
-        guard let next = history.firstUnanswered, next.commandId != before else { return nil }
-        return (history, next)
+        guard let next = row.history.firstUnanswered, next.commandId != row.nextBefore else { return nil }
+        return (row.history, next)
     }
 
     private func metadata(_ r: LogRecord, _ error: Any) -> Logger.Metadata {

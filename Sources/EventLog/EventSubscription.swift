@@ -116,11 +116,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
 
     private func newEvent(in record: LogRecord) -> OrderEvent? {
         if let id = filter.orderId, id != record.key { return nil }
-        guard let entries = try? LogFormat.decodeAggregate(record.value).entries(), let last = entries.last,
-            last.type == LogFormat.event
-        else { return nil }
-        var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
-        if case .event(let event) = history.apply(last) { return event }
+        if case .event(let event) = AggregateRow.analyze(record).change { return event }
         return nil
     }
 }

@@ -24,9 +24,8 @@ public struct IntegrationPublisher: Sendable {
 
     func handle(_ records: [LogRecord]) -> [OutgoingRecord] {
         records.compactMap { record in
-            guard let entries = try? LogFormat.decodeAggregate(record.value).entries(), let last = entries.last else { return nil }
-            var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
-            guard case .event(let event) = history.apply(last), !event.isError, let order = history.state else { return nil }
+            let row = AggregateRow.analyze(record)
+            guard case .event(let event) = row.change, !event.isError, let order = row.history.state else { return nil }
             return OutgoingRecord(
                 topic: topics.integrationEvents, key: record.key, value: Self.encode(IntegrationEvent(order: order, event: event)),
                 headers: ["event-type": event.typeName], partition: record.partition)

@@ -241,8 +241,12 @@ enum JSON {
                     }
                 default:
                     if c < 0x20 { throw fail("control character in a string") }
-                    out.append(c)
-                    index += 1
+                    // A run of plain bytes, copied at once.
+                    let run = index
+                    while index < bytes.count, bytes[index] != UInt8(ascii: "\""), bytes[index] != UInt8(ascii: "\\"), bytes[index] >= 0x20 {
+                        index += 1
+                    }
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<index]))
                 }
             }
             throw fail("unterminated string")
@@ -366,18 +370,28 @@ enum JSON {
 
         private mutating func appendString(_ s: String) {
             bytes.append(UInt8(ascii: "\""))
-            for c in s.utf8 {
-                switch c {
-                case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
-                case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
-                case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-                case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-                case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-                case 0..<0x20:
-                    let hex = Array("0123456789abcdef".utf8)
-                    bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 0xF)]])
-                default: bytes.append(c)
+            var s = s
+            s.withUTF8 { utf8 in
+                // Copies runs of plain bytes at once; only quotes, backslashes and control
+                // characters (DETAILS hold JSON, so quotes are common) are escaped one by one.
+                var runStart = 0
+                for i in 0..<utf8.count {
+                    let c = utf8[i]
+                    guard c == 0x22 || c == 0x5C || c < 0x20 else { continue }
+                    if runStart < i { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<i])) }
+                    runStart = i + 1
+                    switch c {
+                    case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
+                    case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
+                    case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                    case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                    case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                    default:
+                        let hex = Array("0123456789abcdef".utf8)
+                        bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 0xF)]])
+                    }
                 }
+                if runStart < utf8.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...])) }
             }
             bytes.append(UInt8(ascii: "\""))
         }

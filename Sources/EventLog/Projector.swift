@@ -109,20 +109,13 @@ public final class Projector: Sendable {
 
     /// The event this row adds to the order's history, if any.
     private func newEvent(in record: LogRecord) -> (OrderHistory, OrderEvent)? {
-        do {
-            let entries = try LogFormat.decodeAggregate(record.value).entries()
-            guard let last = entries.last else { return nil }
-            var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
-            switch history.apply(last) {
-            case .event(let event): return (history, event)
-            case .invalid(let problem):
-                logger.error("skipping an unusable entry", metadata: ["key": "\(record.key)", "offset": "\(record.offset)", "error": "\(problem)"])
-                return nil
-            case .command, .duplicate: return nil
-            }
-        } catch {
-            logger.error("skipping an unreadable aggregate row", metadata: ["key": "\(record.key)", "offset": "\(record.offset)", "error": "\(error)"])
+        let row = AggregateRow.analyze(record)
+        switch row.change {
+        case .event(let event): return (row.history, event)
+        case .invalid(let problem):
+            logger.error("skipping an unusable entry", metadata: ["key": "\(record.key)", "offset": "\(record.offset)", "error": "\(problem)"])
             return nil
+        case .command, .duplicate: return nil
         }
     }
 

@@ -1,0 +1,46 @@
+import Synchronization
+
+/// What one `order-aggregates` row means for its order: the history up to and including
+/// its last entry, what that entry changed, and the command that was next in line just
+/// before it. The command handler, the projector, the integration publisher and every
+/// subscription all need this for the same rows, so it is worked out once per row and
+/// remembered (keyed by the row's own bytes, so different logs in one process never mix).
+struct AggregateRow: Sendable {
+    /// The history after the row's last entry.
+    var history: OrderHistory
+    /// What the last entry did (`.invalid` also for an unreadable row).
+    var change: OrderHistory.Change
+    /// The first unanswered command before the last entry was applied.
+    var nextBefore: String?
+
+    static func analyze(_ record: LogRecord) -> AggregateRow {
+        let key = CacheKey(orderId: record.key, value: record.value)
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        let row = compute(record)
+        cache.withLock { $0[key] = row }
+        return row
+    }
+
+    private static func compute(_ record: LogRecord) -> AggregateRow {
+        let entries: [LogFormat.Entry]
+        do {
+            entries = try LogFormat.decodeAggregate(record.value).entries()
+        } catch {
+            return AggregateRow(history: OrderHistory(orderId: record.key), change: .invalid("unreadable aggregate row: \(error)"), nextBefore: nil)
+        }
+        guard let last = entries.last else {
+            return AggregateRow(history: OrderHistory(orderId: record.key), change: .invalid("empty aggregate row"), nextBefore: nil)
+        }
+        var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
+        let before = history.firstUnanswered?.commandId
+        let change = history.apply(last)
+        return AggregateRow(history: history, change: change, nextBefore: before)
+    }
+
+    private struct CacheKey: Hashable, Sendable {
+        var orderId: String
+        var value: [UInt8]
+    }
+
+    private static let cache = Mutex(BoundedCache<CacheKey, AggregateRow>(capacity: 20_000))
+}
