@@ -40,6 +40,12 @@ struct AggregateRow: Sendable {
     private struct CacheKey: Hashable, Sendable {
         var orderId: String
         var value: [UInt8]
+
+        // Hashes the bytes as one block: [UInt8]'s own hash combines them one by one.
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(orderId)
+            value.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     private static let cache = Mutex(BoundedCache<CacheKey, AggregateRow>(capacity: 20_000))

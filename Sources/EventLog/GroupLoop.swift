@@ -24,25 +24,41 @@ struct GroupLoop: Sendable {
             do {
                 let consumer = try await engine.joinGroup(group, topic: topic)
                 defer { Task { await consumer.close() } }
+                // One append in flight while the next batch is polled and handled: the
+                // batch's work overlaps the previous batch's fsync. Appends stay in order
+                // (each starts after the previous finished), and a failed one ends this
+                // member, whose successor resumes from the committed offsets (and clears
+                // the handler's caches on `.assigned`).
+                var inFlight: Task<Void, any Error>?
+                defer { inFlight?.cancel() }
                 while !Task.isCancelled {
                     switch try await consumer.poll(maxRecords: maxBatch, timeout: pollTimeout) {
                     case .idle:
-                        continue
+                        try await inFlight?.value
+                        inFlight = nil
                     case .assigned(let partitions):
+                        try await inFlight?.value
+                        inFlight = nil
                         logger.debug("partitions assigned", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
                         await onAssignmentChange()
                     case .revoked(let partitions):
+                        try await inFlight?.value
+                        inFlight = nil
                         logger.debug("partitions revoked", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
                         await onAssignmentChange()
                     case .records(let records):
                         let out = try await handle(records)
                         var offsets: [Int: Int64] = [:]
                         for r in records { offsets[r.partition] = max(offsets[r.partition] ?? 0, r.offset + 1) }
+                        try await inFlight?.value
                         let commit = OffsetCommit(group: group, topic: topic, offsets: offsets)
-                        if out.isEmpty {
-                            try await consumer.commit(offsets)
-                        } else {
-                            try await engine.append(out, commit: commit)
+                        let engine = engine
+                        inFlight = Task {
+                            if out.isEmpty {
+                                try await consumer.commit(offsets)
+                            } else {
+                                try await engine.append(out, commit: commit)
+                            }
                         }
                         backoff = .milliseconds(50)
                     }

@@ -17,7 +17,8 @@ public enum OrderIdentity {
     /// A random (version 4) UUID, lowercase.
     public static func random() -> String {
         var g = SystemRandomNumberGenerator()
-        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        let (a, b) = (g.next() as UInt64, g.next() as UInt64)
+        var bytes = (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? a : b) >> (UInt64(i % 8) * 8)) }
         bytes[6] = (bytes[6] & 0x0f) | 0x40
         bytes[8] = (bytes[8] & 0x3f) | 0x80
         return format(bytes)
