@@ -122,7 +122,7 @@ let package = Package(
         .executableTarget(
             name: "pipeline-load",
             dependencies: [
-                "EventLog", "EngineSQLite", "OrderDomain",
+                "EventLog", "EngineSQLite", "EngineKafka", "OrderDomain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

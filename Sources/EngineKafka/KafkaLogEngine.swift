@@ -59,7 +59,7 @@ public final class KafkaLogEngine: LogEngine {
         /// How long the broker may hold a fetch that has nothing new (`fetch.wait.max.ms`):
         /// the live latency of readers and group members on brokers that do not answer
         /// a waiting fetch early.
-        public var fetchWait: Duration = .milliseconds(100)
+        public var fetchWait: Duration = .milliseconds(5)
         /// How long the producer waits to batch records (`linger.ms`).
         public var linger: Duration = .milliseconds(2)
         /// librdkafka properties for every handle (TLS, SASL, tuning), applied last, so

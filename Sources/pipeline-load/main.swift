@@ -1,4 +1,5 @@
 import ArgumentParser
+import EngineKafka
 import EngineSQLite
 import EventLog
 import Foundation
@@ -20,13 +21,36 @@ struct PipelineLoad: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds.") var seconds: Double = 10
     @Option(help: "Stop after this many commands (0: no limit).") var commands = 0
     @Flag(help: "Print 'ACK <request-id> <order-id> <event-type> <version>' per outcome.") var acks = false
+    @Flag(help: "Only PlaceOrder (default: each order placed, accepted, completed).") var placeOnly = false
+    @Option(help: "Run on Kafka at these brokers (the read model stays in --data-dir).") var kafkaBrokers: String?
+    @Option(help: "Topic and group prefix on Kafka.") var kafkaPrefix = "bench-"
 
     func run() async throws {
         var logger = Logger(label: "pipeline-load")
         logger.logLevel = .warning
-        let engine = try await EmbeddedEngine.open(
-            directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [Topics().aggregates]))
-        let pipeline = OrderPipeline(engine: engine.log, store: engine.readModel, logger: logger)
+        let log: any LogEngine
+        let store: any ReadModelStore
+        let close: () async -> Void
+        var config = OrderPipeline.Config()
+        if let kafkaBrokers {
+            var kafkaConfig = KafkaLogEngine.Config(brokers: kafkaBrokers)
+            kafkaConfig.groupIdPrefix = kafkaPrefix
+            let kafka = try KafkaLogEngine(config: kafkaConfig, logger: logger)
+            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+            let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
+            config.topics = Topics(prefix: kafkaPrefix)
+            (log, store) = (kafka, readModel)
+            close = {
+                await readModel.close()
+                await kafka.shutdown()
+            }
+        } else {
+            let engine = try await EmbeddedEngine.open(
+                directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [Topics().aggregates]))
+            (log, store) = (engine.log, engine.readModel)
+            close = { await engine.close() }
+        }
+        let pipeline = OrderPipeline(engine: log, store: store, config: config, logger: logger)
         let processors = Task { try await pipeline.run() }
         while !pipeline.projector.isReady { try await Task.sleep(for: .milliseconds(10)) }
 
@@ -48,7 +72,7 @@ struct PipelineLoad: AsyncParsableCommand {
                             (OrderIdentity.random(), 1, .accept(driverId: OrderIdentity.random())),
                             (OrderIdentity.random(), 2, .complete),
                         ]
-                        for (commandId, version, kind) in steps {
+                        for (commandId, version, kind) in placeOnly ? Array(steps.prefix(1)) : steps {
                             guard counter.take() else { return mine }
                             let t0 = ContinuousClock.now
                             let outcome = try await pipeline.gateway.submit(
@@ -71,7 +95,7 @@ struct PipelineLoad: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - started
         processors.cancel()
         _ = await processors.result
-        await engine.close()
+        await close()
 
         let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let sorted = latencies.sorted()
