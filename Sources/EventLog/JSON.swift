@@ -1,6 +1,8 @@
 /// A small JSON reader and writer for the log's records, which are written and read
 /// several times per command: Foundation's Codable JSON took over half the pipeline's
 /// CPU (perf, pipeline-load at 64 in flight), this takes a fraction of that.
+import OrderDomain
+
 enum JSON {
     indirect enum Value: Equatable {
         case null
@@ -362,6 +364,22 @@ enum JSON {
                 key(name)
                 int(value)
             }
+        }
+
+        /// A route as the log and the integration events write it: `[{address, lat, lon}]`.
+        mutating func member(_ name: String, _ route: [Waypoint]) {
+            key(name)
+            beginArray()
+            for point in route {
+                beginObject()
+                member("address", point.address)
+                key("lat")
+                double(point.lat)
+                key("lon")
+                double(point.lon)
+                endObject()
+            }
+            endArray()
         }
 
         private mutating func comma() {

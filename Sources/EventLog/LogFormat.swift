@@ -295,20 +295,7 @@ public enum LogFormat {
             w.member("price", price)
             w.member("reason", reason)
             w.member("riderId", riderId)
-            if let route {
-                w.key("route")
-                w.beginArray()
-                for point in route {
-                    w.beginObject()
-                    w.member("address", point.address)
-                    w.key("lat")
-                    w.double(point.lat)
-                    w.key("lon")
-                    w.double(point.lon)
-                    w.endObject()
-                }
-                w.endArray()
-            }
+            if let route { w.member("route", route) }
             w.member("version", version)
             w.endObject()
             return String(decoding: w.bytes, as: UTF8.self)
