@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "EngineKafka",
             dependencies: [
-                "CRdKafka", "EventLog",
+                "CRdKafka", "CCurl", "EventLog",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

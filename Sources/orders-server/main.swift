@@ -60,7 +60,7 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "A librdkafka property key=value (TLS, SASL, ...); repeatable.")
     var kafkaProperty: [String] = []
 
-    @Option(help: "ksqlDB's REST URL: ksqlDB runs the aggregation. [env: ORDERS_KSQLDB_URL]")
+    @Option(help: "ksqlDB's REST URL (--engine kafka only): ksqlDB runs the aggregation instead of the built-in aggregator. [env: ORDERS_KSQLDB_URL]")
     var ksqldbUrl = env("ORDERS_KSQLDB_URL")
 
     enum EngineKind: String, ExpressibleByArgument, CaseIterable {
@@ -75,6 +75,14 @@ struct OrdersServer: AsyncParsableCommand {
             throw ValidationError("--kafka-partitions and --kafka-replication must be at least 1")
         }
         _ = try kafkaProperties()
+        if let ksqldbUrl {
+            guard engine == .kafka else {
+                throw ValidationError("--ksqldb-url needs --engine kafka: ksqlDB aggregates Kafka topics, the embedded engine has none")
+            }
+            guard ksqldbUrl.hasPrefix("http://") || ksqldbUrl.hasPrefix("https://") else {
+                throw ValidationError("--ksqldb-url must be an http:// or https:// URL, got '\(ksqldbUrl)'")
+            }
+        }
     }
 
     func kafkaProperties() throws -> [String: String] {
@@ -104,14 +112,12 @@ struct OrdersServer: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "orders-server")
-        if ksqldbUrl != nil {
-            throw ValidationError("--ksqldb-url is not available in this build: the built-in aggregator runs the aggregation")
-        }
         let (host, port) = try hostPort()
         let log: any LogEngine
         let store: SQLiteReadModelStore
         var pipelineConfig = OrderPipeline.Config()
         var close: @Sendable () async -> Void
+        var ksqlDB: KsqlDBClient? = nil
         switch engine {
         case .embedded:
             pipelineConfig.topics = Topics(partitions: partitions)
@@ -137,6 +143,13 @@ struct OrdersServer: AsyncParsableCommand {
                 await kafka.shutdown()
             }
             logger.info("kafka engine", metadata: ["brokers": "\(kafkaBrokers)", "librdkafka": "\(KafkaLogEngine.librdkafkaVersion)"])
+            if let ksqldbUrl {
+                pipelineConfig.builtInAggregator = false
+                ksqlDB = KsqlDBClient(config: .init(url: ksqldbUrl), logger: logger)
+                logger.info(
+                    "ksqlDB runs the aggregation (ORDER_AGGREGATES); the built-in aggregator is off",
+                    metadata: ["ksqldb-url": "\(ksqldbUrl)"])
+            }
         }
         let pipeline = OrderPipeline(engine: log, store: store, config: pipelineConfig, logger: logger)
 
@@ -151,9 +164,17 @@ struct OrdersServer: AsyncParsableCommand {
         server.health.setStatus(.notServing, for: "")
         server.health.setStatus(.notServing, for: OrderServiceDefinition.serviceName)
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let ksqlDB {
+            // Done once provisioned; a failure stops the server.
+            services.append(
+                .init(
+                    service: KsqlDBProvisioning(client: ksqlDB, engine: log, topics: pipelineConfig.topics, logger: logger),
+                    successTerminationBehavior: .ignore))
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [
+                services: services + [
                     .init(service: PipelineService(pipeline: pipeline)),
                     .init(service: RPCService(server: server, pipeline: pipeline, logger: logger, dataDir: dataDir)),
                 ],
@@ -171,6 +192,32 @@ struct PipelineService: Service {
     let pipeline: OrderPipeline
     func run() async throws {
         try await cancelWhenGracefulShutdown { try await pipeline.run() }
+    }
+}
+
+/// Creates the topics (cleanup.policy=delete: ksqlDB would make the CTAS sink compacted),
+/// then sends Scripts/ksqldb/queries.sql's statements to ksqlDB, retrying while either is
+/// unreachable. Until the table's query runs, commands wait in order-commands-and-events.
+struct KsqlDBProvisioning: Service {
+    let client: KsqlDBClient
+    let engine: any LogEngine
+    let topics: Topics
+    let logger: Logger
+
+    func run() async throws {
+        var backoff: Duration = .milliseconds(100)
+        while true {
+            do {
+                try await topics.provision(on: engine)
+                break
+            } catch let error as LogError where error.code == .unavailable {
+                logger.warning("the event store is unavailable; retrying in \(backoff)", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+        try await client.provision(statements: KsqlDBClient.statements(topics: topics))
+        logger.info("ksqlDB provisioned: ORDER_COMMANDS_AND_EVENTS and ORDER_AGGREGATES run in ksqlDB")
     }
 }
 

@@ -1,0 +1,328 @@
+import EventLog
+import Foundation
+import Logging
+
+/// A failure talking to ksqlDB, naming the statement it concerns.
+public struct KsqlDBError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        /// ksqlDB did not answer (refused, timed out, 503) within the retry budget.
+        case unreachable
+        /// ksqlDB rejected the statement (`statement_error`, `ERROR` command status, 4xx).
+        case rejected
+        /// The response did not follow the documented format.
+        case badResponse
+    }
+    public var kind: Kind
+    /// The statement (or query) that failed.
+    public var statement: String
+    /// ksqlDB's own message, or the transport's.
+    public var message: String
+    /// ksqlDB's `error_code`, when it gave one.
+    public var errorCode: Int?
+
+    public var description: String {
+        let what: String
+        switch kind {
+        case .unreachable: what = "ksqlDB is unreachable"
+        case .rejected: what = "ksqlDB rejected the statement"
+        case .badResponse: what = "ksqlDB's response is not understood"
+        }
+        let code = errorCode.map { " (error_code \($0))" } ?? ""
+        return "\(what)\(code): \(message)\n  statement: \(statement)"
+    }
+}
+
+/// ksqlDB's REST API over HTTP/1.1 (libcurl): `POST /ksql` to provision the stream and
+/// the table, `POST /query` for pull queries on ORDER_AGGREGATES.
+///
+/// Formats followed (docs.ksqldb.io, "ksqlDB REST API"): requests are
+/// `{"ksql": "...;", "streamsProperties": {...}}` with content type and accept
+/// `application/vnd.ksql.v1+json`; `/ksql` answers an array with one entry per statement
+/// (`"@type": "currentStatus"` with `commandStatus.status`), or an error object
+/// (`"@type": "statement_error"`, `error_code`, `message`); `/query` answers an array of
+/// `{"header": {"queryId", "schema"}}` then `{"row": {"columns": [...]}}` entries.
+public struct KsqlDBClient: Sendable {
+    public struct Config: Sendable {
+        /// Base URL, e.g. `http://127.0.0.1:8088`.
+        public var url: String
+        /// One request's limit.
+        public var requestTimeout: Duration = .seconds(30)
+        public var connectTimeout: Duration = .seconds(3)
+        /// How long `provision` keeps retrying while ksqlDB does not answer (or answers 503).
+        public var unreachableRetryBudget: Duration = .seconds(120)
+        public var initialBackoff: Duration = .milliseconds(200)
+        public var maxBackoff: Duration = .seconds(5)
+        public init(url: String) { self.url = url }
+    }
+
+    public static let contentType = "application/vnd.ksql.v1+json"
+
+    /// The properties that make ORDER_AGGREGATES correct for the command handler:
+    /// - `auto.offset.reset=earliest`: ksqlDB's default is `latest`, which would never
+    ///   aggregate the records written before the persistent query started.
+    /// - the record cache off (`cache.max.bytes.buffering=0`): with the cache on, Kafka
+    ///   Streams coalesces successive updates of one key, so a changelog record the command
+    ///   handler needs (the one whose latest entry is a command) can be skipped.
+    public static let requiredProperties: [String: String] = [
+        "ksql.streams.auto.offset.reset": "earliest",
+        "ksql.streams.cache.max.bytes.buffering": "0",
+    ]
+
+    public let config: Config
+    let logger: Logger
+
+    public init(config: Config, logger: Logger) {
+        var config = config
+        while config.url.hasSuffix("/") { config.url.removeLast() }
+        self.config = config
+        self.logger = logger
+    }
+
+    // MARK: Statements
+
+    /// The stream and the table of `Scripts/ksqldb/queries.sql`, for these topic names
+    /// and partition count.
+    public static func statements(topics: Topics) -> [String] {
+        [
+            """
+            CREATE STREAM IF NOT EXISTS ORDER_COMMANDS_AND_EVENTS (
+              ORDER_ID STRING KEY,
+              TYPE STRING,
+              SUB_TYPE STRING,
+              DETAILS STRING
+            ) WITH (
+              KAFKA_TOPIC='\(topics.commandsAndEvents)',
+              PARTITIONS=\(topics.partitions),
+              VALUE_FORMAT='JSON'
+            );
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS ORDER_AGGREGATES WITH (
+              KAFKA_TOPIC='\(topics.aggregates)',
+              PARTITIONS=\(topics.partitions),
+              VALUE_FORMAT='JSON'
+            ) AS SELECT
+              ORDER_ID,
+              LATEST_BY_OFFSET(TYPE) AS LATEST_TYPE,
+              LATEST_BY_OFFSET(SUB_TYPE) AS LATEST_SUB_TYPE,
+              LATEST_BY_OFFSET(DETAILS) AS LATEST_DETAILS,
+              COLLECT_LIST(TYPE) AS TYPE_LIST,
+              COLLECT_LIST(SUB_TYPE) AS SUB_TYPE_LIST,
+              COLLECT_LIST(DETAILS) AS DETAILS_LIST
+            FROM ORDER_COMMANDS_AND_EVENTS
+            GROUP BY ORDER_ID
+            EMIT CHANGES;
+            """,
+        ]
+    }
+
+    // MARK: Provisioning
+
+    /// Sends each statement to `POST /ksql`, in order, with `properties`. An "already
+    /// exists" error counts as success (a restart). Retries, with backoff, while ksqlDB
+    /// does not answer or answers 503, up to `config.unreachableRetryBudget`.
+    public func provision(statements: [String], properties: [String: String] = Self.requiredProperties) async throws(KsqlDBError) {
+        for statement in statements {
+            let body = Self.json(["ksql": statement, "streamsProperties": properties])
+            let response = try await postRetrying("/ksql", body: body, statement: statement)
+            try Self.checkStatementResponse(response, statement: statement)
+            logger.info("ksqlDB statement applied", metadata: ["statement": "\(Self.firstLine(statement))"])
+        }
+    }
+
+    /// Interprets `/ksql`'s answer to one statement.
+    static func checkStatementResponse(_ response: HTTPResponse, statement: String) throws(KsqlDBError) {
+        let parsed = try? JSONSerialization.jsonObject(with: Data(response.body), options: [.fragmentsAllowed])
+        if !(200..<300).contains(response.status) {
+            let object = parsed as? [String: Any]
+            let message = (object?["message"] as? String) ?? String(decoding: response.body.prefix(500), as: UTF8.self)
+            if isAlreadyExists(message) { return }
+            throw KsqlDBError(
+                kind: .rejected, statement: statement, message: "HTTP \(response.status): \(message)",
+                errorCode: object?["error_code"] as? Int)
+        }
+        guard let entries = parsed as? [Any] else {
+            throw KsqlDBError(
+                kind: .badResponse, statement: statement,
+                message: "expected a JSON array, got: \(String(decoding: response.body.prefix(500), as: UTF8.self))")
+        }
+        for case let entry as [String: Any] in entries {
+            let type = entry["@type"] as? String ?? ""
+            if type.hasSuffix("_error") || type == "error_entity" {
+                let message = entry["message"] as? String ?? "\(entry)"
+                if isAlreadyExists(message) { continue }
+                throw KsqlDBError(kind: .rejected, statement: statement, message: message, errorCode: entry["error_code"] as? Int)
+            }
+            if let status = entry["commandStatus"] as? [String: Any] {
+                let state = status["status"] as? String ?? ""
+                let message = status["message"] as? String ?? ""
+                if state == "ERROR" || state == "TERMINATED" {
+                    if isAlreadyExists(message) { continue }
+                    throw KsqlDBError(kind: .rejected, statement: statement, message: "command \(state): \(message)", errorCode: nil)
+                }
+            }
+        }
+    }
+
+    static func isAlreadyExists(_ message: String) -> Bool {
+        message.lowercased().contains("already exists")
+    }
+
+    // MARK: Pull queries
+
+    /// `SELECT * FROM ORDER_AGGREGATES WHERE ORDER_ID = '<id>';` through `POST /query`; nil
+    /// when ksqlDB has no row for the order. One attempt, no retries.
+    public func pullAggregate(orderId: String) async throws(KsqlDBError) -> LogFormat.Aggregate? {
+        let escaped = orderId.replacingOccurrences(of: "'", with: "''")
+        let sql = "SELECT * FROM ORDER_AGGREGATES WHERE ORDER_ID = '\(escaped)';"
+        let body = Self.json(["ksql": sql, "streamsProperties": [String: String]()])
+        let response: HTTPResponse
+        do {
+            response = try await CurlHTTPClient.post(request(path: "/query", body: body))
+        } catch {
+            throw KsqlDBError(kind: .unreachable, statement: sql, message: error.message, errorCode: nil)
+        }
+        return try Self.decodePullResponse(response, query: sql)
+    }
+
+    static func decodePullResponse(_ response: HTTPResponse, query: String) throws(KsqlDBError) -> LogFormat.Aggregate? {
+        let parsed = try? JSONSerialization.jsonObject(with: Data(response.body), options: [.fragmentsAllowed])
+        guard (200..<300).contains(response.status) else {
+            let object = parsed as? [String: Any]
+            let message = (object?["message"] as? String) ?? String(decoding: response.body.prefix(500), as: UTF8.self)
+            throw KsqlDBError(
+                kind: response.status == 503 ? .unreachable : .rejected, statement: query,
+                message: "HTTP \(response.status): \(message)", errorCode: object?["error_code"] as? Int)
+        }
+        guard let entries = parsed as? [Any] else {
+            throw KsqlDBError(kind: .badResponse, statement: query, message: "expected a JSON array")
+        }
+        var columnNames: [String]? = nil
+        var row: [Any]? = nil
+        for case let entry as [String: Any] in entries {
+            if let header = entry["header"] as? [String: Any] {
+                guard let schema = header["schema"] as? String else {
+                    throw KsqlDBError(kind: .badResponse, statement: query, message: "header without a schema")
+                }
+                columnNames = schemaColumnNames(schema)
+            } else if let r = entry["row"] as? [String: Any] {
+                guard let columns = r["columns"] as? [Any] else {
+                    throw KsqlDBError(kind: .badResponse, statement: query, message: "row without columns")
+                }
+                if row == nil { row = columns }
+            } else if let error = entry["errorMessage"] as? [String: Any] {
+                throw KsqlDBError(
+                    kind: .rejected, statement: query, message: error["message"] as? String ?? "\(error)",
+                    errorCode: error["error_code"] as? Int)
+            }
+        }
+        guard let row else { return nil }
+        guard let columnNames, columnNames.count == row.count else {
+            throw KsqlDBError(kind: .badResponse, statement: query, message: "a row without a matching header schema")
+        }
+        var byName: [String: Any] = [:]
+        for (name, value) in zip(columnNames, row) { byName[name] = value }
+        func string(_ name: String) throws(KsqlDBError) -> String {
+            guard let v = byName[name] else {
+                throw KsqlDBError(kind: .badResponse, statement: query, message: "column \(name) missing")
+            }
+            if v is NSNull { return "" }
+            guard let s = v as? String else {
+                throw KsqlDBError(kind: .badResponse, statement: query, message: "column \(name) is not a string")
+            }
+            return s
+        }
+        func list(_ name: String) throws(KsqlDBError) -> [String] {
+            guard let v = byName[name] else {
+                throw KsqlDBError(kind: .badResponse, statement: query, message: "column \(name) missing")
+            }
+            if v is NSNull { return [] }
+            guard let a = v as? [Any], let strings = a.map({ $0 as? String }) as [String?]?, !strings.contains(where: { $0 == nil }) else {
+                throw KsqlDBError(kind: .badResponse, statement: query, message: "column \(name) is not an array of strings")
+            }
+            return strings.map { $0! }
+        }
+        var aggregate = LogFormat.Aggregate(entries: [])
+        aggregate.latestType = try string("LATEST_TYPE")
+        aggregate.latestSubType = try string("LATEST_SUB_TYPE")
+        aggregate.latestDetails = try string("LATEST_DETAILS")
+        aggregate.typeList = try list("TYPE_LIST")
+        aggregate.subTypeList = try list("SUB_TYPE_LIST")
+        aggregate.detailsList = try list("DETAILS_LIST")
+        return aggregate
+    }
+
+    /// The column names of a `/query` header schema: "`ORDER_ID` STRING KEY, `TYPE_LIST` ARRAY<STRING>, ...".
+    static func schemaColumnNames(_ schema: String) -> [String] {
+        var names: [String] = []
+        var rest = Substring(schema)
+        while let open = rest.firstIndex(of: "`") {
+            let after = rest.index(after: open)
+            guard let close = rest[after...].firstIndex(of: "`") else { break }
+            names.append(String(rest[after..<close]))
+            // Skip the type up to the next top-level comma (ARRAY<...>/STRUCT<...> hold none of ours).
+            var depth = 0
+            var i = rest.index(after: close)
+            while i < rest.endIndex {
+                let c = rest[i]
+                if c == "<" { depth += 1 } else if c == ">" { depth -= 1 } else if c == ",", depth == 0 { break }
+                i = rest.index(after: i)
+            }
+            rest = rest[i...]
+        }
+        return names
+    }
+
+    // MARK: HTTP
+
+    func request(path: String, body: [UInt8]) -> HTTPRequest {
+        HTTPRequest(
+            url: config.url + path,
+            headers: [("Content-Type", Self.contentType), ("Accept", Self.contentType)],
+            body: body, timeout: config.requestTimeout, connectTimeout: config.connectTimeout)
+    }
+
+    private func postRetrying(_ path: String, body: [UInt8], statement: String) async throws(KsqlDBError) -> HTTPResponse {
+        let deadline = ContinuousClock.now + config.unreachableRetryBudget
+        var backoff = config.initialBackoff
+        while true {
+            let problem: String
+            do {
+                let response = try await CurlHTTPClient.post(request(path: path, body: body))
+                if response.status != 503 { return response }
+                problem = "HTTP 503: \(String(decoding: response.body.prefix(300), as: UTF8.self))"
+            } catch {
+                switch error.kind {
+                case .cannotConnect, .timedOut: problem = error.message
+                case .other: throw KsqlDBError(kind: .unreachable, statement: statement, message: error.message)
+                }
+            }
+            guard ContinuousClock.now + backoff < deadline else {
+                throw KsqlDBError(
+                    kind: .unreachable, statement: statement,
+                    message: "\(problem) (gave up after \(config.unreachableRetryBudget))")
+            }
+            logger.warning("ksqlDB does not answer; retrying in \(backoff)", metadata: ["error": "\(problem)"])
+            do { try await Task.sleep(for: backoff) } catch {
+                throw KsqlDBError(kind: .unreachable, statement: statement, message: "cancelled while retrying: \(problem)")
+            }
+            backoff = min(backoff * 2, config.maxBackoff)
+        }
+    }
+
+    static func json(_ object: [String: Any]) -> [UInt8] {
+        // Sorted keys: a stable body (tests compare them; ksqlDB does not care).
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return [UInt8](data)
+    }
+
+    static func firstLine(_ statement: String) -> String {
+        String(statement.split(separator: "\n", maxSplits: 1).first ?? "")
+    }
+}
+
+extension KsqlDBError {
+    init(kind: Kind, statement: String, message: String) {
+        self.init(kind: kind, statement: statement, message: message, errorCode: nil)
+    }
+}
