@@ -200,10 +200,11 @@ def route(pb):
 def place(stub, pb, request_id=None, **kw):
     req = pb.m.PlaceOrderRequest(request_id=request_id or str(uuid.uuid4()), rider_id=kw.get("rider_id", RIDER),
                                  price=kw.get("price", "123.45"), route=kw.get("route", route(pb)))
-    return stub.PlaceOrder(req, timeout=10)
+    # Generous: on Kafka a first command waits for the consumer groups to form.
+    return stub.PlaceOrder(req, timeout=30)
 
 
 def update(stub, pb, order_id, status, version, driver_id="", request_id=None):
     return stub.UpdateOrder(pb.m.UpdateOrderRequest(
         request_id=request_id or str(uuid.uuid4()), order_id=order_id, status=status, version=version,
-        driver_id=driver_id), timeout=10)
+        driver_id=driver_id), timeout=30)
