@@ -22,18 +22,18 @@ public struct OrderQueries: Sendable {
 
     /// The order (nil if unknown), waiting until `deadline` for `minVersion`.
     public func order(id: String, minVersion: Int = 0, deadline: ContinuousClock.Instant) async throws -> Order? {
-        let current = try await store.view(orderId: id)?.order
+        let current = try await view(id)?.order
         if minVersion <= 0 { return current }
         if let current, current.version >= minVersion { return current }
         // Listen, then read again: a projection between the two reads is not missed.
         let ticket = projector.versions.register(id) { $0 >= minVersion }
-        if let order = try await store.view(orderId: id)?.order, order.version >= minVersion {
+        if let order = try await view(id)?.order, order.version >= minVersion {
             projector.versions.cancel(ticket)
             return order
         }
         _ = await projector.versions.wait(ticket, timeout: deadline - .now)
         try Task.checkCancellation()
-        let order = try await store.view(orderId: id)?.order
+        let order = try await view(id)?.order
         guard let order, order.version >= minVersion else {
             throw VersionTimeout(orderId: id, minVersion: minVersion, currentVersion: order?.version ?? 0)
         }
@@ -42,7 +42,13 @@ public struct OrderQueries: Sendable {
 
     /// The order's whole history (errors included), nil if nothing was ever recorded.
     public func events(orderId: String) async throws -> [ProjectedEvent]? {
-        try await store.view(orderId: orderId)?.events
+        try await view(orderId)?.events
+    }
+
+    /// From the projector's cache when it has the order, else from the store.
+    private func view(_ id: String) async throws -> OrderView? {
+        if let cached = projector.cachedView(orderId: id) { return cached }
+        return try await store.view(orderId: id)
     }
 
     public func list(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {

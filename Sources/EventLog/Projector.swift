@@ -30,6 +30,13 @@ public final class Projector: Sendable {
         self.logger = logger
     }
 
+    /// The view of an order as this projector last wrote it, if still cached: queries
+    /// answer from memory for recently active orders. Only the projector fills the cache
+    /// (a reader putting a view it read would race a newer write).
+    public func cachedView(orderId: String) -> OrderView? {
+        views.withLock { $0[orderId] }
+    }
+
     /// The read model's position: every event before it is visible to queries.
     public var position: LogPosition? { state.withLock { $0.position } }
 
