@@ -83,8 +83,14 @@ fmt() { python3 -c "import sys; print(format(float(sys.argv[1]), sys.argv[2]))" 
 kv() {  # KEY LINE -> the value of KEY=value in LINE
     tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print substr($0, length(k) + 2); exit}'
 }
+ms() { kv "$1" "$2" | sed 's/ms$//'; }  # KEY LINE -> the value without its "ms" unit
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rss_mb() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+err_note() {  # LINE -> ", N errors (kinds)" when the line counts errors
+    local e; e=$(kv errors "$1")
+    if [[ -n "$e" && "$e" != 0 ]]; then echo ", $e errors ($(kv error-kinds "$1"))"; fi
+    return 0
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # start_server NAME DATA_DIR -> sets server_pid, server_port; waits for health SERVING.
@@ -140,7 +146,7 @@ path=/ridehailing.orders.v1.OrderService/GetOrder
 mkdir -p "$work/docroot"
 check_call() {  # PORT CONTENT-TYPE REQUEST-FILE BODY-OUT
     nghttp -v -H ':method: POST' -H "content-type: $2" -H 'te: trailers' -d "$3" "http://127.0.0.1:$1$path" > "$work/check.txt"
-    grep -q 'grpc-status: 0' "$work/check.txt" || { log "GetOrder check ($2) did not end OK"; cat "$work/check.txt" >&2; exit 1; }
+    grep -aq 'grpc-status: 0' "$work/check.txt" || { log "GetOrder check ($2) did not end OK"; cat "$work/check.txt" >&2; exit 1; }
     nghttp -H ':method: POST' -H "content-type: $2" -H 'te: trailers' -d "$3" "http://127.0.0.1:$1$path" > "$4"
 }
 check_call "$get_port" application/grpc "$work/get-proto.bin" "$work/docroot/proto"
@@ -223,7 +229,7 @@ r_ng=$(median "${ratio_ng[@]}"); r_peer=$(median "${ratio_peer[@]}"); r_json=$(m
 # Every GetOrder call answered OK? One more nghttp -v each, after the load.
 status_note="grpc-status 0 checked with nghttp -v before and after; every h2load response carried the full body (DATA bytes = n × body)"
 nghttp -v -H ':method: POST' -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/get-proto.bin" \
-    "http://127.0.0.1:$get_port$path" | grep -q 'grpc-status: 0' || { status_note="grpc-status check after the load FAILED"; failed_h2load=1; }
+    "http://127.0.0.1:$get_port$path" | grep -aq 'grpc-status: 0' || { status_note="grpc-status check after the load FAILED"; failed_h2load=1; }
 (( failed_h2load )) && status_note="$status_note; SOME h2load RUNS FAILED (see log)"
 kill "$nghttpd_pid" "$peer_pid" 2>/dev/null || true
 stop_server
@@ -250,8 +256,7 @@ for n in $LEVELS; do
     line=$("${pin_client[@]}" "$bench_bin" place --target "127.0.0.1:$server_port" --in-flight "$n" --seconds "$LOAD_SECONDS" --warmup 1)
     log "$line"
     place_rate[$n]=$(kv commands/s "$line")
-    errs=$(kv errors "$line")
-    place_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(kv p50 "$line") ms, p99 $(kv p99 "$line") ms, p99.9 $(kv p99.9 "$line") ms$( (( errs > 0 )) && echo ", $errs errors ($(kv error-kinds "$line"))")")
+    place_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(ms p50 "$line") ms, p99 $(ms p99 "$line") ms, p99.9 $(ms p99.9 "$line") ms$(err_note "$line")")
     if [[ $n == 64 ]]; then place64=$line; fi
 done
 for n in $LEVELS; do
@@ -259,8 +264,7 @@ for n in $LEVELS; do
     orders=$(python3 -c "print(max(200, int(${place_rate[$n]} * $LOAD_SECONDS * 1.3)))")
     line=$("${pin_client[@]}" "$bench_bin" accept --target "127.0.0.1:$server_port" --in-flight "$n" --seconds "$LOAD_SECONDS" --orders "$orders")
     log "$line"
-    errs=$(kv errors "$line")
-    accept_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(kv p50 "$line") ms, p99 $(kv p99 "$line") ms, p99.9 $(kv p99.9 "$line") ms ($(kv commands "$line") of $(kv orders "$line") orders in $(kv seconds "$line") s)$( (( errs > 0 )) && echo ", $errs errors ($(kv error-kinds "$line"))")")
+    accept_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(ms p50 "$line") ms, p99 $(ms p99 "$line") ms, p99.9 $(ms p99.9 "$line") ms ($(kv commands "$line") of $(kv orders "$line") orders in $(kv seconds "$line") s)$(err_note "$line")")
 done
 stop_server
 place_joined=$(printf '%s; ' "${place_cells[@]}"); place_joined=${place_joined%; }
@@ -272,7 +276,7 @@ row 4 "UpdateOrder (accept at version 1) end to end; orders placed first, unmeas
     "$accept_joined" "—" \
     "\`orders-bench accept --target 127.0.0.1:P --in-flight N --seconds $LOAD_SECONDS --orders ⌈1.3 × PlaceOrder/s × $LOAD_SECONDS⌉\`"
 if [[ -n "${place64:-}" ]]; then
-    p64=$(kv commands/s "$place64"); p99_64=$(kv p99 "$place64")
+    p64=$(kv commands/s "$place64"); p99_64=$(ms p99 "$place64")
     pr=$(python3 -c "print($p64 / $get_rate)")
     goals+=("PlaceOrder / GetOrder ≥ 0.25 at 64 in flight: $(python3 -c "print('met' if $pr >= 0.25 else 'NOT met')") ($(fmt "$p64" .0f) / $(fmt "$get_rate" .0f) = $(fmt "$pr" .3f))")
     goals+=("PlaceOrder p99 ≤ 10 ms at 64 in flight: $(python3 -c "print('met' if $p99_64 <= 10 else 'NOT met')") ($p99_64 ms)")
