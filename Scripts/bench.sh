@@ -17,9 +17,11 @@
 #
 # Environment (defaults in brackets): N [300000] C [16] M [32] T [1] for h2load; ROUNDS [3];
 # LOAD_SECONDS [8] per PlaceOrder/UpdateOrder level; STREAM_SUBSCRIBERS [1000];
-# STREAM_RATE [100] orders/s; STREAM_SECONDS [10]; FILL_EVENTS [1000000]; IDLE [10000];
-# RESTARTS [3]; SKIP_BUILD=1 reuses the release binaries; KEEP_FILL=DIR keeps (or reuses, if
-# present) the filled data directory of row 6 in DIR; OUT [BENCHMARKS.md].
+# STREAM_RATES ["2 10"] orders/s, one row each; STREAM_SECONDS [10]; FILL_EVENTS [1000000]; IDLE [10000];
+# RESTARTS [3]; SKIP_BUILD=1 reuses the release binaries; OUT [BENCHMARKS.md].
+# Row 6's data directory (FILL_EVENTS events, ~10 minutes to fill on 2 cores) is kept in
+# Benchmarks/.build/bench-fill-FILL_EVENTS (KEEP_FILL=DIR elsewhere) and reused by later runs;
+# REFILL=1 fills it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,7 +34,7 @@ ROUNDS=${ROUNDS:-3}
 LOAD_SECONDS=${LOAD_SECONDS:-8}
 LEVELS=${LEVELS:-"1 16 64 256"}
 STREAM_SUBSCRIBERS=${STREAM_SUBSCRIBERS:-1000}
-STREAM_RATE=${STREAM_RATE:-100}
+STREAM_RATES=${STREAM_RATES:-"2 10"}
 STREAM_SECONDS=${STREAM_SECONDS:-10}
 FILL_EVENTS=${FILL_EVENTS:-1000000}
 IDLE=${IDLE:-10000}
@@ -61,6 +63,7 @@ bench_bin=$bbin/orders-bench
 peer_bin=$bbin/grpc-swift-peer
 load_bin=$bin/pipeline-load
 
+started=$SECONDS
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -256,7 +259,7 @@ for n in $LEVELS; do
     line=$("${pin_client[@]}" "$bench_bin" place --target "127.0.0.1:$server_port" --in-flight "$n" --seconds "$LOAD_SECONDS" --warmup 1)
     log "$line"
     place_rate[$n]=$(kv commands/s "$line")
-    place_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(ms p50 "$line") ms, p99 $(ms p99 "$line") ms, p99.9 $(ms p99.9 "$line") ms$(err_note "$line")")
+    place_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(ms p50 "$line") ms, p99 $(ms p99 "$line") ms, p99.9 $(ms p99.9 "$line") ms (client $(kv client-cores "$line") cores)$(err_note "$line")")
     if [[ $n == 64 ]]; then place64=$line; fi
 done
 for n in $LEVELS; do
@@ -264,7 +267,7 @@ for n in $LEVELS; do
     orders=$(python3 -c "print(max(200, int(${place_rate[$n]} * $LOAD_SECONDS * 1.3)))")
     line=$("${pin_client[@]}" "$bench_bin" accept --target "127.0.0.1:$server_port" --in-flight "$n" --seconds "$LOAD_SECONDS" --orders "$orders")
     log "$line"
-    accept_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(ms p50 "$line") ms, p99 $(ms p99 "$line") ms, p99.9 $(ms p99.9 "$line") ms ($(kv commands "$line") of $(kv orders "$line") orders in $(kv seconds "$line") s)$(err_note "$line")")
+    accept_cells+=("$n: **$(kv commands/s "$line")/s**, p50 $(ms p50 "$line") ms, p99 $(ms p99 "$line") ms, p99.9 $(ms p99.9 "$line") ms ($(kv commands "$line") of $(kv orders "$line") orders in $(kv seconds "$line") s; client $(kv client-cores "$line") cores)$(err_note "$line")")
 done
 stop_server
 place_joined=$(printf '%s; ' "${place_cells[@]}"); place_joined=${place_joined%; }
@@ -283,37 +286,45 @@ if [[ -n "${place64:-}" ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Row 5: StreamEvents fan-out.
-log "row 5: StreamEvents, $STREAM_SUBSCRIBERS subscribers, $STREAM_RATE orders/s for $STREAM_SECONDS s"
-start_server stream "$work/data-stream"
-line=$("${pin_client[@]}" "$bench_bin" stream --target "127.0.0.1:$server_port" --subscribers "$STREAM_SUBSCRIBERS" \
-    --rate "$STREAM_RATE" --seconds "$STREAM_SECONDS")
-log "$line"
-stop_server
-sp99=$(kv append-p99 "$line")
-sendp99=$(kv send-p99 "$line")
-row 5 "StreamEvents fan-out: $STREAM_SUBSCRIBERS subscribers (\`from_end\`), $STREAM_RATE PlaceOrder/s for $STREAM_SECONDS s" \
-    "delivered $(kv delivered "$line") of $(kv expected "$line") (per subscriber $(kv per-subscriber "$line")), **$(fmt "$(kv events/s "$line")" .0f) events/s**; event created_date → receipt: p50 $(kv append-p50 "$line") ms, **p99 ${sp99} ms**, p99.9 $(kv append-p99.9 "$line") ms; client send → receipt: p50 $(kv send-p50 "$line") ms, p99 ${sendp99} ms; errors: publish $(kv publish-errors "$line"), streams $(kv stream-errors "$line")" \
-    "p99 ≤ 50 ms" \
-    "\`orders-bench stream --target 127.0.0.1:P --subscribers $STREAM_SUBSCRIBERS --rate $STREAM_RATE --seconds $STREAM_SECONDS\` (50 subscribers per connection)"
-goals+=("StreamEvents $STREAM_SUBSCRIBERS subscribers p99 ≤ 50 ms: $(python3 -c "print('met' if ${sp99:-1e9} <= 50 else 'NOT met')") (created_date → receipt p99 ${sp99} ms; send → receipt p99 ${sendp99} ms)")
+# Row 5: StreamEvents fan-out, at each publishing rate, on a fresh server each.
+for srate in $STREAM_RATES; do
+    log "row 5: StreamEvents, $STREAM_SUBSCRIBERS subscribers, $srate orders/s for $STREAM_SECONDS s"
+    start_server "stream-$srate" "$work/data-stream-$srate"
+    before=$(cpu_ticks "$server_pid")
+    line=$("${pin_client[@]}" "$bench_bin" stream --target "127.0.0.1:$server_port" --subscribers "$STREAM_SUBSCRIBERS" \
+        --rate "$srate" --seconds "$STREAM_SECONDS")
+    after=$(cpu_ticks "$server_pid")
+    log "$line"
+    stream_rss=$(rss_mb "$server_pid")
+    stop_server
+    busy=$(python3 -c "print(($after - $before) / $(getconf CLK_TCK) / max(0.001, $(kv window "$line" | tr -d s)))")
+    per_delivery=$(python3 -c "print(($after - $before) / $(getconf CLK_TCK) * 1e6 / max(1, $(kv delivered "$line")))")
+    sp99=$(kv append-p99 "$line")
+    sendp99=$(kv send-p99 "$line")
+    row 5 "StreamEvents fan-out: $STREAM_SUBSCRIBERS subscribers (\`from_end\`), $srate PlaceOrder/s for $STREAM_SECONDS s (target $(( STREAM_SUBSCRIBERS * ${srate%.*} )) deliveries/s)" \
+        "delivered $(kv delivered "$line") of $(kv expected "$line") (per subscriber $(kv per-subscriber "$line")) in $(kv window "$line"), **$(fmt "$(kv events/s "$line")" .0f) events/s**; event created_date → receipt: p50 $(kv append-p50 "$line") ms, **p99 ${sp99} ms**, p99.9 $(kv append-p99.9 "$line") ms; client send → receipt: p50 $(kv send-p50 "$line") ms, p99 ${sendp99} ms; server CPU $(fmt "$busy" .2f) cores busy, $(fmt "$per_delivery" .1f) µs per delivery; client $(kv client-cores "$line") cores; RSS after: $stream_rss MB; errors: publish $(kv publish-errors "$line"), streams $(kv stream-errors "$line")" \
+        "p99 ≤ 50 ms" \
+        "\`orders-bench stream --target 127.0.0.1:P --subscribers $STREAM_SUBSCRIBERS --rate $srate --seconds $STREAM_SECONDS\` (50 subscribers per connection)"
+    goals+=("StreamEvents $STREAM_SUBSCRIBERS subscribers p99 ≤ 50 ms at $srate orders/s: $(python3 -c "print('met' if ${sp99:-1e9} <= 50 else 'NOT met')") (created_date → receipt p99 ${sp99} ms; send → receipt p99 ${sendp99} ms)")
+done
 
 # ---------------------------------------------------------------------------------------------
 # Row 6: restart with FILL_EVENTS events stored; RSS; idle connections.
-fill_dir=${KEEP_FILL:-$work/data-fill}
+fill_dir=${KEEP_FILL:-$root/Benchmarks/.build/bench-fill-$FILL_EVENTS}
 fill_note=""
-if [[ -n "${KEEP_FILL:-}" && -f "$fill_dir/.filled-$FILL_EVENTS" ]]; then
+if [[ "${REFILL:-0}" != 1 && -f "$fill_dir/.filled" ]]; then
     log "row 6: reusing $fill_dir ($FILL_EVENTS events)"
-    fill_note="reused a data directory filled by an earlier run"
+    fill_note="The data directory was filled by an earlier run and reused ($(cat "$fill_dir/.filled"))."
 else
     log "row 6: filling $FILL_EVENTS events with pipeline-load"
     rm -rf "$fill_dir"; mkdir -p "$fill_dir"
     t0=$(date +%s.%N)
-    fill_line=$("${pin_server[@]}" "$load_bin" --data-dir "$fill_dir" --in-flight 256 --seconds 3600 --commands "$FILL_EVENTS")
+    fill_line=$("$load_bin" --data-dir "$fill_dir" --in-flight 512 --seconds 3600 --commands "$FILL_EVENTS")
     t1=$(date +%s.%N)
     log "$fill_line"
-    touch "$fill_dir/.filled-$FILL_EVENTS"
-    fill_note="filled in $(fmt "$(python3 -c "print($t1 - $t0)")" .0f) s: $fill_line"
+    fill_note="filled in $(fmt "$(python3 -c "print($t1 - $t0)")" .0f) s at commit $(git rev-parse --short HEAD 2>/dev/null): $fill_line"
+    echo "$fill_note" > "$fill_dir/.filled"
+    fill_note="Filled by this run: ${fill_note#filled }."
 fi
 fill_size=$(du -sm "$fill_dir" | cut -f1)
 restart_times=()
@@ -356,7 +367,7 @@ per_conn=$(python3 -c "print(($rss_conns - $rss_idle) * 1024 / max(1, $(kv open 
 row 6 "Restart with $FILL_EVENTS events stored ($fill_size MB on disk); RSS" \
     "start → health SERVING: **$(fmt "$restart" .2f) s** (median of $RESTARTS: $(printf '%s ' "${restart_times[@]}" | xargs -n1 printf '%.2f ' )); RSS with the events stored: **$rss_idle MB**; with $(kv open "$ready") idle HTTP/2 connections: **$rss_conns MB** (+$(fmt "$per_conn" .1f) KB per connection; still answering health: $serving_with_conns; $(kv still-open-after-hold "$idle_line") still open after 20 s). $fill_note" \
     "restart ≤ 3 s; RSS ≤ 300 MB" \
-    "fill: \`pipeline-load --data-dir D --in-flight 256 --seconds 3600 --commands $FILL_EVENTS\` (one event per command); then \`orders-server --data-dir D\`, polling \`grpc.health.v1.Health/Check\` with nghttp every 10 ms; \`orders-bench idle-connections --target 127.0.0.1:P --count $IDLE --hold-seconds 20\`; RSS from /proc/PID/status"
+    "fill (not timed; kept in Benchmarks/.build and reused by later runs, REFILL=1 redoes it): \`pipeline-load --data-dir D --in-flight 512 --seconds 3600 --commands $FILL_EVENTS\` (one event per command: place, accept, complete); then \`orders-server --data-dir D\`, polling \`grpc.health.v1.Health/Check\` with nghttp every 10 ms; \`orders-bench idle-connections --target 127.0.0.1:P --count $IDLE --hold-seconds 20\`; RSS from /proc/PID/status"
 goals+=("Restart with $FILL_EVENTS events ≤ 3 s: $(python3 -c "print('met' if $restart <= 3 else 'NOT met')") ($(fmt "$restart" .2f) s)")
 goals+=("RSS with $FILL_EVENTS events ≤ 300 MB: $(python3 -c "print('met' if $rss_idle <= 300 else 'NOT met')") ($rss_idle MB; $rss_conns MB with $(kv open "$ready") idle connections)")
 
@@ -379,6 +390,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo "Servers (orders-server, nghttpd, the grpc-swift-2 peer) pinned to core 0, load generators to core 1 (\`taskset\`);"
     echo "the machine is shared with other work, so rates are medians of $ROUNDS alternating rounds and ratios the median of per-round ratios."
     echo "orders-server runs the embedded engine (SQLite, fsync before acknowledging) with its defaults; release builds."
+    echo "The whole run took $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s (builds excluded)."
     echo "h2load rows use -n $N; PlaceOrder/UpdateOrder levels run $LOAD_SECONDS s each (smaller than a long soak, to keep the whole run near 15 minutes)."
     echo
     echo "| # | What | Result | Goal | Command |"

@@ -67,7 +67,8 @@ struct Seed: AsyncParsableCommand {
 func closedLoop(
     pool: ClientPool, inFlight: Int, seconds: Double, limit: Int = .max,
     _ call: @escaping @Sendable (_ worker: Int, _ index: Int) async throws -> Void
-) async throws -> (count: Int, elapsed: Duration, histogram: Histogram<UInt64>, errors: ErrorTally) {
+) async throws -> (count: Int, elapsed: Duration, histogram: Histogram<UInt64>, errors: ErrorTally, cpu: Double) {
+    let cpu0 = processCPUSeconds()
     let clock = ContinuousClock()
     let start = clock.now
     let deadline = start + .milliseconds(Int(seconds * 1000))
@@ -106,15 +107,19 @@ func closedLoop(
         }
         return (total, lastEnd)
     }
-    return (count, lastEnd - start, histogram, errors)
+    return (count, lastEnd - start, histogram, errors, processCPUSeconds() - cpu0)
 }
 
-func summary(op: String, inFlight: Int, connections: Int, count: Int, elapsed: Duration, h: Histogram<UInt64>, errors: ErrorTally) -> String {
-    let secs = secondsOf(elapsed)
+func summary(
+    op: String, inFlight: Int, connections: Int,
+    _ r: (count: Int, elapsed: Duration, histogram: Histogram<UInt64>, errors: ErrorTally, cpu: Double)
+) -> String {
+    let secs = secondsOf(r.elapsed)
+    let h = r.histogram
     return String(
-        format: "op=%@ in-flight=%d connections=%d commands=%d seconds=%.2f commands/s=%.0f p50=%@ms p99=%@ms p99.9=%@ms max=%@ms errors=%d error-kinds=%@",
-        op, inFlight, connections, count, secs, Double(count) / secs, h.ms(50), h.ms(99), h.ms(99.9), h.ms(100),
-        errors.total, errors.summary)
+        format: "op=%@ in-flight=%d connections=%d commands=%d seconds=%.2f commands/s=%.0f p50=%@ms p99=%@ms p99.9=%@ms max=%@ms errors=%d error-kinds=%@ client-cores=%.2f",
+        op, inFlight, connections, r.count, secs, Double(r.count) / secs, h.ms(50), h.ms(99), h.ms(99.9), h.ms(100),
+        r.errors.total, r.errors.summary, r.cpu / secs)
 }
 
 struct Place: AsyncParsableCommand {
@@ -136,7 +141,7 @@ struct Place: AsyncParsableCommand {
             let r = try await closedLoop(pool: pool, inFlight: inFlight, seconds: seconds) { w, _ in
                 _ = try await pool.placeOrder(Requests.place(), via: w)
             }
-            return summary(op: "place", inFlight: inFlight, connections: conns, count: r.count, elapsed: r.elapsed, h: r.histogram, errors: r.errors)
+            return summary(op: "place", inFlight: inFlight, connections: conns, r)
         }
         emit(line)
     }
@@ -165,7 +170,7 @@ struct Accept: AsyncParsableCommand {
             let r = try await closedLoop(pool: pool, inFlight: inFlight, seconds: seconds, limit: orderIds.count) { w, i in
                 _ = try await pool.updateOrder(Requests.accept(orderId: orderIds[i]), via: w)
             }
-            return summary(op: "accept", inFlight: inFlight, connections: conns, count: r.count, elapsed: r.elapsed, h: r.histogram, errors: r.errors)
+            return summary(op: "accept", inFlight: inFlight, connections: conns, r)
                 + " orders=\(orderIds.count)"
         }
         emit(line)

@@ -98,6 +98,7 @@ struct Stream: AsyncParsableCommand {
                 let publishErrors = ErrorTally()
                 let publishStart = clock.now
                 let wallStart = wallMicros()
+                let cpu0 = processCPUSeconds()
                 try await withThrowingTaskGroup(of: Void.self) { publishers in
                     for i in 0..<publishCount {
                         let at = publishStart + .microseconds(Int64(Double(i) * 1e6 / rate))
@@ -121,6 +122,7 @@ struct Stream: AsyncParsableCommand {
                     try await Task.sleep(for: .milliseconds(5))
                 }
                 let wallEnd = wallMicros()
+                let cpu = processCPUSeconds() - cpu0
                 group.cancelAll()
                 try await group.waitForAll()
 
@@ -143,12 +145,12 @@ struct Stream: AsyncParsableCommand {
                 _ = wallEnd
                 let window = Double(lastReceipt - wallStart) / 1e6
                 return String(
-                    format: "op=stream subscribers=%d connections=%d published=%d rate=%.0f/s delivered=%d expected=%d per-subscriber=%d..%d window=%.2fs events/s=%.0f send-p50=%@ send-p99=%@ send-p99.9=%@ send-max=%@ append-p50=%@ append-p99=%@ append-p99.9=%@ append-max=%@ publish-errors=%@ stream-errors=%@",
+                    format: "op=stream subscribers=%d connections=%d published=%d rate=%.0f/s delivered=%d expected=%d per-subscriber=%d..%d window=%.2fs events/s=%.0f send-p50=%@ send-p99=%@ send-p99.9=%@ send-max=%@ append-p50=%@ append-p99=%@ append-p99.9=%@ append-max=%@ publish-errors=%@ stream-errors=%@ client-cores=%.2f",
                     subs, conns, published, rate, delivered, expected, minCount == .max ? 0 : minCount, maxCount, window,
                     Double(delivered) / window,
                     sendH.ms(50), sendH.ms(99), sendH.ms(99.9), sendH.ms(100),
                     appendH.ms(50), appendH.ms(99), appendH.ms(99.9), appendH.ms(100),
-                    publishErrors.summary, streamErrors.summary)
+                    publishErrors.summary, streamErrors.summary, cpu / (Double(wallEnd - wallStart) / 1e6))
             }
         }
         emit(line)
