@@ -238,14 +238,14 @@ kill "$nghttpd_pid" "$peer_pid" 2>/dev/null || true
 stop_server
 
 row 1 "GetOrder, protobuf (\`application/grpc\`), $proto_bytes-byte response" \
-    "**$(fmt "$get_rate" .0f) req/s** ($(fmt "$(med_cpu get-proto)" .1f) µs server CPU/req); nghttpd static $proto_bytes-byte body: $(fmt "$(med_rate nghttpd-proto)" .0f) req/s ($(fmt "$(med_cpu nghttpd-proto)" .1f) µs/req); **ratio $(fmt "$r_ng" .2f)**. $status_note" \
+    "**$(fmt "$get_rate" .0f) req/s** ($(fmt "$(med_cpu get-proto)" .1f) µs server CPU/req); nghttpd static $proto_bytes-byte body: $(fmt "$(med_rate nghttpd-proto)" .0f) req/s ($(fmt "$(med_cpu nghttpd-proto)" .1f) µs/req); **ratio $(fmt "$r_ng" .2f)** (by server CPU per request: $(fmt "$(python3 -c "print($(med_cpu nghttpd-proto) / $(med_cpu get-proto))")" .2f)). $status_note" \
     "≥ 0.5 × nghttpd" "\`$(h2load_cmd application/grpc get-proto.bin "http://127.0.0.1:P$path")\`; nghttpd: \`nghttpd --no-tls -n 1 -d docroot P\` with the same h2load flags on \`/proto\`"
 goals+=("GetOrder / nghttpd ≥ 0.5: $(python3 -c "print('met' if $r_ng >= 0.5 else 'NOT met')") ($(fmt "$r_ng" .2f))")
 row 2 "GetOrder, JSON codec (\`application/grpc+json\`), $json_bytes-byte response" \
     "**$(fmt "$(med_rate get-json)" .0f) req/s** ($(fmt "$(med_cpu get-json)" .1f) µs server CPU/req); nghttpd static $json_bytes-byte body: $(fmt "$(med_rate nghttpd-json)" .0f) req/s; ratio $(fmt "$r_json" .2f)" \
     "—" "\`$(h2load_cmd application/grpc+json get-json.bin "http://127.0.0.1:P$path")\`"
 row 8 "GetOrder served by grpc-swift-2 2.4 (+ nio-transport 2.9, protobuf 2.4; 1 event loop, hand-registered method, fixed $peer_bytes-byte Order)" \
-    "$(fmt "$(med_rate peer)" .0f) req/s ($(fmt "$(med_cpu peer)" .1f) µs server CPU/req); **orders-server / peer = $(fmt "$r_peer" .2f)**" \
+    "$(fmt "$(med_rate peer)" .0f) req/s ($(fmt "$(med_cpu peer)" .1f) µs server CPU/req); **orders-server / peer = $(fmt "$r_peer" .2f)** (by server CPU per request: $(fmt "$(python3 -c "print($(med_cpu peer) / $(med_cpu get-proto))")" .2f))" \
     "≥ 10" "\`grpc-swift-peer --port P --threads 1 --order-file order.pb\`; same h2load command as row 1"
 goals+=("GetOrder / grpc-swift-2 peer ≥ 10: $(python3 -c "print('met' if $r_peer >= 10 else 'NOT met')") ($(fmt "$r_peer" .2f))")
 
@@ -329,20 +329,37 @@ fi
 fill_size=$(du -sm "$fill_dir" | cut -f1)
 restart_times=()
 port=$(free_port)
-for i in $(seq "$RESTARTS"); do
+# restart_once LABEL -> appends the seconds from exec to health SERVING to restart_times
+restart_once() {
+    local t0 t1
     t0=$(date +%s%N)
     "${pin_server[@]}" "$server_bin" --listen "127.0.0.1:$port" --data-dir "$fill_dir" --log-level warning \
         > "$work/restart.out" 2> "$work/restart.err" &
     server_pid=$!
     pids+=("$server_pid")
-    wait_serving "$port" 300 || { log "restart $i: never SERVING"; cat "$work/restart.err" >&2; exit 1; }
+    wait_serving "$port" 300 || { log "restart ($1): never SERVING"; cat "$work/restart.err" >&2; exit 1; }
     t1=$(date +%s%N)
     restart_times+=("$(python3 -c "print(($t1 - $t0) / 1e9)")")
-    log "restart $i: SERVING after ${restart_times[-1]} s"
+    log "restart ($1): SERVING after ${restart_times[-1]} s"
+}
+# A cold start first, when this user may drop the page cache (root): the files are not cached.
+cold_note="cold start not measured (/proc/sys/vm/drop_caches not writable)"
+if [[ "${COLD:-1}" == 1 && -w /proc/sys/vm/drop_caches ]]; then
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    restart_once cold
+    cold_note="cold start (page cache dropped first): $(fmt "${restart_times[-1]}" .2f) s"
+    restart_times=()
+    stop_server
+fi
+for i in $(seq "$RESTARTS"); do
+    restart_once "warm $i"
     if (( i < RESTARTS )); then stop_server; fi
 done
 restart=$(median "${restart_times[@]}")
-# RSS with the events stored: after serving, and after reading one order.
+# The stored data is served: the first COMPLETED order from ListOrders, read with GetOrder.
+probe=$("${pin_client[@]}" "$bench_bin" probe --target "127.0.0.1:$port")
+log "probe after restart: $probe"
 sleep 1
 rss_idle=$(rss_mb "$server_pid")
 log "RSS with $FILL_EVENTS events: $rss_idle MB; opening $IDLE idle connections"
@@ -365,9 +382,9 @@ log "$idle_line"
 stop_server
 per_conn=$(python3 -c "print(($rss_conns - $rss_idle) * 1024 / max(1, $(kv open "$ready")))")
 row 6 "Restart with $FILL_EVENTS events stored ($fill_size MB on disk); RSS" \
-    "start → health SERVING: **$(fmt "$restart" .2f) s** (median of $RESTARTS: $(printf '%s ' "${restart_times[@]}" | xargs -n1 printf '%.2f ' )); RSS with the events stored: **$rss_idle MB**; with $(kv open "$ready") idle HTTP/2 connections: **$rss_conns MB** (+$(fmt "$per_conn" .1f) KB per connection; still answering health: $serving_with_conns; $(kv still-open-after-hold "$idle_line") still open after 20 s). $fill_note" \
+    "start → health SERVING: **$(fmt "$restart" .2f) s** warm (median of $RESTARTS: $(printf '%s ' "${restart_times[@]}" | xargs -n1 printf '%.2f ' | sed 's/ $//')); $cold_note; after it GetOrder of a stored order answers ($probe); RSS with the events stored: **$rss_idle MB**; with $(kv open "$ready") idle HTTP/2 connections: **$rss_conns MB** (+$(fmt "$per_conn" .1f) KB per connection; still answering health: $serving_with_conns; $(kv still-open-after-hold "$idle_line") still open after 20 s). $fill_note" \
     "restart ≤ 3 s; RSS ≤ 300 MB" \
-    "fill (not timed; kept in Benchmarks/.build and reused by later runs, REFILL=1 redoes it): \`pipeline-load --data-dir D --in-flight 512 --seconds 3600 --commands $FILL_EVENTS\` (one event per command: place, accept, complete); then \`orders-server --data-dir D\`, polling \`grpc.health.v1.Health/Check\` with nghttp every 10 ms; \`orders-bench idle-connections --target 127.0.0.1:P --count $IDLE --hold-seconds 20\`; RSS from /proc/PID/status"
+    "fill (not timed; kept in Benchmarks/.build and reused by later runs, REFILL=1 redoes it): \`pipeline-load --data-dir D --in-flight 512 --seconds 3600 --commands $FILL_EVENTS\` (one event per command: place, accept, complete); then \`orders-server --data-dir D\` (one cold start after \`echo 3 > /proc/sys/vm/drop_caches\`, then warm ones), polling \`grpc.health.v1.Health/Check\` with nghttp every 10 ms; \`orders-bench probe --target 127.0.0.1:P\`; \`orders-bench idle-connections --target 127.0.0.1:P --count $IDLE --hold-seconds 20\`; RSS from /proc/PID/status"
 goals+=("Restart with $FILL_EVENTS events ≤ 3 s: $(python3 -c "print('met' if $restart <= 3 else 'NOT met')") ($(fmt "$restart" .2f) s)")
 goals+=("RSS with $FILL_EVENTS events ≤ 300 MB: $(python3 -c "print('met' if $rss_idle <= 300 else 'NOT met')") ($rss_idle MB; $rss_conns MB with $(kv open "$ready") idle connections)")
 
@@ -395,7 +412,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo
     echo "| # | What | Result | Goal | Command |"
     echo "|---|---|---|---|---|"
-    printf '%s\n' "${rows[@]}" | sort -t'|' -k2,2n
+    printf '%s\n' "${rows[@]}" | sort -s -t'|' -k2,2n
     echo
     echo "## Goals"
     echo

@@ -20,6 +20,7 @@ enum Methods {
     static let placeOrder = MethodDescriptor(fullyQualifiedService: service, method: "PlaceOrder", type: .unary)
     static let updateOrder = MethodDescriptor(fullyQualifiedService: service, method: "UpdateOrder", type: .unary)
     static let getOrder = MethodDescriptor(fullyQualifiedService: service, method: "GetOrder", type: .unary)
+    static let listOrders = MethodDescriptor(fullyQualifiedService: service, method: "ListOrders", type: .unary)
     static let streamEvents = MethodDescriptor(fullyQualifiedService: service, method: "StreamEvents", type: .serverStreaming)
 }
 

@@ -16,7 +16,7 @@ struct OrdersBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orders-bench",
         abstract: "Load generator for orders-server.",
-        subcommands: [Seed.self, Place.self, Accept.self, Stream.self, IdleConnections.self])
+        subcommands: [Seed.self, Probe.self, Place.self, Accept.self, Stream.self, IdleConnections.self])
 }
 
 struct Common: ParsableArguments {
@@ -58,6 +58,39 @@ struct Seed: AsyncParsableCommand {
         withUnsafeBytes(of: n) { d.append(contentsOf: $0) }
         d.append(contentsOf: body)
         return d
+    }
+}
+
+// MARK: probe
+
+/// Shows that a server serves stored data: the first COMPLETED order from ListOrders, then
+/// GetOrder of it.
+struct Probe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "ListOrders(status COMPLETED, page_size 1), then GetOrder of that order; prints its id, version and status.")
+    @OptionGroup var common: Common
+
+    func run() async throws {
+        let line = try await ClientPool.run(target: common.target, connections: 1) { pool in
+            var list = Ridehailing_Orders_V1_ListOrdersRequest()
+            list.pageSize = 1
+            list.status = .completed
+            let page = try await pool.client(0).unary(
+                request: ClientRequest(message: list), descriptor: Methods.listOrders,
+                serializer: ProtobufSerializer<Ridehailing_Orders_V1_ListOrdersRequest>(),
+                deserializer: ProtobufDeserializer<Ridehailing_Orders_V1_ListOrdersResponse>(), options: .defaults
+            ) { try $0.message }
+            guard let first = page.orders.first else { return "order_id= version=0 status=none" }
+            var get = Ridehailing_Orders_V1_GetOrderRequest()
+            get.orderID = first.id
+            let order = try await pool.client(0).unary(
+                request: ClientRequest(message: get), descriptor: Methods.getOrder,
+                serializer: ProtobufSerializer<Ridehailing_Orders_V1_GetOrderRequest>(),
+                deserializer: ProtobufDeserializer<Order>(), options: .defaults
+            ) { try $0.message }
+            return "order_id=\(order.id) version=\(order.version) status=\(order.status)"
+        }
+        emit(line)
     }
 }
 
