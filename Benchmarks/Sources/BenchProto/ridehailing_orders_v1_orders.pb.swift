@@ -1,0 +1,1 @@
+../../../Sources/OrderProto/Generated/ridehailing_orders_v1_orders.pb.swift
