@@ -76,17 +76,16 @@ struct Get: ParsableCommand {
 
 /// Accept, complete and cancel: an UpdateOrder to one status.
 private func update(
-    _ global: GlobalOptions, id: String, status: Ridehailing_Orders_V1_OrderStatus,
-    version: Int32, driverID: String = "", requestID: String?
+    _ global: GlobalOptions, _ target: UpdateTarget, status: Ridehailing_Orders_V1_OrderStatus, driverID: String = ""
 ) throws {
-    let requestID = requestID ?? UUID().uuidString.lowercased()
+    let requestID = target.requestID ?? UUID().uuidString.lowercased()
     try global.run(commandHint: retryHint(requestID: requestID)) { client in
         var request = Ridehailing_Orders_V1_UpdateOrderRequest()
         request.requestID = requestID
-        request.orderID = id
+        request.orderID = target.id
         request.status = status
         request.driverID = driverID
-        request.version = version
+        request.version = target.version
         let response = try client.updateOrder(request)
         if global.json { return try global.printJSON(response) }
         try Terminal.print(Formatting.block(
@@ -99,21 +98,27 @@ struct Accept: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "The order's id.")
-    var id: String
+    @OptionGroup var target: UpdateTarget
 
     @Option(help: ArgumentHelp("The driver's id (a UUID).", valueName: "id"))
     var driver: String
+
+    func run() throws {
+        try update(global, target, status: .accepted, driverID: driver)
+    }
+}
+
+/// What accept, complete and cancel share: the order, its expected version and the
+/// idempotency key.
+struct UpdateTarget: ParsableArguments {
+    @Argument(help: "The order's id.")
+    var id: String
 
     @Option(help: ArgumentHelp("The version the order is expected to be at now.", valueName: "n"))
     var version: Int32
 
     @Option(help: ArgumentHelp("Idempotency key (default: a new UUID).", valueName: "id"))
     var requestID: String?
-
-    func run() throws {
-        try update(global, id: id, status: .accepted, version: version, driverID: driver, requestID: requestID)
-    }
 }
 
 struct Complete: ParsableCommand {
@@ -121,17 +126,10 @@ struct Complete: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "The order's id.")
-    var id: String
-
-    @Option(help: ArgumentHelp("The version the order is expected to be at now.", valueName: "n"))
-    var version: Int32
-
-    @Option(help: ArgumentHelp("Idempotency key (default: a new UUID).", valueName: "id"))
-    var requestID: String?
+    @OptionGroup var target: UpdateTarget
 
     func run() throws {
-        try update(global, id: id, status: .completed, version: version, requestID: requestID)
+        try update(global, target, status: .completed)
     }
 }
 
@@ -140,17 +138,10 @@ struct Cancel: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "The order's id.")
-    var id: String
-
-    @Option(help: ArgumentHelp("The version the order is expected to be at now.", valueName: "n"))
-    var version: Int32
-
-    @Option(help: ArgumentHelp("Idempotency key (default: a new UUID).", valueName: "id"))
-    var requestID: String?
+    @OptionGroup var target: UpdateTarget
 
     func run() throws {
-        try update(global, id: id, status: .cancelled, version: version, requestID: requestID)
+        try update(global, target, status: .cancelled)
     }
 }
 
