@@ -167,8 +167,10 @@ public final class KafkaLogEngine: LogEngine {
 
     // MARK: Appends
 
+    /// Every append waits for acks=all: `.deferred` buys nothing on Kafka, where a
+    /// record is either acknowledged by the in-sync replicas or not written.
     @discardableResult
-    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {
+    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
         var outgoing: [RDKafkaOutgoing] = []
         outgoing.reserveCapacity(records.count)
         for r in records {

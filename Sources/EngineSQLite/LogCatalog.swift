@@ -10,18 +10,25 @@ package struct TopicInfo: Sendable, Hashable {
     package var keyIndexed: Bool
 }
 
-/// What is committed, in memory: the topics and, per partition, the offset the next record
-/// gets. The writer publishes here after each commit; everyone else reads it.
+/// What is committed and what is durable, in memory: the topics and, per partition, the
+/// offset the next record gets and the end of the fsync'd prefix. The writer publishes
+/// the first after each commit, the `WALSyncer` the second after each fsync; everyone
+/// else reads them.
 ///
 /// It is also where readers wait for records: a reader that found nothing parks a
-/// continuation on its topic and the writer's next `publish` for that topic resumes it —
-/// no polling. The check "is there anything past my positions?" and the parking happen
-/// under one lock, so an append that commits in between cannot be missed.
+/// continuation on its topic and the next `publish` (group consumers) or
+/// `publishDurable` (plain readers) for that topic resumes it — no polling. The check "is
+/// there anything past my positions?" and the parking happen under one lock, so a
+/// publish in between cannot be missed.
 package final class LogCatalog: Sendable {
     private struct Topic {
         var info: TopicInfo
         var ends: [Int64]
+        var durable: [Int64]
         var waiters: [UInt64: UnsafeContinuation<Void, Never>] = [:]
+        var durableWaiters: [UInt64: UnsafeContinuation<Void, Never>] = [:]
+
+        func limit(durableOnly: Bool) -> [Int64] { durableOnly ? durable : ends }
     }
 
     private struct State {
@@ -64,13 +71,19 @@ package final class LogCatalog: Sendable {
         state.withLock { $0.topics[name]?.ends }
     }
 
+    /// The end of what readers may see: everything committed, or only the durable prefix.
+    package func ends(_ name: String, durableOnly: Bool) -> [Int64]? {
+        state.withLock { $0.topics[name]?.limit(durableOnly: durableOnly) }
+    }
+
     package var isClosed: Bool { state.withLock { $0.closed } }
 
-    /// Adds a topic (start-up, `createTopic`). An existing topic is left as it is.
+    /// Adds a topic (start-up, `createTopic`) whose records up to `ends` are durable. An
+    /// existing topic is left as it is.
     package func add(_ info: TopicInfo, ends: [Int64]) {
         state.withLock { s in
             if s.topics[info.name] == nil {
-                s.topics[info.name] = Topic(info: info, ends: ends)
+                s.topics[info.name] = Topic(info: info, ends: ends, durable: ends)
                 s.infos[info.name] = info
             }
         }
@@ -92,6 +105,21 @@ package final class LogCatalog: Sendable {
         for continuation in wake { continuation.resume() }
     }
 
+    /// Publishes the durable ends after an fsync and wakes the topic's waiting readers.
+    package func publishDurable(_ ends: [String: [Int64]]) {
+        var wake: [UnsafeContinuation<Void, Never>] = []
+        state.withLock { s in
+            for (name, offsets) in ends {
+                guard var topic = s.topics[name], topic.durable != offsets else { continue }
+                topic.durable = offsets
+                wake.append(contentsOf: topic.durableWaiters.values)
+                topic.durableWaiters.removeAll(keepingCapacity: true)
+                s.topics[name] = topic
+            }
+        }
+        for continuation in wake { continuation.resume() }
+    }
+
     /// Marks the catalog closed and wakes every waiter (they then see `.closed`).
     package func close() {
         var wake: [UnsafeContinuation<Void, Never>] = []
@@ -99,18 +127,22 @@ package final class LogCatalog: Sendable {
             s.closed = true
             for name in s.topics.keys {
                 wake.append(contentsOf: s.topics[name]!.waiters.values)
+                wake.append(contentsOf: s.topics[name]!.durableWaiters.values)
                 s.topics[name]!.waiters.removeAll()
+                s.topics[name]!.durableWaiters.removeAll()
             }
         }
         for continuation in wake { continuation.resume() }
     }
 
-    /// Waits until some partition of `topic` ends past `positions`, until `deadline`, or
-    /// until the task is cancelled or the catalog closed — whichever comes first. Returns
-    /// without telling which: the caller looks again.
-    package func waitForRecords(topic: String, beyond positions: [Int64], until deadline: ContinuousClock.Instant) async {
+    /// Waits until some partition of `topic` ends (durably, if `durableOnly`) past
+    /// `positions`, until `deadline`, or until the task is cancelled or the catalog closed
+    /// — whichever comes first. Returns without telling which: the caller looks again.
+    package func waitForRecords(
+        topic: String, beyond positions: [Int64], durableOnly: Bool, until deadline: ContinuousClock.Instant
+    ) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.parkUntilPublished(topic: topic, beyond: positions) }
+            group.addTask { await self.parkUntilPublished(topic: topic, beyond: positions, durableOnly: durableOnly) }
             group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
             // The first child to finish ends the wait; cancelling the group resumes the
             // other (the sleep throws, the parked waiter is resumed by onCancel).
@@ -119,7 +151,7 @@ package final class LogCatalog: Sendable {
         }
     }
 
-    private func parkUntilPublished(topic: String, beyond positions: [Int64]) async {
+    private func parkUntilPublished(topic: String, beyond positions: [Int64], durableOnly: Bool) async {
         let id = state.withLock { s in
             defer { s.nextWaiter &+= 1 }
             return s.nextWaiter
@@ -131,10 +163,14 @@ package final class LogCatalog: Sendable {
                     // note instead.
                     if s.closed || s.cancelled.remove(id) != nil { return false }
                     guard let t = s.topics[topic] else { return false }
-                    for (p, end) in t.ends.enumerated() where p < positions.count && end > positions[p] {
+                    for (p, end) in t.limit(durableOnly: durableOnly).enumerated() where p < positions.count && end > positions[p] {
                         return false
                     }
-                    s.topics[topic]!.waiters[id] = continuation
+                    if durableOnly {
+                        s.topics[topic]!.durableWaiters[id] = continuation
+                    } else {
+                        s.topics[topic]!.waiters[id] = continuation
+                    }
                     return true
                 }
                 if !parked { continuation.resume() }
@@ -142,6 +178,7 @@ package final class LogCatalog: Sendable {
         } onCancel: {
             let continuation = state.withLock { s -> UnsafeContinuation<Void, Never>? in
                 if let c = s.topics[topic]?.waiters.removeValue(forKey: id) { return c }
+                if let c = s.topics[topic]?.durableWaiters.removeValue(forKey: id) { return c }
                 s.cancelled.insert(id)
                 return nil
             }

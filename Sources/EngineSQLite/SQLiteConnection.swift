@@ -72,8 +72,14 @@ package final class SQLiteConnection {
         package var cacheKiB = 8 * 1024
         /// WAL pages before an automatic checkpoint (SQLite's default is 1000).
         package var walAutocheckpointPages = 4_000
-        package init(cacheKiB: Int = 8 * 1024) {
+        /// `synchronous=FULL` (the WAL fsync'd at every commit) when true; `NORMAL` (a
+        /// commit only writes; the WAL is synced before checkpoints) when false, for a
+        /// database whose durability comes from elsewhere: the log syncs its WAL itself
+        /// (`WALSyncer`), the read model is rebuilt from the log.
+        package var synchronousFull = true
+        package init(cacheKiB: Int = 8 * 1024, synchronousFull: Bool = true) {
             self.cacheKiB = cacheKiB
+            self.synchronousFull = synchronousFull
         }
         package static let defaults = Options()
     }
@@ -82,9 +88,9 @@ package final class SQLiteConnection {
     private var statements: [String: SQLiteStatement] = [:]
     package let path: String
 
-    /// Opens (creating unless read-only) a database in WAL mode with `synchronous=FULL`:
-    /// in WAL mode FULL means the WAL is fsync'd at every commit, so a transaction is on
-    /// disk before `commit()` returns — the durability `append` promises.
+    /// Opens (creating unless read-only) a database in WAL mode, `synchronous=FULL` unless
+    /// `options` say otherwise: in WAL mode FULL means the WAL is fsync'd at every commit,
+    /// so a transaction is on disk before `commit()` returns.
     package init(path: String, options: Options = .defaults) throws {
         self.path = path
         var handle: OpaquePointer?
@@ -110,7 +116,7 @@ package final class SQLiteConnection {
                     throw SQLiteError(code: SQLITE_CANTOPEN, message: "WAL mode refused for \(path) (got \(mode ?? "nil"))")
                 }
             }
-            try execute("PRAGMA synchronous=FULL")
+            try execute(options.synchronousFull ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
             try execute("PRAGMA cache_size=-\(options.cacheKiB)")
             try execute("PRAGMA wal_autocheckpoint=\(options.walAutocheckpointPages)")
             try execute("PRAGMA foreign_keys=OFF")

@@ -6,10 +6,11 @@ import Foundation
 // `append` validates its records on the caller's task (topic known, partition in range,
 // headers encoded), parks on a continuation and queues itself. One writer, a serial queue
 // with the only read-write connection, drains the queue: everything pending goes into one
-// IMMEDIATE transaction, then COMMIT (fsync'd, `synchronous=FULL`), then every waiter is
-// resumed. While it is busy with one batch — mostly waiting for the fsync — the next one
-// queues up, so the number of fsyncs per second stays roughly constant while the records
-// per fsync grow with the load.
+// IMMEDIATE transaction, then COMMIT (`synchronous=NORMAL`: written, not yet fsync'd),
+// then the `.deferred` callers are resumed and the `.durable` ones handed to the
+// `WALSyncer`, whose next fsync resumes them. While the writer is busy with one batch the
+// next one queues up, and while the syncer waits for the disk the writer goes on: the
+// fsyncs per second stay roughly constant while the records per fsync grow with the load.
 //
 // Each call still stands alone: if writing one call's records fails, the transaction is
 // rolled back, that call fails and the rest are written again without it. After the
@@ -61,6 +62,8 @@ package struct PendingAppend: Sendable {
         var key: String
         var value: [UInt8]
         var headers: String?
+        /// The same headers, for the tail cache.
+        var headerValues: [String: String]
         /// For key-tracked topics, the key's hash in `latest`.
         var keyHash: Int64?
     }
@@ -73,6 +76,8 @@ package struct PendingAppend: Sendable {
 
     var records: [Record]
     var commit: Commit?
+    /// Resumed after the fsync that covers the commit, not right after the commit.
+    var durable: Bool
     var continuation: UnsafeContinuation<[RecordAddress], any Error>
 }
 
@@ -100,7 +105,7 @@ extension SQLiteLogEngine {
             prepared.append(
                 PendingAppend.Record(
                     topic: topic, partition: partition, key: record.key, value: record.value,
-                    headers: HeadersCodec.encode(record.headers),
+                    headers: HeadersCodec.encode(record.headers), headerValues: record.headers,
                     keyHash: topic.keyIndexed ? keyHash(record.key) : nil))
         }
         var preparedCommit: PendingAppend.Commit?
@@ -189,6 +194,7 @@ extension SQLiteLogEngine {
             results.reserveCapacity(calls.count)
             var keyed: [(LatestIndex.Entry, Int64)] = []
             var lastID = writerState.lastCommittedID
+            var tail: [LogRecord] = []
             var failed: (index: Int, error: any Error)?
             do {
                 try conn.begin(.immediate)
@@ -202,7 +208,9 @@ extension SQLiteLogEngine {
                     for (i, call) in calls.enumerated() {
                         do {
                             results.append(
-                                try write(call, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID))
+                                try write(
+                                    call, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID,
+                                    tail: &tail))
                         } catch {
                             failed = (i, error)
                             return
@@ -256,16 +264,29 @@ extension SQLiteLogEngine {
             if let folded { finishFoldChunk(folded) }
             writerState.commits += 1
             writerState.committedRecords += results.reduce(0) { $0 + $1.count }
+            // Cached before the ends that reveal them are published.
+            tailCache.add(tail)
             // Published before the callers resume, so an `append` that returned is already
             // visible to `endOffsets` and wakes the readers.
             catalog.publish(touched)
             // Resuming a task costs a wake-up of a pool thread (a futex call) — hundreds per
             // batch. Handed to another queue, it overlaps with the next batch's writes
             // instead of delaying them.
-            let finished = calls
-            let addressed = results
-            completions.async {
-                for (call, addresses) in zip(finished, addressed) { call.continuation.resume(returning: addresses) }
+            var deferred: [WALSyncer.Waiter] = []
+            var durable: [WALSyncer.Waiter] = []
+            for (call, addresses) in zip(calls, results) {
+                if call.durable {
+                    durable.append((call.continuation, addresses))
+                } else {
+                    deferred.append((call.continuation, addresses))
+                }
+            }
+            syncer.committed(ends: ends, waiting: durable)
+            if !deferred.isEmpty {
+                let resume = deferred
+                completions.async {
+                    for w in resume { w.continuation.resume(returning: w.addresses) }
+                }
             }
             return
         }
@@ -361,7 +382,7 @@ extension SQLiteLogEngine {
 
     private func write(
         _ call: PendingAppend, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]], now: Int64,
-        keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64
+        keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64, tail: inout [LogRecord]
     ) throws -> [RecordAddress] {
         var addresses: [RecordAddress] = []
         addresses.reserveCapacity(call.records.count)
@@ -382,6 +403,10 @@ extension SQLiteLogEngine {
                 keyed.append((LatestIndex.Entry(topic: record.topic.id, hash: hash), lastID))
             }
             ends[record.topic.name]![record.partition] = offset + 1
+            tail.append(
+                LogRecord(
+                    topic: record.topic.name, partition: record.partition, offset: offset, key: record.key, value: record.value,
+                    headers: record.headerValues, timestamp: now))
             addresses.append(RecordAddress(topic: record.topic.name, partition: record.partition, offset: offset))
         }
         if let commit = call.commit {
@@ -396,6 +421,14 @@ extension SQLiteLogEngine {
             }
         }
         return addresses
+    }
+
+    /// Returns once everything committed so far is durable (a topic just created, tests).
+    package func syncCommitted() async throws {
+        _ = try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<[RecordAddress], any Error>) in
+            // On the writer queue: after every commit already queued, and `ends` is stable.
+            writer.async { _ in self.syncer.committed(ends: self.writerState.ends, waiting: [(continuation, [])]) }
+        }
     }
 
     private func fail(_ calls: [PendingAppend], _ error: any Error) {

@@ -4,11 +4,14 @@ import Logging
 import Synchronization
 
 /// The embedded `LogEngine`: topics, partitions, offsets and consumer-group checkpoints in
-/// one SQLite database (WAL mode, fsync at every commit).
+/// one SQLite database (WAL mode).
 ///
 /// - One writer (a serial queue with its own connection) does every write. Concurrent
 ///   `append` calls queue up while it is busy and are written together, one transaction
-///   and one fsync per batch (group commit); each call still succeeds or fails alone.
+///   per batch (group commit); each call still succeeds or fails alone.
+/// - The writer does not wait for the disk: a `WALSyncer` fsyncs the WAL on its own
+///   thread, one fsync covering every commit before it, and only then are `.durable`
+///   appends resumed and their records shown to plain readers.
 /// - Reads go to a small pool of read-only connections; in WAL mode they see the last
 ///   committed state and never block the writer.
 /// - The committed end offsets live in memory (`LogCatalog`), loaded at open by one index
@@ -36,6 +39,9 @@ public final class SQLiteLogEngine: LogEngine {
         /// Decided when a topic is created and kept with it; `latestRecord` on a topic
         /// without it throws `.unavailable`.
         public var keyIndexedTopics: Set<String>?
+        /// Recent records kept in memory per partition for readers close behind the
+        /// writer (`TailCache`); 0 turns the cache off.
+        public var tailRecordsPerPartition = 256
         /// When the in-memory delta of `latest` is folded into the table (tests shrink it).
         package var latestFlushPolicy = LatestIndex.FlushPolicy.defaults
         public init(keyIndexedTopics: Set<String>? = nil) {
@@ -59,13 +65,19 @@ public final class SQLiteLogEngine: LogEngine {
     package let latest: LatestIndex
     /// Resumes the callers of committed appends, off the writer's critical path.
     package let completions = DispatchQueue(label: "EngineSQLite.log.completions", qos: .userInitiated)
+    /// Makes commits durable and says when (see `WALSyncer`).
+    package let syncer: WALSyncer
+    /// The newest records of each partition (see `TailCache`).
+    package let tailCache: TailCache
     /// group + "\0" + topic → the member that owns all its partitions.
     private let owners = Mutex<[String: UInt64]>([:])
     private let nextMember = Atomic<UInt64>(1)
 
-    private init(path: String, logger: Logger, options: Options, catalog: LogCatalog,
-                 writer: SQLiteQueue, readers: SQLiteReadPool, writerState: WriterState, keyHash: KeyHash) {
+    private init(path: String, logger: Logger, options: Options, catalog: LogCatalog, writer: SQLiteQueue,
+                 readers: SQLiteReadPool, writerState: WriterState, keyHash: KeyHash, syncer: WALSyncer) {
         self.keyHash = keyHash
+        self.syncer = syncer
+        self.tailCache = TailCache(capacity: options.tailRecordsPerPartition)
         self.latest = LatestIndex(policy: options.latestFlushPolicy)
         self.path = path
         self.logger = logger
@@ -83,7 +95,7 @@ public final class SQLiteLogEngine: LogEngine {
             // The writer gets the big cache: random key-index inserts read index pages, and
             // a miss there stalls every append in the batch.
             let writer = try await SQLiteQueue.open(
-                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024))
+                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024, synchronousFull: false))
             let catalog = LogCatalog()
             let writerState = WriterState()
             let (topics, keyHash) = try await writer.run { conn in
@@ -97,11 +109,19 @@ public final class SQLiteLogEngine: LogEngine {
                 }
                 return (topics, keyHash)
             }
+            // After the writer has opened (and, after a crash, recovered) the WAL.
+            let syncer: WALSyncer
+            do {
+                syncer = try await offPool { try WALSyncer(databasePath: path, catalog: catalog) }
+            } catch {
+                await writer.close()
+                throw error
+            }
             let readers = try await SQLiteReadPool.open(
                 label: "EngineSQLite.log", path: path, count: options.readConnections)
             let engine = SQLiteLogEngine(
                 path: path, logger: logger, options: options, catalog: catalog, writer: writer,
-                readers: readers, writerState: writerState, keyHash: keyHash)
+                readers: readers, writerState: writerState, keyHash: keyHash, syncer: syncer)
             logger.info(
                 "opened log",
                 metadata: [
@@ -293,6 +313,7 @@ public final class SQLiteLogEngine: LogEngine {
                 state.ends[topic] = ends
                 catalog.add(info, ends: ends)
             }
+            try await syncCommitted()
         } catch {
             throw error.asLogError
         }
@@ -310,11 +331,15 @@ public final class SQLiteLogEngine: LogEngine {
     }
 
     @discardableResult
-    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {
+    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
+        if let failure = syncer.failure { throw failure }
         let prepared = try prepare(records, commit: commit)
         if prepared.records.isEmpty && prepared.commit == nil { return [] }
         return try await withUnsafeThrowingContinuation { continuation in
-            enqueue(PendingAppend(records: prepared.records, commit: prepared.commit, continuation: continuation))
+            enqueue(
+                PendingAppend(
+                    records: prepared.records, commit: prepared.commit, durable: durability == .durable,
+                    continuation: continuation))
         }
     }
 
@@ -447,11 +472,14 @@ public final class SQLiteLogEngine: LogEngine {
         while queue.withLock({ $0.draining || !$0.pending.isEmpty }) {
             _ = try? await writer.run { _ in }
         }
-        // Fold what is left, so the next open has nothing to redo.
+        await syncer.flush()
+        // Fold what is left, so the next open has nothing to redo. (Closing the last
+        // connection checkpoints, which syncs the WAL and the database.)
         _ = try? await writer.run { conn in self.foldLatest(conn) }
         catalog.close()
         await readers.close()
         await writer.close()
+        syncer.close()
         logger.info("closed log", metadata: ["path": "\(path)"])
     }
 
@@ -487,25 +515,39 @@ public final class SQLiteLogEngine: LogEngine {
         }
     }
 
-    /// Up to `maxRecords` committed records past `positions`, waiting up to `timeout` for
-    /// the first. Per partition in offset order; partitions share `maxRecords` fairly, so a
-    /// long backlog on one cannot starve the others.
-    func fetch(_ topic: TopicInfo, from positions: [Int64], maxRecords: Int, timeout: Duration) async throws -> [LogRecord] {
+    /// Up to `maxRecords` committed (or, with `durableOnly`, durable) records past
+    /// `positions`, waiting up to `timeout` for the first. Per partition in offset order;
+    /// partitions share `maxRecords` fairly, so a long backlog on one cannot starve the
+    /// others.
+    func fetch(
+        _ topic: TopicInfo, from positions: [Int64], durableOnly: Bool, maxRecords: Int, timeout: Duration
+    ) async throws -> [LogRecord] {
         let deadline = ContinuousClock.now + timeout
         while true {
             if catalog.isClosed { throw LogError(.closed, "the log engine is closed") }
             try Task.checkCancellation()
-            let ends = catalog.ends(topic.name) ?? []
+            let ends = catalog.ends(topic.name, durableOnly: durableOnly) ?? []
             let plan = Self.plan(positions: positions, ends: ends, maxRecords: max(1, maxRecords))
             if !plan.isEmpty {
+                var cached: [LogRecord] = []
+                var rest: [ReadRange] = []
+                for range in plan {
+                    if let records = tailCache.records(topic: topic.name, partition: range.partition, from: range.from, count: range.count) {
+                        cached.append(contentsOf: records)
+                    } else {
+                        rest.append(range)
+                    }
+                }
+                if rest.isEmpty { return cached }
+                let uncached = rest
                 do {
-                    return try await readers.run { conn in try Self.read(conn, topic: topic, plan: plan) }
+                    return try await cached + readers.run { conn in try Self.read(conn, topic: topic, plan: uncached) }
                 } catch {
                     throw error.asLogError
                 }
             }
             if ContinuousClock.now >= deadline { return [] }
-            await catalog.waitForRecords(topic: topic.name, beyond: positions, until: deadline)
+            await catalog.waitForRecords(topic: topic.name, beyond: positions, durableOnly: durableOnly, until: deadline)
         }
     }
 

@@ -1,7 +1,8 @@
 import EventLog
 import Synchronization
 
-/// Reads every partition of one topic from explicit offsets, a page at a time.
+/// Reads every partition of one topic from explicit offsets, a page at a time, durable
+/// records only (see `LogEngine`).
 ///
 /// - Important: meant for one task at a time (like a Kafka consumer): two concurrent
 ///   `next` calls would both start from the same positions.
@@ -19,7 +20,7 @@ final class SQLiteLogReader: LogReader {
     func next(maxRecords: Int, timeout: Duration) async throws -> [LogRecord] {
         let (positions, closed) = state.withLock { ($0.positions, $0.closed) }
         if closed { throw LogError(.closed, "reader of '\(topic.name)' is closed") }
-        let records = try await engine.fetch(topic, from: positions, maxRecords: maxRecords, timeout: timeout)
+        let records = try await engine.fetch(topic, from: positions, durableOnly: true, maxRecords: maxRecords, timeout: timeout)
         if !records.isEmpty {
             state.withLock { s in
                 for record in records { s.positions[record.partition] = record.offset + 1 }
@@ -66,7 +67,9 @@ final class SQLiteGroupConsumer: GroupConsumer {
         let (assigned, positions, closed) = state.withLock { ($0.assigned, $0.positions, $0.closed) }
         if closed { throw LogError(.closed, "consumer of group '\(group)' is closed") }
         guard assigned else { return try await assign(timeout: timeout) }
-        let records = try await engine.fetch(info, from: positions, maxRecords: maxRecords, timeout: timeout)
+        // Committed records, durable or not: what a processor derives from them goes into
+        // the same log behind them, so a crash takes both back together.
+        let records = try await engine.fetch(info, from: positions, durableOnly: false, maxRecords: maxRecords, timeout: timeout)
         guard !records.isEmpty else { return .idle }
         state.withLock { s in
             for record in records { s.positions[record.partition] = record.offset + 1 }
@@ -103,7 +106,7 @@ final class SQLiteGroupConsumer: GroupConsumer {
 
     func commit(_ offsets: [Int: Int64]) async throws {
         guard !offsets.isEmpty else { return }
-        try await engine.append([], commit: OffsetCommit(group: group, topic: info.name, offsets: offsets))
+        try await engine.append([], commit: OffsetCommit(group: group, topic: info.name, offsets: offsets), durability: .deferred)
     }
 
     func close() async {

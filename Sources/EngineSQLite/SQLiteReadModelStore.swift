@@ -38,7 +38,12 @@ public final class SQLiteReadModelStore: ReadModelStore {
 
     public static func open(path: String, logger: Logger) async throws -> SQLiteReadModelStore {
         do {
-            let writer = try await SQLiteQueue.open(label: "EngineSQLite.readmodel.writer", path: path)
+            // synchronous=NORMAL: the read model is rebuilt from the log, which the projector
+            // reads durable records only from; a power failure may take back its last
+            // applies (consistently: each carries its checkpoint), and the projector redoes
+            // them from the checkpoint that survived.
+            let writer = try await SQLiteQueue.open(
+                label: "EngineSQLite.readmodel.writer", path: path, options: .init(synchronousFull: false))
             let sequence = Sequence()
             let next = try await writer.run { conn -> Int64 in
                 try migrate(conn)

@@ -21,6 +21,21 @@ struct AggregateRow: Sendable {
         return row
     }
 
+    /// Remembers the analysis of a row about to be written, worked out incrementally by
+    /// the one who wrote it (the aggregator), so its readers find it instead of
+    /// re-folding the whole list. It must equal what `analyze` would compute from `value`.
+    static func remember(_ row: AggregateRow, orderId: String, value: [UInt8]) {
+        cache.withLock { $0[CacheKey(orderId: orderId, value: value)] = row }
+    }
+
+    /// The analysis of `history` after applying `entry` (the row's last).
+    static func appending(_ entry: LogFormat.Entry, to history: OrderHistory) -> AggregateRow {
+        var history = history
+        let before = history.firstUnanswered?.commandId
+        let change = history.apply(entry)
+        return AggregateRow(history: history, change: change, nextBefore: before)
+    }
+
     private static func compute(_ record: LogRecord) -> AggregateRow {
         let entries: [LogFormat.Entry]
         do {
@@ -31,20 +46,20 @@ struct AggregateRow: Sendable {
         guard let last = entries.last else {
             return AggregateRow(history: OrderHistory(orderId: record.key), change: .invalid("empty aggregate row"), nextBefore: nil)
         }
-        var history = OrderHistory(orderId: record.key, entries: entries.dropLast())
-        let before = history.firstUnanswered?.commandId
-        let change = history.apply(last)
-        return AggregateRow(history: history, change: change, nextBefore: before)
+        return appending(last, to: OrderHistory(orderId: record.key, entries: entries.dropLast()))
     }
 
     private struct CacheKey: Hashable, Sendable {
         var orderId: String
         var value: [UInt8]
 
-        // Hashes the bytes as one block: [UInt8]'s own hash combines them one by one.
+        // Hashes the length and the last bytes only (rows of one order differ in length,
+        // and end with their newest entry's details): hashing a whole row cost more than
+        // the lookup saved. Equality still compares every byte.
         func hash(into hasher: inout Hasher) {
             hasher.combine(orderId)
-            value.withUnsafeBytes { hasher.combine(bytes: $0) }
+            hasher.combine(value.count)
+            value.withUnsafeBytes { hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: $0.suffix(48))) }
         }
     }
 

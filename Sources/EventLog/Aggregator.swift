@@ -22,6 +22,8 @@ public final class Aggregator: Sendable {
     struct Row: Sendable {
         var entries: [LogFormat.Entry]
         var sourceOffset: Int64
+        /// The entries folded, so the next row's analysis is one more `apply`.
+        var history: OrderHistory
     }
 
     public init(engine: any LogEngine, topics: Topics, logger: Logger) {
@@ -60,15 +62,17 @@ public final class Aggregator: Sendable {
                     metadata: ["topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"])
                 continue
             }
-            var row = cache.withLock({ $0[record.key] }) ?? loaded[record.key] ?? nil
+            let row = cache.withLock({ $0[record.key] }) ?? loaded[record.key] ?? nil
             if let row, row.sourceOffset >= record.offset { continue }  // already aggregated
             var entries = row?.entries ?? []
             entries.append(entry)
-            row = Row(entries: entries, sourceOffset: record.offset)
-            cache.withLock { $0[record.key] = row }
+            let value = LogFormat.encode(LogFormat.Aggregate(entries: entries))
+            let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key))
+            AggregateRow.remember(analysis, orderId: record.key, value: value)
+            cache.withLock { $0[record.key] = Row(entries: entries, sourceOffset: record.offset, history: analysis.history) }
             out.append(
                 OutgoingRecord(
-                    topic: topics.aggregates, key: record.key, value: LogFormat.encode(LogFormat.Aggregate(entries: entries)),
+                    topic: topics.aggregates, key: record.key, value: value,
                     headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition))
         }
         return out
@@ -79,7 +83,8 @@ public final class Aggregator: Sendable {
         do {
             let aggregate = try LogFormat.decodeAggregate(record.value)
             let offset = record.headers[Self.sourceOffsetHeader].flatMap { Int64($0) } ?? -1
-            return Row(entries: try aggregate.entries(), sourceOffset: offset)
+            let entries = try aggregate.entries()
+            return Row(entries: entries, sourceOffset: offset, history: OrderHistory(orderId: key, entries: entries))
         } catch {
             // The table's own row is unreadable: start the order's list afresh rather than
             // stop the partition, and say so.

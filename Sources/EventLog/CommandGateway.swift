@@ -40,7 +40,10 @@ public struct CommandGateway: Sendable {
                 return outcome
             }
             if case .place = command.kind {} else {
-                guard try await store.view(orderId: command.orderId)?.order != nil else {
+                // The projector's cache first: an order it wrote a view for exists.
+                var exists = projector.cachedView(orderId: command.orderId)?.order != nil
+                if !exists { exists = try await store.view(orderId: command.orderId)?.order != nil }
+                guard exists else {
                     throw OrderRejection(
                         reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
                         expectedVersion: command.expectedVersion, actualVersion: 0)
@@ -51,7 +54,11 @@ public struct CommandGateway: Sendable {
                     OutgoingRecord(
                         topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encode(LogFormat.entry(command)),
                         headers: ["command-id": command.commandId])
-                ], commit: nil)
+                ],
+                // The caller learns nothing from this append, only from the outcome, which
+                // the projector reads from the durable log: a command lost to a crash before
+                // its fsync was never acknowledged, and its retry is applied once.
+                commit: nil, durability: .deferred)
         } catch {
             projector.outcomes.cancel(ticket)
             throw error

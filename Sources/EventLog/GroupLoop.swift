@@ -57,7 +57,9 @@ struct GroupLoop: Sendable {
                             if out.isEmpty {
                                 try await consumer.commit(offsets)
                             } else {
-                                try await engine.append(out, commit: commit)
+                                // Derived from the log and behind it: a crash that takes
+                                // these back takes their offsets too, and the batch is redone.
+                                try await engine.append(out, commit: commit, durability: .deferred)
                             }
                         }
                         backoff = .milliseconds(50)

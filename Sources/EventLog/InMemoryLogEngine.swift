@@ -28,8 +28,9 @@ public final class InMemoryLogEngine: LogEngine {
         return count
     }
 
+    /// Everything is "durable" here as soon as it is appended (memory is the whole store).
     @discardableResult
-    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {
+    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
         let now = clock()
         let (addresses, woken) = try state.withLock { s throws(LogError) -> ([RecordAddress], [CheckedContinuation<Void, Never>]) in
             for r in records where s.topics[r.topic] == nil { throw LogError.unknownTopic(r.topic) }

@@ -96,10 +96,27 @@ public enum GroupPoll: Sendable, Equatable {
     case idle
 }
 
+/// When an `append` returns, relative to the records reaching stable storage.
+public enum Durability: Sendable, Hashable {
+    /// Returns once the records are durable (embedded: fsync'd; Kafka: acknowledged by
+    /// all in-sync replicas).
+    case durable
+    /// Returns once the records are committed and visible to group consumers; they become
+    /// durable soon after, and never after a later `.durable` append (the log is durable
+    /// as a prefix). For records derived from the log itself: a crash before they are
+    /// durable loses them together with everything after them, and the processors that
+    /// wrote them redo that work from their committed offsets (which are lost with them).
+    case deferred
+}
+
 /// A durable, partitioned log.
 ///
 /// - Important: `append` returns only once the records are durable (embedded: fsync'd;
-///   Kafka: acknowledged by all in-sync replicas). Appends of one call are atomic: all or
+///   Kafka: acknowledged by all in-sync replicas), unless asked for `.deferred`.
+///   Readers (`openReader`) deliver only durable records, so whatever leaves the log
+///   through them — a read model, a subscriber — never depends on records a crash could
+///   still take back; group consumers may also see deferred ones (what they derive goes
+///   back into the same log, behind its source). Appends of one call are atomic: all or
 ///   none become visible, and with `commit` the group's offsets move in the same unit
 ///   (embedded: one SQLite transaction; Kafka: a transaction). Callers must not rely on
 ///   atomicity alone for correctness (a test broker shows aborted records), so processors
@@ -109,14 +126,16 @@ public protocol LogEngine: Sendable {
     func createTopic(_ topic: String, partitions: Int) async throws
     /// The topic's partition count; throws `LogError.unknownTopic` if missing.
     func partitionCount(_ topic: String) async throws -> Int
-    /// Appends records durably and atomically, optionally committing a group's offsets in
-    /// the same unit. Returns where each record landed, in input order.
+    /// Appends records atomically, optionally committing a group's offsets in the same
+    /// unit, and returns once they are as durable as asked. Returns where each record
+    /// landed, in input order.
     @discardableResult
-    func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress]
+    func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress]
     /// For each partition (index = partition), the offset the next appended record gets.
     func endOffsets(_ topic: String) async throws -> [Int64]
     /// Reads every partition of `topic` from the given offsets (index = partition) without
-    /// joining a group: subscriptions, projections local to this instance.
+    /// joining a group: subscriptions, projections local to this instance. Delivers
+    /// durable records only.
     func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader
     /// Joins a consumer group: each partition is owned by one member at a time and reading
     /// starts at the group's committed offsets (0 when none).
@@ -130,6 +149,12 @@ public protocol LogEngine: Sendable {
 }
 
 extension LogEngine {
+    /// Appends durably (see `append(_:commit:durability:)`).
+    @discardableResult
+    public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {
+        try await append(records, commit: commit, durability: .durable)
+    }
+
     public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
         var out: [String: LogRecord] = [:]
         for key in keys {

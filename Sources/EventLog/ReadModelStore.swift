@@ -93,7 +93,9 @@ public struct OrderPage: Sendable, Hashable {
 public protocol ReadModelStore: Sendable {
     /// The checkpoint of the last applied update, nil for an empty store.
     func checkpoint() async throws -> LogPosition?
-    /// Applies views, outcomes and the checkpoint atomically and durably.
+    /// Applies views, outcomes and the checkpoint atomically. A crash may take back the
+    /// last applies but never splits one: the projector redoes them from the checkpoint
+    /// that survived (the read model only ever holds durable log records).
     func apply(_ update: ReadModelUpdate) async throws
     func view(orderId: String) async throws -> OrderView?
     /// The views of those orders that have one: one round trip for a batch.

@@ -31,6 +31,7 @@ struct PipelineLoad: AsyncParsableCommand {
         let log: any LogEngine
         let store: any ReadModelStore
         let close: () async -> Void
+        var writerReport: () async -> String = { "" }
         var config = OrderPipeline.Config()
         if let kafkaBrokers {
             var kafkaConfig = KafkaLogEngine.Config(brokers: kafkaBrokers)
@@ -49,6 +50,10 @@ struct PipelineLoad: AsyncParsableCommand {
                 directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [Topics().aggregates]))
             (log, store) = (engine.log, engine.readModel)
             close = { await engine.close() }
+            writerReport = {
+                let s = await engine.log.writerStatistics()
+                return " log-commits=\(s.commits) log-records=\(s.records) fsyncs=\(engine.log.syncer.syncCount)"
+            }
         }
         let pipeline = OrderPipeline(engine: log, store: store, config: config, logger: logger)
         let processors = Task { try await pipeline.run() }
@@ -93,6 +98,7 @@ struct PipelineLoad: AsyncParsableCommand {
             return try await group.reduce(into: []) { $0 += $1 }
         }
         let elapsed = ContinuousClock.now - started
+        let writer = await writerReport()
         processors.cancel()
         _ = await processors.result
         await close()
@@ -102,7 +108,7 @@ struct PipelineLoad: AsyncParsableCommand {
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let line = String(
             format: "commands=%d seconds=%.2f commands/s=%.0f p50=%.2fms p99=%.2fms p99.9=%.2fms in-flight=%d",
-            sorted.count, secs, Double(sorted.count) / secs, pct(0.5), pct(0.99), pct(0.999), inFlight)
+            sorted.count, secs, Double(sorted.count) / secs, pct(0.5), pct(0.99), pct(0.999), inFlight) + writer
         if acks { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
     }
 }

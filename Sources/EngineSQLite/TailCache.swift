@@ -1,0 +1,86 @@
+import EventLog
+import Synchronization
+
+/// The last records committed to each partition, in memory: the processors and readers
+/// of a busy log read right behind the writer, and serving them from here skips a hop to
+/// a reader thread, a read transaction (which, in WAL mode, re-reads pages another
+/// connection changed) and decoding the rows again.
+///
+/// The writer adds records after their commit and before it publishes the new ends, so a
+/// reader that sees an end finds the records here or, once they have aged out, in SQLite.
+package final class TailCache: Sendable {
+    fileprivate struct Partition {
+        /// Offset of `records[start]`.
+        var base: Int64 = 0
+        var start = 0
+        var records: [LogRecord] = []
+
+        var count: Int { records.count - start }
+        var end: Int64 { base + Int64(count) }
+    }
+
+    /// Records kept per partition (at least; up to twice as many between trims).
+    let capacity: Int
+    private let partitions = Mutex<[String: [Partition]]>([:])
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    /// After a commit (on the writer queue): the records in offset order per partition,
+    /// each partition's first one following what was committed before.
+    func add(_ records: [LogRecord]) {
+        guard capacity > 0, !records.isEmpty else { return }
+        partitions.withLock { all in
+            // Taken out of the dictionary while appending, so its arrays stay uniquely
+            // referenced and grow in place; a batch is mostly one topic.
+            var name = records[0].topic
+            var topic = all.removeValue(forKey: name) ?? []
+            for record in records {
+                if record.topic != name {
+                    all[name] = topic
+                    name = record.topic
+                    topic = all.removeValue(forKey: name) ?? []
+                }
+                if record.partition >= topic.count {
+                    topic.append(contentsOf: repeatElement(Partition(), count: record.partition + 1 - topic.count))
+                }
+                topic[record.partition].append(record, capacity: capacity)
+            }
+            all[name] = topic
+        }
+    }
+
+    /// `count` records of one partition from `offset`, or nil unless all are here.
+    /// Copied under the lock: a slice kept outside would share the partition's buffer and
+    /// make the writer's next append copy all of it.
+    func records(topic: String, partition: Int, from offset: Int64, count: Int) -> [LogRecord]? {
+        partitions.withLock { all -> [LogRecord]? in
+            guard let t = all[topic], partition < t.count else { return nil }
+            let p = t[partition]
+            guard offset >= p.base, offset + Int64(count) <= p.end else { return nil }
+            let first = p.start + Int(offset - p.base)
+            return Array(p.records[first..<(first + count)])
+        }
+    }
+}
+
+extension TailCache.Partition {
+    mutating func append(_ record: LogRecord, capacity: Int) {
+        if record.offset != end {
+            // A gap (the cache started late): start afresh here.
+            records = []
+            start = 0
+            base = record.offset
+        }
+        records.append(record)
+        if count > capacity {  // forget the oldest
+            start += 1
+            base += 1
+        }
+        if start >= capacity {  // and now and then drop them for good
+            records.removeFirst(start)
+            start = 0
+        }
+    }
+}
