@@ -1,3 +1,4 @@
+import Dispatch
 import EventLog
 import Synchronization
 
@@ -138,20 +139,13 @@ package final class LogCatalog: Sendable {
     /// Waits until some partition of `topic` ends (durably, if `durableOnly`) past
     /// `positions`, until `deadline`, or until the task is cancelled or the catalog closed
     /// — whichever comes first. Returns without telling which: the caller looks again.
+    ///
+    /// One parked continuation, resumed by whichever comes first: a publish, a Dispatch
+    /// timer, cancellation. (A task group racing a sleeping child cost a task, a timer
+    /// job and a cancellation per wait, on every hop of a busy pipeline.)
     package func waitForRecords(
         topic: String, beyond positions: [Int64], durableOnly: Bool, until deadline: ContinuousClock.Instant
     ) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.parkUntilPublished(topic: topic, beyond: positions, durableOnly: durableOnly) }
-            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
-            // The first child to finish ends the wait; cancelling the group resumes the
-            // other (the sleep throws, the parked waiter is resumed by onCancel).
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func parkUntilPublished(topic: String, beyond positions: [Int64], durableOnly: Bool) async {
         let id = state.withLock { s in
             defer { s.nextWaiter &+= 1 }
             return s.nextWaiter
@@ -173,12 +167,19 @@ package final class LogCatalog: Sendable {
                     }
                     return true
                 }
-                if !parked { continuation.resume() }
+                guard parked else {
+                    continuation.resume()
+                    return
+                }
+                let left = ContinuousClock.now.duration(to: deadline)
+                let nanoseconds = max(0, left.components.seconds * 1_000_000_000 + left.components.attoseconds / 1_000_000_000)
+                Self.timers.asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+                    self.unpark(topic: topic, id: id)?.resume()
+                }
             }
         } onCancel: {
             let continuation = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-                if let c = s.topics[topic]?.waiters.removeValue(forKey: id) { return c }
-                if let c = s.topics[topic]?.durableWaiters.removeValue(forKey: id) { return c }
+                if let c = Self.take(&s, topic: topic, id: id) { return c }
                 s.cancelled.insert(id)
                 return nil
             }
@@ -186,5 +187,20 @@ package final class LogCatalog: Sendable {
         }
         // onCancel may have run after we were resumed normally; drop its note.
         _ = state.withLock { $0.cancelled.remove(id) }
+    }
+
+    /// Fires the waiters' deadlines.
+    private static let timers = DispatchQueue(label: "EngineSQLite.log.wait-timers")
+
+    /// The waiter's continuation if it is still parked (each is resumed exactly once: by
+    /// whoever takes it out).
+    private func unpark(topic: String, id: UInt64) -> UnsafeContinuation<Void, Never>? {
+        state.withLock { Self.take(&$0, topic: topic, id: id) }
+    }
+
+    private static func take(_ s: inout State, topic: String, id: UInt64) -> UnsafeContinuation<Void, Never>? {
+        if let c = s.topics[topic]?.waiters.removeValue(forKey: id) { return c }
+        if let c = s.topics[topic]?.durableWaiters.removeValue(forKey: id) { return c }
+        return nil
     }
 }

@@ -398,15 +398,20 @@ enum JSON {
                     guard c == 0x22 || c == 0x5C || c < 0x20 else { continue }
                     if runStart < i { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<i])) }
                     runStart = i + 1
+                    // Byte by byte: an array literal here would be an allocation per quote.
+                    bytes.append(0x5C)
                     switch c {
-                    case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
-                    case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
-                    case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-                    case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-                    case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                    case 0x22, 0x5C: bytes.append(c)
+                    case 0x0A: bytes.append(UInt8(ascii: "n"))
+                    case 0x0D: bytes.append(UInt8(ascii: "r"))
+                    case 0x09: bytes.append(UInt8(ascii: "t"))
                     default:
-                        let hex = Array("0123456789abcdef".utf8)
-                        bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 0xF)]])
+                        func hex(_ n: UInt8) -> UInt8 { n < 10 ? 0x30 + n : 0x61 + n - 10 }
+                        bytes.append(UInt8(ascii: "u"))
+                        bytes.append(0x30)
+                        bytes.append(0x30)
+                        bytes.append(hex(c >> 4))
+                        bytes.append(hex(c & 0xF))
                     }
                 }
                 if runStart < utf8.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...])) }

@@ -29,7 +29,7 @@ import Testing
         var acks: [Ack] = []
         for cycle in 0..<4 {
             let output = try await runAndKill(binary, ["--data-dir", dir, "--in-flight", "32", "--seconds", "60", "--acks"],
-                after: .milliseconds(Int.random(in: 400...1500)))
+                after: .milliseconds(Int.random(in: 100...1200)))
             let lines = output.split(separator: "\n", omittingEmptySubsequences: false).dropLast()  // the last may be cut
             let cycleAcks = lines.compactMap { line -> Ack? in
                 let f = line.split(separator: " ")
@@ -80,6 +80,8 @@ import Testing
     }
 
     /// Runs `binary`, kills it with SIGKILL after `delay`, returns what it printed.
+    /// Runs the child and SIGKILLs it `delay` after its first acknowledgement (on a busy
+    /// machine start-up alone can take longer than any fixed delay), or after 60 s.
     private func runAndKill(_ binary: String, _ arguments: [String], after delay: Duration) async throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
@@ -88,9 +90,23 @@ import Testing
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let reader = Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }
-        // Let it get going (the first run creates the database), then kill at the moment.
-        try await Task.sleep(for: delay)
+        let firstAck = AsyncStream<Void>.makeStream()
+        let reader = Task.detached { () -> Data in
+            var output = Data()
+            let handle = pipe.fileHandleForReading
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                if output.isEmpty { firstAck.continuation.yield() }
+                output.append(chunk)
+            }
+            firstAck.continuation.finish()
+            return output
+        }
+        let started = ContinuousClock.now
+        for await _ in firstAck.stream { break }
+        // Then kill at a random moment of the run.
+        try await Task.sleep(until: min(.now + delay, started + .seconds(60)))
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         return String(decoding: await reader.value, as: UTF8.self)
