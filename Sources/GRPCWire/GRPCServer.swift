@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOPosix
@@ -29,7 +32,9 @@ public final class GRPCServer: Sendable {
         /// Larger request messages (by their length prefix, or once decompressed) end the call
         /// with RESOURCE_EXHAUSTED.
         public var maxReceiveMessageBytes = 4 << 20
-        public var eventLoopThreads = System.coreCount
+        /// One per CPU this process may run on (its affinity mask, not only its cgroup:
+        /// two loops pinned to one core would just take turns).
+        public var eventLoopThreads = GRPCServer.usableCores
         /// The connection-level receive window.
         public var connectionWindowBytes = 1 << 24
         /// SETTINGS_INITIAL_WINDOW_SIZE: per-stream receive window; also bounds what an unread
@@ -324,5 +329,33 @@ final class CallCounters: Sendable {
             result[GRPCStatus.Code(rawValue: code)] = count
         }
         return result
+    }
+}
+
+extension GRPCServer {
+    /// The CPUs this process may run on: the smaller of NIO's count (cgroup limits) and
+    /// the scheduler affinity mask (`taskset`, `sched_setaffinity`).
+    public static var usableCores: Int {
+        var count = System.coreCount
+        if let inMask = affinityCPUCount(), inMask > 0 { count = min(count, inMask) }
+        return max(1, count)
+    }
+
+    /// The bits of `Cpus_allowed` in /proc/self/status (Glibc's `sched_getaffinity` is
+    /// behind _GNU_SOURCE, which Swift's Glibc module does not define). nil elsewhere.
+    private static func affinityCPUCount() -> Int? {
+        #if canImport(Glibc)
+        guard let file = fopen("/proc/self/status", "r") else { return nil }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, file) > 0, let line {
+            let text = String(cString: line)
+            guard text.hasPrefix("Cpus_allowed:") else { continue }
+            return text.dropFirst("Cpus_allowed:".count).reduce(0) { n, c in n + (c.hexDigitValue?.nonzeroBitCount ?? 0) }
+        }
+        #endif
+        return nil
     }
 }

@@ -15,6 +15,7 @@ public struct OrderServiceDefinition: Sendable {
 
     let pipeline: OrderPipeline
     let logger: Logger
+    let mappedOrders = MappedOrderCache(capacity: 10_000)
 
     public init(pipeline: OrderPipeline, logger: Logger) {
         self.pipeline = pipeline
@@ -118,7 +119,7 @@ public struct OrderServiceDefinition: Sendable {
         guard let order = try await pipeline.queries.order(id: req.orderID, minVersion: Int(req.minVersion), deadline: deadline) else {
             throw GRPCStatus(.notFound, "Order \(req.orderID) not found")
         }
-        return ProtoMapping.order(order)
+        return mappedOrders.proto(for: order)
     }
 
     func getOrderEvents(_ req: Ridehailing_Orders_V1_GetOrderEventsRequest) async throws -> Ridehailing_Orders_V1_GetOrderEventsResponse {
