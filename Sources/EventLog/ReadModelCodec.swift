@@ -64,13 +64,19 @@ public enum ReadModelCodec {
     }
 
     private static func write(_ e: ProjectedEvent, _ w: inout JSON.Writer) {
+        w.raw(e.storedForm.value { encode(e) })
+    }
+
+    private static func encode(_ e: ProjectedEvent) -> [UInt8] {
         let entry = LogFormat.entry(e.event)
+        var w = JSON.Writer(capacity: 256)
         w.beginObject()
         w.member("type", entry.subType)
         w.key("details")
         w.raw(entry.details.utf8)
         w.member("position", e.position.token)
         w.endObject()
+        return w.bytes
     }
 
     private static func read(_ json: JSON.Value, orderId: String) throws(DecodingError) -> ProjectedEvent {

@@ -1,3 +1,4 @@
+import Synchronization
 import OrderDomain
 
 /// A resume token: for every partition of `order-aggregates`, the offset of the next
@@ -25,12 +26,37 @@ public struct LogPosition: Sendable, Hashable, Codable, CustomStringConvertible 
 
 /// An event as the read model keeps it: with the position just after it.
 public struct ProjectedEvent: Sendable, Hashable, Codable {
-    public var event: OrderEvent
-    public var position: LogPosition
+    public var event: OrderEvent {
+        didSet { storedForm = StoredForm() }
+    }
+    public var position: LogPosition {
+        didSet { storedForm = StoredForm() }
+    }
+    /// The event's encoding in the read model, made once: a view is rewritten with all its
+    /// events whenever the order changes.
+    var storedForm = StoredForm()
+
     public init(event: OrderEvent, position: LogPosition) {
         self.event = event
         self.position = position
     }
+
+    enum CodingKeys: String, CodingKey { case event, position }
+}
+
+/// A memo that takes no part in equality, hashing or coding.
+final class StoredForm: Sendable, Hashable {
+    private let bytes = Mutex<[UInt8]?>(nil)
+
+    func value(_ make: () -> [UInt8]) -> [UInt8] {
+        if let made = bytes.withLock({ $0 }) { return made }
+        let made = make()
+        bytes.withLock { $0 = made }
+        return made
+    }
+
+    static func == (a: StoredForm, b: StoredForm) -> Bool { true }
+    func hash(into hasher: inout Hasher) {}
 }
 
 /// One order in the read model: its current state (nil while only error events exist,
