@@ -42,6 +42,9 @@ public final class SQLiteLogEngine: LogEngine {
         /// Recent records kept in memory per partition for readers close behind the
         /// writer (`TailCache`); 0 turns the cache off.
         public var tailRecordsPerPartition = 256
+        /// Least time between the starts of two fsyncs of the log (each waits for the
+        /// commits of that time to share it).
+        public var minimumSyncInterval: Duration = .milliseconds(1)
         /// When the in-memory delta of `latest` is folded into the table (tests shrink it).
         package var latestFlushPolicy = LatestIndex.FlushPolicy.defaults
         public init(keyIndexedTopics: Set<String>? = nil) {
@@ -112,7 +115,9 @@ public final class SQLiteLogEngine: LogEngine {
             // After the writer has opened (and, after a crash, recovered) the WAL.
             let syncer: WALSyncer
             do {
-                syncer = try await offPool { try WALSyncer(databasePath: path, catalog: catalog) }
+                syncer = try await offPool {
+                    try WALSyncer(databasePath: path, catalog: catalog, minimumInterval: options.minimumSyncInterval)
+                }
             } catch {
                 await writer.close()
                 throw error
