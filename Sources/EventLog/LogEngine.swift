@@ -131,7 +131,10 @@ public protocol LogEngine: Sendable {
     /// landed, in input order.
     @discardableResult
     func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress]
-    /// For each partition (index = partition), the offset the next appended record gets.
+    /// For each partition (index = partition), the offset just past the last committed
+    /// record: where a reader that has seen everything stands. Not necessarily the offset
+    /// the next record gets (Kafka's transaction markers take offsets too), and possibly
+    /// past the durable prefix a plain reader has reached (embedded: not fsync'd yet).
     func endOffsets(_ topic: String) async throws -> [Int64]
     /// Reads every partition of `topic` from the given offsets (index = partition) without
     /// joining a group: subscriptions, projections local to this instance. Delivers
