@@ -142,7 +142,7 @@ package final class WALSyncer: Sendable {
             // Stopping is decided under the same lock `committed` checks `syncing` under, so
             // a commit noted meanwhile either lands in this batch or starts a new loop.
             let next = state.withLock { s -> (ends: [String: [Int64]], waiting: [Waiter])? in
-                guard s.dirty, s.failure == nil else {
+                guard s.dirty, s.failure == nil, !s.held else {
                     s.syncing = false
                     return nil
                 }
