@@ -52,7 +52,9 @@ struct PipelineLoad: AsyncParsableCommand {
             close = { await engine.close() }
             writerReport = {
                 let s = await engine.log.writerStatistics()
+                let ms = { (d: Duration) in d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000 }
                 return " log-commits=\(s.commits) log-records=\(s.records) fsyncs=\(engine.log.syncer.syncCount)"
+                    + " insert-ms=\(ms(s.insertTime)) commit-ms=\(ms(s.commitTime))"
             }
         }
         let pipeline = OrderPipeline(engine: log, store: store, config: config, logger: logger)
