@@ -67,12 +67,52 @@ import Testing
         }
     }
 
+    /// The shared tail can be behind a subscriber's own reader when it switches (the tail
+    /// has not read the newest records yet): the records it already has must be skipped
+    /// when the tail delivers them, not sent again.
+    @Test func switchingWhileTheTailIsBehindRepeatsNothing() async throws {
+        let engine = GatedEngine(InMemoryLogEngine())
+        try await Harness.run(engine: engine) { h in
+            let before = try await placeConcurrently(h, count: 5)
+            engine.gateNextReader()  // the tail's reader, opened by the first subscription
+            let first = Collector(try await h.pipeline.subscribe(start: .end, filter: .init()))
+            let ids = try await placeConcurrently(h, count: 10)
+            // Behind the tail's start, it reads all 15 orders with its own reader, which
+            // puts it past the held-back tail, then switches to the (empty) ring.
+            let late = try await h.pipeline.subscribe(start: .beginning, filter: .init())
+            #expect(!late.readsSharedTail)
+            let history = try await collectUntilCaughtUp(late)
+            #expect(Set(history.map(\.event.orderId)) == Set(before + ids))
+            #expect(late.readsSharedTail)
+            #expect(first.events.isEmpty, "the tail was held back")
+
+            engine.release()
+            let last = try await h.place().orderId
+            var live: [ProjectedEvent] = []
+            var heartbeats = 0
+            while heartbeats < 2, let item = try await late.next() {
+                if case .event(let e) = item { live.append(e) }
+                if case .heartbeat = item { heartbeats += 1 }
+                if live.last?.event.orderId == last { break }
+            }
+            #expect(live.map(\.event.orderId) == [last], "nothing repeated from before the switch")
+            #expect(late.readsSharedTail)
+            try await waitUntil { first.events.count >= 11 }
+            #expect(Set(first.events.map(\.event.orderId)) == Set(ids + [last]))
+            #expect(first.events.count == 11)
+            await first.stop()
+            await first.subscription.close()
+            await late.close()
+        }
+    }
+
     /// A subscriber that stops reading falls more than the ring's capacity behind: the
     /// others keep receiving, and when it reads again it gets every event once, from its
     /// own reader, then returns to the shared tail.
     @Test func stalledSubscriberFallsBackAndResumesWithoutGaps() async throws {
         var config = OrderPipeline.Config.defaults
         config.streamTailCapacity = 16
+        config.heartbeat = .milliseconds(500)  // a lost event ends the reads below by heartbeats, not a hang
         try await Harness.run(config: config) { h in
             let stalled = try await h.pipeline.subscribe(start: .end, filter: .init())
             guard case .caughtUp = try await stalled.next() else { Issue.record("from_end starts with caught_up"); return }
@@ -85,8 +125,10 @@ import Testing
             #expect(Set(live.events.map(\.event.orderId)) == Set(ids))
 
             var got: [ProjectedEvent] = []
-            while got.count < 60, let item = try await stalled.next() {
+            var heartbeats = 0
+            while got.count < 60, heartbeats < 2, let item = try await stalled.next() {
                 if case .event(let e) = item { got.append(e) }
+                if case .heartbeat = item { heartbeats += 1 }
             }
             #expect(got.count == 60)
             #expect(Set(got.map(\.event.orderId)) == Set(ids), "every event once, none lost")
@@ -95,12 +137,15 @@ import Testing
 
             // After catching up from the log it is back on the shared tail.
             let next = try await h.place().orderId
-            while let item = try await stalled.next() {
+            heartbeats = 0
+            while heartbeats < 2, let item = try await stalled.next() {
+                if case .heartbeat = item { heartbeats += 1 }
                 if case .event(let e) = item {
                     #expect(e.event.orderId == next)
                     break
                 }
             }
+            #expect(heartbeats < 2, "the next live event arrived")
             #expect(stalled.readsSharedTail)
             await live.stop()
             await live.subscription.close()
