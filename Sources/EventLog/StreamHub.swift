@@ -123,14 +123,16 @@ public final class StreamHub: Sendable {
     }
 
     /// Starts the tail if it is not running yet and waits for it; returns at once when
-    /// `run()` is not running (subscriptions then use their own readers).
+    /// `run()` is not running (subscriptions then use their own readers until it is, and
+    /// switch to the tail after their next page or heartbeat).
     public func ensureRunning() async {
         await withCheckedContinuation { c in
             let (ready, demand) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
+                // Demanded even when `run()` has not begun yet: it then starts at once.
+                s.demanded = true
                 // Waits only for the first start: after a failure the tail retries with a
                 // backoff, and subscriptions should not wait for that.
-                if s.ring != nil || !s.loopRunning || s.generation > 0 { return (true, nil) }
-                s.demanded = true
+                if s.ring != nil || !s.loopRunning || s.generation > 0 { return (true, s.demand.take()) }
                 s.starting.append(c)
                 return (false, s.demand.take())
             }
