@@ -63,6 +63,9 @@ struct TailRing: Sendable {
     /// (`nextSeq` when none). Earlier entries are all behind it; later ones it may still
     /// have seen (its own reader ran ahead in some partition), which it skips by offset.
     func cursor(for position: [Int64]) -> Int64 {
+        // At or past the tail everywhere (a from_end subscriber, a reader that caught up):
+        // nothing here is new to it, and 1,000 of them attaching need not scan the ring.
+        if zip(position, tail).allSatisfy({ $0 >= $1 }) { return nextSeq }
         var seq = firstSeq
         while seq < nextSeq {
             let entry = slots[slot(seq)]
