@@ -9,6 +9,9 @@ public final class OrderPipeline: Sendable {
         /// Off when ksqlDB maintains ORDER_AGGREGATES.
         public var builtInAggregator = true
         public var heartbeat: Duration = .seconds(5)
+        /// Records StreamEvents' shared tail keeps decoded in memory: how far a live
+        /// subscriber may fall behind before it goes back to reading the log itself.
+        public var streamTailCapacity = 8192
         public init() {}
         public static var defaults: Config { Config() }
     }
@@ -19,6 +22,8 @@ public final class OrderPipeline: Sendable {
     public let projector: Projector
     public let gateway: CommandGateway
     public let queries: OrderQueries
+    /// StreamEvents' shared tail (one log reader for every caught-up subscriber).
+    public let streamHub: StreamHub
     let logger: Logger
 
     public init(engine: any LogEngine, store: any ReadModelStore, config: Config = .defaults, logger: Logger) {
@@ -29,6 +34,10 @@ public final class OrderPipeline: Sendable {
         projector = Projector(engine: engine, store: store, topics: config.topics, logger: logger)
         gateway = CommandGateway(engine: engine, store: store, projector: projector, topics: config.topics)
         queries = OrderQueries(store: store, projector: projector)
+        // Ticks wake idle subscribers so their heartbeats go out within a fifth of the period.
+        let tick = min(max(config.heartbeat / 5, .milliseconds(10)), .seconds(1))
+        streamHub = StreamHub(
+            engine: engine, topic: config.topics.aggregates, capacity: config.streamTailCapacity, tick: tick, logger: logger)
     }
 
     public var topics: Topics { config.topics }
@@ -55,12 +64,15 @@ public final class OrderPipeline: Sendable {
             group.addTask { try await CommandHandler(engine: self.engine, topics: topics, logger: self.logger).run() }
             group.addTask { try await IntegrationPublisher(engine: self.engine, topics: topics, logger: self.logger).run() }
             group.addTask { try await self.projector.run() }
+            group.addTask { await self.streamHub.run() }
         }
     }
 
-    /// Opens a StreamEvents subscription.
+    /// Opens a StreamEvents subscription (starting the shared tail on the first one).
     public func subscribe(start: EventSubscription.Start, filter: EventSubscription.Filter) async throws -> EventSubscription {
-        try await EventSubscription.open(
-            engine: engine, topics: config.topics, start: start, filter: filter, heartbeat: config.heartbeat, logger: logger)
+        await streamHub.ensureRunning()
+        return try await EventSubscription.open(
+            engine: engine, topics: config.topics, start: start, filter: filter, heartbeat: config.heartbeat, hub: streamHub,
+            logger: logger)
     }
 }

@@ -7,7 +7,27 @@ public struct LogPosition: Sendable, Hashable, Codable, CustomStringConvertible 
     public var offsets: [Int64]
     public init(offsets: [Int64]) { self.offsets = offsets }
 
-    public var token: String { "v1:" + offsets.map(String.init).joined(separator: ".") }
+    /// "v1:" and the offsets joined by dots. Built in one buffer rather than a string per
+    /// offset: StreamEvents makes one per delivery, 1,000 per event with 1,000 subscribers.
+    public var token: String {
+        var bytes: [UInt8] = [UInt8(ascii: "v"), UInt8(ascii: "1"), UInt8(ascii: ":")]
+        bytes.reserveCapacity(3 + offsets.count * 8)
+        for (i, offset) in offsets.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ".")) }
+            guard offset >= 0 else {
+                bytes += Array(String(offset).utf8)
+                continue
+            }
+            let start = bytes.count
+            var n = offset
+            repeat {
+                bytes.append(UInt8(ascii: "0") + UInt8(n % 10))
+                n /= 10
+            } while n > 0
+            bytes[start...].reverse()
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
     public var description: String { token }
 
     /// Parses a token; nil when malformed or made for another partition count.
