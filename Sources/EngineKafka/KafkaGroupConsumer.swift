@@ -158,9 +158,14 @@ final class KafkaGroupConsumer: GroupConsumer {
     }
 
     /// The member's group metadata (generation, member id) for a transactional commit.
-    func groupMetadata() async -> RDKafkaGroupMetadata? {
-        await sideQueue.run { [self] in
-            alive.withLock { $0 ? client.groupMetadata() : nil }
+    /// Throws once the member closed: a commit then must not go through without the
+    /// generation check.
+    func groupMetadata() async throws -> RDKafkaGroupMetadata? {
+        try await sideQueue.run { [self] () throws -> RDKafkaGroupMetadata? in
+            try alive.withLock { alive throws(LogError) -> RDKafkaGroupMetadata? in
+                guard alive else { throw LogError(.closed, "group consumer closed") }
+                return client.groupMetadata()
+            }
         }
     }
 
