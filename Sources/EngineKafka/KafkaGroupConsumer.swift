@@ -10,10 +10,8 @@ import Synchronization
 /// `close`): the group does not move on until then, so the caller can still commit what
 /// it finished with its current generation.
 ///
-/// - Important: `poll` and `close` run one at a time on the member's own queue. `commit`
-///   and `groupMetadata` run beside a poll, on a second queue: librdkafka's handle is
-///   thread-safe, and a poll can block for its whole timeout when nothing arrives, which
-///   would hold every append's transaction (and so the next batch) behind it.
+/// - Important: `poll`, `commit` and `close` run one at a time on the member's own
+///   queue; librdkafka's consumer calls must not overlap.
 final class KafkaGroupConsumer: GroupConsumer {
     let group: String
     let topic: String
@@ -21,11 +19,6 @@ final class KafkaGroupConsumer: GroupConsumer {
     let groupId: String
     private let client: RDKafkaClient
     private let queue: BlockingQueue
-    /// Commits and group-metadata reads, beside the poll on `queue`.
-    private let sideQueue: BlockingQueue
-    /// False once `close` is about to destroy the handle; held during side calls so the
-    /// handle outlives them.
-    private let alive = Mutex(true)
     private let logger: Logger
     private let rebalances: Rebalances
     private let onClose: @Sendable () -> Void
@@ -89,7 +82,6 @@ final class KafkaGroupConsumer: GroupConsumer {
             throw LogError.kafka(error, "joining group \(groupId) on \(topic)")
         }
         queue = BlockingQueue(label: "kafka.group.\(groupId)")
-        sideQueue = BlockingQueue(label: "kafka.group.\(groupId).commit")
     }
 
     func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
@@ -145,28 +137,18 @@ final class KafkaGroupConsumer: GroupConsumer {
 
     func commit(_ offsets: [Int: Int64]) async throws {
         guard !offsets.isEmpty else { return }
-        try await sideQueue.run { [self] () throws in
-            try alive.withLock { alive throws(LogError) in
-                guard alive else { throw LogError(.closed, "group consumer closed") }
-                do throws(RDKafkaError) {
-                    try client.commit(topic: topic, offsets: offsets)
-                } catch {
-                    throw LogError.kafka(error, "committing offsets of group \(groupId) on \(topic)")
-                }
+        try await queue.run { [client, topic, groupId] () throws in
+            do throws(RDKafkaError) {
+                try client.commit(topic: topic, offsets: offsets)
+            } catch {
+                throw LogError.kafka(error, "committing offsets of group \(groupId) on \(topic)")
             }
         }
     }
 
     /// The member's group metadata (generation, member id) for a transactional commit.
-    /// Throws once the member closed: a commit then must not go through without the
-    /// generation check.
-    func groupMetadata() async throws -> RDKafkaGroupMetadata? {
-        try await sideQueue.run { [self] () throws -> RDKafkaGroupMetadata? in
-            try alive.withLock { alive throws(LogError) -> RDKafkaGroupMetadata? in
-                guard alive else { throw LogError(.closed, "group consumer closed") }
-                return client.groupMetadata()
-            }
-        }
+    func groupMetadata() async -> RDKafkaGroupMetadata? {
+        await queue.run { [client] in client.groupMetadata() }
     }
 
     func close() async {
@@ -176,7 +158,7 @@ final class KafkaGroupConsumer: GroupConsumer {
         }
         guard first else { return }
         client.yield()
-        await queue.run { [self] in
+        await queue.run { [client, rebalances] in
             // A revocation still held back is given up now; leaving the group revokes the rest.
             let held = rebalances.state.withLock { s -> [TopicPartition] in
                 defer {
@@ -187,8 +169,6 @@ final class KafkaGroupConsumer: GroupConsumer {
             }
             if !held.isEmpty { client.completeRevoke(held) }
             client.consumerClose()
-            // Waits for a side call in progress; none starts after.
-            alive.withLock { $0 = false }
             client.destroy()
         }
         onClose()

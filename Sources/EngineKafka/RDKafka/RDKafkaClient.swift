@@ -6,12 +6,11 @@ import Synchronization
 // The one file that touches librdkafka: handles, C callbacks, C structs. Everything it
 // exposes is Swift (bytes, strings, Ints); callers never see a C type.
 //
-// Threading contract: librdkafka's handle is thread-safe; the callers still run a
-// consumer's poll/assign family on one DispatchQueue per consumer (its rebalance state
-// lives there), and commits and group-metadata reads beside it on a second queue. Every
-// function that can block (network round trips, `rd_kafka_consumer_poll`, `rd_kafka_flush`,
-// transactions, admin) is marked "Blocking": call it from a dedicated DispatchQueue,
-// never from the Swift cooperative pool.
+// Threading contract (librdkafka's, restated): every function here is thread-safe except
+// the consumer's poll/assign/commit family, which the callers serialize on one
+// DispatchQueue per consumer. Every function that can block (network round trips,
+// `rd_kafka_consumer_poll`, `rd_kafka_flush`, transactions, admin) is marked
+// "Blocking": call it from a dedicated DispatchQueue, never from the Swift cooperative pool.
 
 /// The librdkafka loaded at run time (not the headers the build saw).
 enum RDKafka {
