@@ -60,6 +60,16 @@ public final class KafkaLogEngine: LogEngine {
         /// the live latency of readers and group members on brokers that do not answer
         /// a waiting fetch early.
         public var fetchWait: Duration = .milliseconds(5)
+        /// Consumer groups off every caller's path (the integration publisher's events
+        /// are for other services): their members fetch lazily, like the key indexes'
+        /// followers, see `lazyFetchWait`.
+        public var lazyGroups: Set<String> = [IntegrationPublisher.group]
+        /// A lazy consumer asks for at least 1 MiB and lets the broker hold the fetch this
+        /// long: at most one fetch per interval. tansu answers a fetch as soon as any record
+        /// is there and spends about 0.5 ms of CPU on each, so under load a consumer that
+        /// keeps up fetches once per arriving batch; its fetches then cost tansu more than
+        /// the records do.
+        public var lazyFetchWait: Duration = .milliseconds(100)
         /// How long the producer waits to batch records (`linger.ms`).
         public var linger: Duration = .milliseconds(2)
         /// librdkafka properties for every handle (TLS, SASL, tuning), applied last, so
@@ -277,7 +287,8 @@ public final class KafkaLogEngine: LogEngine {
         let box = Mutex<ObjectIdentifier?>(nil)
         let consumer = try KafkaGroupConsumer(
             group: group, groupId: groupId, topic: topic,
-            properties: Self.consumerProperties(config, group: groupId, partitionEOF: false, fetchWait: config.fetchWait),
+            properties: Self.consumerProperties(
+                config, group: groupId, partitionEOF: false, fetchWait: config.fetchWait, lazy: config.lazyGroups.contains(group)),
             logger: logger,
             onChange: { [weak self] in self?.assignmentChanged() },
             onClose: { [weak self] in
@@ -376,7 +387,9 @@ public final class KafkaLogEngine: LogEngine {
     private func index(for topic: String) async throws -> KeyIndex {
         if let index = indexes.withLock({ $0[topic] }) { return index }
         let count = try await partitionCount(topic)
-        let properties = Self.consumerProperties(config, group: nil, partitionEOF: true, fetchWait: config.fetchWait)
+        // The follower is off the callers' path: lookups of keys this instance owns wait
+        // for it only after an assignment change; its own appends are written through.
+        let properties = Self.consumerProperties(config, group: nil, partitionEOF: true, fetchWait: config.fetchWait, lazy: true)
         return try indexes.withLock { i throws(LogError) -> KeyIndex in
             if let index = i[topic] { return index }
             let index = try KeyIndex(topic: topic, partitions: count, properties: properties, logger: logger)
@@ -412,13 +425,19 @@ public final class KafkaLogEngine: LogEngine {
         return p.merging(config.properties) { $1 }
     }
 
-    static func consumerProperties(_ config: Config, group: String?, partitionEOF: Bool, fetchWait: Duration) -> [String: String] {
+    static func consumerProperties(
+        _ config: Config, group: String?, partitionEOF: Bool, fetchWait: Duration, lazy: Bool = false
+    ) -> [String: String] {
         var p = commonProperties(config)
         p["enable.auto.commit"] = "false"
         p["enable.auto.offset.store"] = "false"
         p["isolation.level"] = "read_committed"
         p["enable.partition.eof"] = partitionEOF ? "true" : "false"
         p["fetch.wait.max.ms"] = String(max(1, fetchWait.milliseconds))
+        if lazy {
+            p["fetch.wait.max.ms"] = String(max(1, config.lazyFetchWait.milliseconds))
+            p["fetch.min.bytes"] = String(1 << 20)
+        }
         if let group {
             p["group.id"] = group
             p["auto.offset.reset"] = "earliest"

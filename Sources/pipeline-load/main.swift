@@ -24,10 +24,19 @@ struct PipelineLoad: AsyncParsableCommand {
     @Flag(help: "Only PlaceOrder (default: each order placed, accepted, completed).") var placeOnly = false
     @Option(help: "Run on Kafka at these brokers (the read model stays in --data-dir).") var kafkaBrokers: String?
     @Option(help: "Topic and group prefix on Kafka.") var kafkaPrefix = "bench-"
+    @Option(help: "Kafka: producer linger.ms.") var kafkaLingerMs: Int?
+    @Option(help: "Kafka: consumer fetch.wait.max.ms.") var kafkaFetchWaitMs: Int?
+    @Option(help: "Kafka: session.timeout.ms of the consumer groups (tansu completes a join after about half of it).")
+    var kafkaSessionTimeoutMs = 3000
+    @Option(help: "Kafka: extra librdkafka property key=value (repeatable).") var kafkaProperty: [String] = []
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "warning"
+    @Flag(help: "Kafka: start the clock at once, not after a first command went through (the group joins then count).")
+    var noWarmUp = false
 
     func run() async throws {
         var logger = Logger(label: "pipeline-load")
-        logger.logLevel = .warning
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown --log-level \(logLevel)") }
+        logger.logLevel = level
         let log: any LogEngine
         let store: any ReadModelStore
         let close: () async -> Void
@@ -36,6 +45,13 @@ struct PipelineLoad: AsyncParsableCommand {
         if let kafkaBrokers {
             var kafkaConfig = KafkaLogEngine.Config(brokers: kafkaBrokers)
             kafkaConfig.groupIdPrefix = kafkaPrefix
+            if let kafkaLingerMs { kafkaConfig.linger = .milliseconds(kafkaLingerMs) }
+            if let kafkaFetchWaitMs { kafkaConfig.fetchWait = .milliseconds(kafkaFetchWaitMs) }
+            kafkaConfig.sessionTimeout = .milliseconds(kafkaSessionTimeoutMs)
+            for property in kafkaProperty {
+                guard let eq = property.firstIndex(of: "=") else { throw ValidationError("--kafka-property needs key=value") }
+                kafkaConfig.properties[String(property[..<eq])] = String(property[property.index(after: eq)...])
+            }
             let kafka = try KafkaLogEngine(config: kafkaConfig, logger: logger)
             try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
             let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
@@ -60,6 +76,21 @@ struct PipelineLoad: AsyncParsableCommand {
         let pipeline = OrderPipeline(engine: log, store: store, config: config, logger: logger)
         let processors = Task { try await pipeline.run() }
         while !pipeline.projector.isReady { try await Task.sleep(for: .milliseconds(10)) }
+        if kafkaBrokers != nil && !noWarmUp {
+            // One order through every processor first: the consumer groups form then
+            // (seconds on tansu), which is start-up, not the pipeline's latency.
+            let t0 = ContinuousClock.now
+            let request = OrderIdentity.random()
+            _ = try await pipeline.gateway.submit(
+                OrderCommand(
+                    commandId: request, orderId: OrderIdentity.orderId(forRequest: request), expectedVersion: 0,
+                    kind: .place(riderId: OrderIdentity.random(), price: "1.00", route: [
+                        Waypoint(address: "A", lat: 50.45, lon: 30.52), Waypoint(address: "B", lat: 50.40, lon: 30.61),
+                    ])),
+                timeout: .seconds(60))
+            let d = ContinuousClock.now - t0
+            FileHandle.standardError.write(Data("warm-up (first command, groups joining): \(d)\n".utf8))
+        }
 
         let deadline = ContinuousClock.now + .seconds(seconds)
         let counter = Counter(limit: commands)
