@@ -18,12 +18,14 @@
 # Environment (defaults in brackets): N [300000] C [16] M [32] T [1] for h2load; ROUNDS [3];
 # LOAD_SECONDS [8] per PlaceOrder/UpdateOrder level; STREAM_SUBSCRIBERS [1000];
 # STREAM_RATES ["2 10"] orders/s, one row each; STREAM_SECONDS [10]; FILL_EVENTS [1000000]; IDLE [10000];
-# RESTARTS [3]; SKIP_BUILD=1 reuses the release binaries; OUT [BENCHMARKS.md].
+# RESTARTS [3]; ROWS ["1 3 5 6 7": row blocks to run; 1 also runs 2 and 8, 3 also 4]; SKIP_BUILD=1 reuses the release binaries; OUT [BENCHMARKS.md].
 # Row 6's data directory (FILL_EVENTS events, ~10 minutes to fill on 2 cores) is kept in
 # Benchmarks/.build/bench-fill-FILL_EVENTS (KEEP_FILL=DIR elsewhere) and reused by later runs;
 # REFILL=1 fills it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ROWS ["1 3 5 6 7"]: which blocks run (1 = rows 1, 2, 8; 3 = rows 3, 4; 5; 6; 7).
+want() { [[ " ${ROWS:-1 3 5 6 7} " == *" $1 "* ]]; }
 root=$(pwd)
 
 N=${N:-300000}
@@ -97,9 +99,10 @@ err_note() {  # LINE -> ", N errors (kinds)" when the line counts errors
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # start_server NAME DATA_DIR -> sets server_pid, server_port; waits for health SERVING.
-start_server() {
+start_server() {  # NAME DATA-DIR [more orders-server flags]
     local name=$1 dir=$2
-    "${pin_server[@]}" "$server_bin" --listen 127.0.0.1:0 --data-dir "$dir" --log-level warning \
+    shift 2
+    "${pin_server[@]}" "$server_bin" --listen 127.0.0.1:0 --data-dir "$dir" --log-level warning "$@" \
         > "$work/$name.out" 2> "$work/$name.err" &
     server_pid=$!
     pids+=("$server_pid")
@@ -136,6 +139,7 @@ row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); }
 goals=()
 
 # ---------------------------------------------------------------------------------------------
+if want 1; then
 # Rows 1, 2, 8: GetOrder (protobuf, JSON) vs nghttpd vs the grpc-swift-2 peer, same h2load flags.
 log "rows 1, 2, 8: GetOrder under h2load -n $N -c $C -m $M -t $T, $ROUNDS rounds"
 start_server get "$work/data-get"
@@ -248,8 +252,10 @@ row 8 "GetOrder served by grpc-swift-2 2.4 (+ nio-transport 2.9, protobuf 2.4; 1
     "$(fmt "$(med_rate peer)" .0f) req/s ($(fmt "$(med_cpu peer)" .1f) µs server CPU/req); **orders-server / peer = $(fmt "$r_peer" .2f)** (by server CPU per request: $(fmt "$(python3 -c "print($(med_cpu peer) / $(med_cpu get-proto))")" .2f))" \
     "≥ 10" "\`grpc-swift-peer --port P --threads 1 --order-file order.pb\`; same h2load command as row 1"
 goals+=("GetOrder / grpc-swift-2 peer ≥ 10: $(python3 -c "print('met' if $r_peer >= 10 else 'NOT met')") ($(fmt "$r_peer" .2f))")
+fi  # row 1
 
 # ---------------------------------------------------------------------------------------------
+if want 3; then
 # Rows 3 and 4: PlaceOrder and UpdateOrder(accept) end to end.
 log "rows 3, 4: PlaceOrder and UpdateOrder at $LEVELS in flight, $LOAD_SECONDS s each"
 start_server write "$work/data-write"
@@ -278,14 +284,16 @@ row 3 "PlaceOrder end to end (durable, outcome returned), fresh request_id each;
 row 4 "UpdateOrder (accept at version 1) end to end; orders placed first, unmeasured" \
     "$accept_joined" "—" \
     "\`orders-bench accept --target 127.0.0.1:P --in-flight N --seconds $LOAD_SECONDS --orders ⌈1.3 × PlaceOrder/s × $LOAD_SECONDS⌉\`"
-if [[ -n "${place64:-}" ]]; then
+if [[ -n "${place64:-}" && -n "${get_rate:-}" ]]; then
     p64=$(kv commands/s "$place64"); p99_64=$(ms p99 "$place64")
     pr=$(python3 -c "print($p64 / $get_rate)")
     goals+=("PlaceOrder / GetOrder ≥ 0.25 at 64 in flight: $(python3 -c "print('met' if $pr >= 0.25 else 'NOT met')") ($(fmt "$p64" .0f) / $(fmt "$get_rate" .0f) = $(fmt "$pr" .3f))")
     goals+=("PlaceOrder p99 ≤ 10 ms at 64 in flight: $(python3 -c "print('met' if $p99_64 <= 10 else 'NOT met')") ($p99_64 ms)")
 fi
+fi  # row 3
 
 # ---------------------------------------------------------------------------------------------
+if want 5; then
 # Row 5: StreamEvents fan-out, at each publishing rate, on a fresh server each.
 for srate in $STREAM_RATES; do
     log "row 5: StreamEvents, $STREAM_SUBSCRIBERS subscribers, $srate orders/s for $STREAM_SECONDS s"
@@ -307,8 +315,10 @@ for srate in $STREAM_RATES; do
         "\`orders-bench stream --target 127.0.0.1:P --subscribers $STREAM_SUBSCRIBERS --rate $srate --seconds $STREAM_SECONDS\` (50 subscribers per connection)"
     goals+=("StreamEvents $STREAM_SUBSCRIBERS subscribers p99 ≤ 50 ms at $srate orders/s: $(python3 -c "print('met' if ${sp99:-1e9} <= 50 else 'NOT met')") (created_date → receipt p99 ${sp99} ms; send → receipt p99 ${sendp99} ms)")
 done
+fi  # row 5
 
 # ---------------------------------------------------------------------------------------------
+if want 6; then
 # Row 6: restart with FILL_EVENTS events stored; RSS; idle connections.
 fill_dir=${KEEP_FILL:-$root/Benchmarks/.build/bench-fill-$FILL_EVENTS}
 fill_note=""
@@ -387,15 +397,42 @@ row 6 "Restart with $FILL_EVENTS events stored ($fill_size MB on disk); RSS" \
     "fill (not timed; kept in Benchmarks/.build and reused by later runs, REFILL=1 redoes it): \`pipeline-load --data-dir D --in-flight 512 --seconds 3600 --commands $FILL_EVENTS\` (one event per command: place, accept, complete); then \`orders-server --data-dir D\` (one cold start after \`echo 3 > /proc/sys/vm/drop_caches\`, then warm ones), polling \`grpc.health.v1.Health/Check\` with nghttp every 10 ms; \`orders-bench probe --target 127.0.0.1:P\`; \`orders-bench idle-connections --target 127.0.0.1:P --count $IDLE --hold-seconds 20\`; RSS from /proc/PID/status"
 goals+=("Restart with $FILL_EVENTS events ≤ 3 s: $(python3 -c "print('met' if $restart <= 3 else 'NOT met')") ($(fmt "$restart" .2f) s)")
 goals+=("RSS with $FILL_EVENTS events ≤ 300 MB: $(python3 -c "print('met' if $rss_idle <= 300 else 'NOT met')") ($rss_idle MB; $rss_conns MB with $(kv open "$ready") idle connections)")
+fi  # row 6
 
 # ---------------------------------------------------------------------------------------------
-# Row 7: Kafka.
-kafka_msg=$(timeout 10 "$server_bin" --engine kafka --listen 127.0.0.1:0 --data-dir "$work/kafka" 2>&1 < /dev/null | head -3 || true)
-if grep -qi "not available" <<<"$kafka_msg"; then
-    row 7 "Kafka engine (PlaceOrder, GetOrder, StreamEvents)" "not run: Kafka engine not in this build (\`orders-server --engine kafka\`: \"$(head -1 <<<"$kafka_msg" | sed 's/^Error: //')\")" "—" "—"
+if want 7; then
+# Row 7: Kafka, on the tansu test broker (Scripts/kafka-test-broker.sh: tansu and librdkafka 2.16
+# from PyPI wheels), the broker on core 1 with the load generator: rows 3 and 4 at KAFKA_LEVELS.
+KAFKA_LEVELS=${KAFKA_LEVELS:-"64"}
+log "row 7: Kafka engine on tansu, PlaceOrder and UpdateOrder at $KAFKA_LEVELS in flight"
+if "$root/Scripts/kafka-test-broker.sh" setup >&2 && kafka_lib=$("$root/Scripts/kafka-test-broker.sh" env); then
+    kafka_port=$(free_port)
+    mkdir -p "$work/tansu"
+    "$root/Scripts/kafka-test-broker.sh" start "$kafka_port" "$work/tansu" >&2
+    pids+=("$(cat "$work/tansu/tansu.pid")")
+    LD_LIBRARY_PATH=$kafka_lib start_server kafka "$work/data-kafka" --engine kafka --kafka-brokers "127.0.0.1:$kafka_port"
+    kafka_cells=()
+    for n in $KAFKA_LEVELS; do
+        pline=$("${pin_client[@]}" "$bench_bin" place --target "127.0.0.1:$server_port" --in-flight "$n" --seconds "$LOAD_SECONDS" --warmup 2)
+        log "kafka place: $pline"
+        orders=$(python3 -c "print(max(200, int($(kv commands/s "$pline") * $LOAD_SECONDS * 1.3)))")
+        aline=$("${pin_client[@]}" "$bench_bin" accept --target "127.0.0.1:$server_port" --in-flight "$n" --seconds "$LOAD_SECONDS" --orders "$orders")
+        log "kafka accept: $aline"
+        kafka_cells+=("PlaceOrder at $n: **$(kv commands/s "$pline")/s**, p50 $(ms p50 "$pline") ms, p99 $(ms p99 "$pline") ms$(err_note "$pline"); accept at $n: **$(kv commands/s "$aline")/s**, p50 $(ms p50 "$aline") ms, p99 $(ms p99 "$aline") ms$(err_note "$aline")")
+        if [[ $n == 64 ]]; then
+            goals+=("Kafka PlaceOrder at 64 in flight ≥ 5,000/s, p99 ≤ 50 ms (issue 5): $(python3 -c "print('met' if $(kv commands/s "$pline") >= 5000 and $(ms p99 "$pline") <= 50 else 'NOT met')") ($(kv commands/s "$pline")/s, p99 $(ms p99 "$pline") ms)")
+        fi
+    done
+    stop_server
+    "$root/Scripts/kafka-test-broker.sh" stop "$work/tansu" >&2 || true
+    kafka_joined=$(printf '%s; ' "${kafka_cells[@]}"); kafka_joined=${kafka_joined%; }
+    row 7 "Kafka engine on tansu (memory storage, one broker): rows 3 and 4" "$kafka_joined" \
+        "issue 5: PlaceOrder ≥ 5,000/s, p99 ≤ 50 ms at 64" \
+        "\`kafka-test-broker.sh start P DIR\`; \`orders-server --engine kafka --kafka-brokers 127.0.0.1:P\` (LD_LIBRARY_PATH from \`kafka-test-broker.sh env\`); the orders-bench commands of rows 3 and 4 (warmup 2 s)"
 else
-    row 7 "Kafka engine (PlaceOrder, GetOrder, StreamEvents)" "not run: \`--engine kafka\` answered, but this script has no Kafka broker setup yet ($(head -1 <<<"$kafka_msg"))" "—" "—"
+    row 7 "Kafka engine on tansu" "not run: the Kafka test environment could not be set up (Scripts/kafka-test-broker.sh setup)" "—" "—"
 fi
+fi  # row 7
 
 # ---------------------------------------------------------------------------------------------
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
