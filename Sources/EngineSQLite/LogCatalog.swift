@@ -92,32 +92,29 @@ package final class LogCatalog: Sendable {
 
     /// Publishes new end offsets after a commit and wakes the topic's waiting readers.
     package func publish(_ ends: [String: [Int64]]) {
-        var wake: [UnsafeContinuation<Void, Never>] = []
-        state.withLock { s in
-            for (name, offsets) in ends {
-                guard var topic = s.topics[name] else { continue }
-                topic.ends = offsets
-                wake.append(contentsOf: topic.waiters.values)
-                topic.waiters.removeAll(keepingCapacity: true)
-                s.topics[name] = topic
-            }
-        }
-        // Resumed outside the lock: a resumed task may come straight back for it.
-        for continuation in wake { continuation.resume() }
+        publish(ends, into: \.ends, waking: \.waiters)
     }
 
     /// Publishes the durable ends after an fsync and wakes the topic's waiting readers.
     package func publishDurable(_ ends: [String: [Int64]]) {
+        publish(ends, into: \.durable, waking: \.durableWaiters)
+    }
+
+    private func publish(
+        _ ends: [String: [Int64]], into limit: WritableKeyPath<Topic, [Int64]>,
+        waking waiters: WritableKeyPath<Topic, [UInt64: UnsafeContinuation<Void, Never>]>
+    ) {
         var wake: [UnsafeContinuation<Void, Never>] = []
         state.withLock { s in
             for (name, offsets) in ends {
-                guard var topic = s.topics[name], topic.durable != offsets else { continue }
-                topic.durable = offsets
-                wake.append(contentsOf: topic.durableWaiters.values)
-                topic.durableWaiters.removeAll(keepingCapacity: true)
+                guard var topic = s.topics[name], topic[keyPath: limit] != offsets else { continue }
+                topic[keyPath: limit] = offsets
+                wake.append(contentsOf: topic[keyPath: waiters].values)
+                topic[keyPath: waiters].removeAll(keepingCapacity: true)
                 s.topics[name] = topic
             }
         }
+        // Resumed outside the lock: a resumed task may come straight back for it.
         for continuation in wake { continuation.resume() }
     }
 
