@@ -12,6 +12,9 @@ public final class OrderPipeline: Sendable {
         /// Records StreamEvents' shared tail keeps decoded in memory: how far a live
         /// subscriber may fall behind before it goes back to reading the log itself.
         public var streamTailCapacity = 8192
+        /// Where GetOrder may also read an order's aggregates row directly (ksqlDB's pull
+        /// query when ksqlDB runs the aggregation).
+        public var aggregateTable: (any AggregateTable)? = nil
         public init() {}
         public static var defaults: Config { Config() }
     }
@@ -33,7 +36,7 @@ public final class OrderPipeline: Sendable {
         self.logger = logger
         projector = Projector(engine: engine, store: store, topics: config.topics, logger: logger)
         gateway = CommandGateway(engine: engine, store: store, projector: projector, topics: config.topics)
-        queries = OrderQueries(store: store, projector: projector)
+        queries = OrderQueries(store: store, projector: projector, table: config.aggregateTable, logger: logger)
         // Ticks wake idle subscribers so their heartbeats go out within a fifth of the period.
         let tick = min(max(config.heartbeat / 5, .milliseconds(10)), .seconds(1))
         streamHub = StreamHub(
