@@ -283,7 +283,7 @@ extension SQLiteLogEngine {
             latest.record(keyed)
             if let folded { finishFoldChunk(folded) }
             writerState.commits += 1
-            writerState.committedRecords += results.reduce(0) { $0 + $1.count }
+            writerState.committedRecords += tail.count  // derived records included
             // Cached before the ends that reveal them are published.
             tailCache.add(tail)
             // Published before the callers resume, so an `append` that returned is already

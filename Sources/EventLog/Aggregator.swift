@@ -20,7 +20,8 @@ public final class Aggregator: Sendable {
     private let cache = Mutex(BoundedCache<String, Row>(capacity: 50_000))
 
     struct Row: Sendable {
-        var entries: [LogFormat.Entry]
+        /// The row's lists, encoded (the next row appends one entry).
+        var lists: LogFormat.AggregateLists
         var sourceOffset: Int64
         /// The entries folded, so the next row's analysis is one more `apply`.
         var history: OrderHistory
@@ -85,12 +86,12 @@ public final class Aggregator: Sendable {
             return nil
         }
         if let row, row.sourceOffset >= record.offset { return nil }  // already aggregated
-        var entries = row?.entries ?? []
-        entries.append(entry)
-        let value = LogFormat.encode(LogFormat.Aggregate(entries: entries))
+        var lists = row?.lists ?? LogFormat.AggregateLists()
+        lists.append(entry)
+        let value = lists.encoded
         let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key))
         AggregateRow.remember(analysis, orderId: record.key, value: value)
-        cache.withLock { $0[record.key] = Row(entries: entries, sourceOffset: record.offset, history: analysis.history) }
+        cache.withLock { $0[record.key] = Row(lists: lists, sourceOffset: record.offset, history: analysis.history) }
         return OutgoingRecord(
             topic: topics.aggregates, key: record.key, value: value,
             headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition)
@@ -102,7 +103,9 @@ public final class Aggregator: Sendable {
             let aggregate = try LogFormat.decodeAggregate(record.value)
             let offset = record.headers[Self.sourceOffsetHeader].flatMap { Int64($0) } ?? -1
             let entries = try aggregate.entries()
-            return Row(entries: entries, sourceOffset: offset, history: OrderHistory(orderId: key, entries: entries))
+            return Row(
+                lists: LogFormat.AggregateLists(entries: entries), sourceOffset: offset,
+                history: OrderHistory(orderId: key, entries: entries))
         } catch {
             // The table's own row is unreadable: start the order's list afresh rather than
             // stop the partition, and say so.
