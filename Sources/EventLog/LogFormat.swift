@@ -111,7 +111,14 @@ public enum LogFormat {
     }
 
     /// Decodes one entry for the order `orderId`.
-    public static func decode(_ entry: Entry, orderId: String) throws(FormatError) -> Decoded {
+    /// `cached: false` for an entry decoded once (the aggregator's incremental fold), where
+    /// hashing the whole entry into the cache costs more than it could save.
+    public static func decode(_ entry: Entry, orderId: String, cached: Bool = true) throws(FormatError) -> Decoded {
+        guard cached else {
+            return try decode(
+                type: entry.type, subType: entry.subType,
+                details: try parse(Array(entry.details.utf8), what: "\(entry.subType) DETAILS"), orderId: orderId)
+        }
         // Every stage decodes every entry of an order's row on each new row: remembering
         // recent results turns those repeats into a hash lookup.
         let key = DecodedCacheKey(orderId: orderId, entry: entry)

@@ -311,8 +311,8 @@ import Testing
         await embedded.close()
     }
 
-    /// On the embedded engine the command's row, its decision and the decision's row are
-    /// written by the command's own append: there is nothing left for a consumer to do.
+    /// On the embedded engine the command's row, its decision, the decision's row and the
+    /// integration event are written by the command's own append.
     @Test func theEmbeddedEngineDecidesInsideTheCommandsAppend() async throws {
         try await Harness.run(.embedded) { h in
             let topics = h.pipeline.topics
@@ -326,9 +326,10 @@ import Testing
             try await h.engine.append(
                 [OutgoingRecord(topic: topics.commandsAndEvents, key: orderId, value: LogFormat.encode(LogFormat.entry(command)))],
                 commit: nil)
-            // No waiting: the append that returned carried all four records.
+            // No waiting: the append that returned carried all five records.
             #expect(try await h.engine.endOffsets(topics.commandsAndEvents).reduce(0, +) == 2)
             #expect(try await h.engine.endOffsets(topics.aggregates).reduce(0, +) == 2)
+            #expect(try await h.engine.endOffsets(topics.integrationEvents).reduce(0, +) == 1)
             let events = try await h.eventsByOrder()
             #expect(events[orderId]?.map(\.typeName) == ["OrderPlacedEvent"])
         }
