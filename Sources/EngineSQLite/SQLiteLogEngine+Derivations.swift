@@ -92,16 +92,17 @@ extension SQLiteLogEngine: DerivingLogEngine {
         }
     }
 
-    /// `latestRecord` on the writer's connection, which also sees this transaction's rows.
-    /// Rows inserted by this transaction are not in the `latest` delta yet (it is updated
-    /// after COMMIT): derivations keep what they wrote themselves (and `reset` it).
+    /// `latestRecord` on the writer's connection, which also sees this transaction's rows
+    /// (found through `uncommittedLatest`: the `latest` delta learns of them after COMMIT).
     private func latestOnWriter(_ conn: SQLiteConnection, topic: String, key: String) throws -> LogRecord? {
         guard let info = writerState.topics[topic] else { throw LogError.unknownTopic(topic) }
         guard info.keyIndexed else {
             throw LogError(.unavailable, "topic '\(topic)' is not key-indexed (SQLiteLogEngine.Options.keyIndexedTopics)")
         }
         let hash = keyHash(key)
-        let (record, collided) = try Self.newest(conn, topic: info, key: key, hash: hash, recentID: latest.lookup(topic: info.id, hash: hash))
+        let recentID =
+            writerState.uncommittedLatest[LatestIndex.Entry(topic: info.id, hash: hash)] ?? latest.lookup(topic: info.id, hash: hash)
+        let (record, collided) = try Self.newest(conn, topic: info, key: key, hash: hash, recentID: recentID)
         if collided {
             logger.warning("key hash collision in latest; answered by a scan", metadata: ["topic": "\(topic)", "key": "\(key)"])
         }

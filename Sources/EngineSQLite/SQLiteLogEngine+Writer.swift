@@ -51,6 +51,9 @@ package final class WriterState: @unchecked Sendable {
     var derivations: [String: [LogDerivation]] = [:]
     /// Their groups: no call may commit offsets for them any more.
     var derivedGroups: Set<String> = []
+    /// The newest record per key hash inserted by the transaction in progress, while
+    /// derivations run: the `latest` delta learns of them only after COMMIT.
+    var uncommittedLatest: [LatestIndex.Entry: Int64] = [:]
 }
 
 /// Part of a fold of `latest`: `range` of `WriterState.fold`.
@@ -202,6 +205,7 @@ extension SQLiteLogEngine {
             var tail: [LogRecord] = []
             var touched: Set<TopicPartition> = []
             var failed: (index: Int, error: any Error)?
+            writerState.uncommittedLatest.removeAll(keepingCapacity: true)
             do {
                 try conn.begin(.immediate)
             } catch {
@@ -447,7 +451,9 @@ extension SQLiteLogEngine {
         try insert.run()
         lastID = conn.lastInsertRowID
         if let hash = record.keyHash {
-            keyed.append((LatestIndex.Entry(topic: record.topic.id, hash: hash), lastID))
+            let entry = LatestIndex.Entry(topic: record.topic.id, hash: hash)
+            keyed.append((entry, lastID))
+            if !writerState.derivations.isEmpty { writerState.uncommittedLatest[entry] = lastID }
         }
         ends[record.topic.name]![record.partition] = offset + 1
         let stored = LogRecord(

@@ -145,4 +145,21 @@ struct SQLiteDerivationTests {
             #expect(try await engine.committedOffsets(group: "rows", topic: "in") == [4])
         }
     }
+
+    @Test("a derivation's look-ups see the records its own transaction wrote")
+    func lookupsSeeTheTransaction() async throws {
+        try await withTopics { engine in
+            // "out" counts the records of each key by looking up its own newest count.
+            let counter = LogDerivation(
+                group: "counter", topic: "in",
+                derive: { record, latest in
+                    let previous = try latest("out", record.key).map { Int(text($0.value))! } ?? 0
+                    return [OutgoingRecord(topic: "out", key: record.key, value: bytes(String(previous + 1)))]
+                })
+            #expect(try await engine.startDerivations([counter]))
+            try await engine.append(["k", "j", "k", "k"].map { OutgoingRecord(topic: "in", key: $0, value: bytes("x")) }, commit: nil)
+            try await engine.append([OutgoingRecord(topic: "in", key: "k", value: bytes("x"))], commit: nil)
+            #expect(try await all(engine, "out") == ["1", "1", "2", "3", "4"])
+        }
+    }
 }
