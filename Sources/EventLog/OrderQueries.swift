@@ -87,7 +87,10 @@ public struct OrderQueries: Sendable {
         return try await store.view(orderId: id)
     }
 
+    /// From the store only, once it holds every batch the projector has published: a
+    /// caller that got an outcome finds the order listed.
     public func list(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
-        try await store.listOrders(status: status, after: cursor, limit: limit)
+        await projector.waitUntilWritten()
+        return try await store.listOrders(status: status, after: cursor, limit: limit)
     }
 }

@@ -334,4 +334,28 @@ import Testing
             #expect(events[orderId]?.map(\.typeName) == ["OrderPlacedEvent"])
         }
     }
+
+    /// Outcomes do not wait for the read-model store: while its writes are held, commands
+    /// are answered, retries get the first outcome, GetOrder answers from the projector's
+    /// cache; ListOrders, answered by the store alone, waits for it.
+    @Test func outcomesDoNotWaitForTheStoreButListingsDo() async throws {
+        let store = GatedReadModelStore()
+        try await Harness.run(store: store) { h in
+            store.hold()
+            let request = OrderIdentity.random()
+            let placed = try await h.place(request: request)
+            #expect(placed.order?.version == 1)
+            let retried = try await h.place(request: request)
+            #expect(retried == placed)
+            let order = try await h.pipeline.queries.order(id: placed.orderId, deadline: .now + .seconds(5))
+            #expect(order == placed.order)
+
+            let listing = Task { try await h.pipeline.queries.list(status: nil, after: 0, limit: 10) }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await store.listOrders(status: nil, after: 0, limit: 10).orders.isEmpty)
+            store.release()
+            let page = try await listing.value
+            #expect(page.orders.map(\.id) == [placed.orderId])
+        }
+    }
 }
