@@ -358,4 +358,43 @@ import Testing
             #expect(page.orders.map(\.id) == [placed.orderId])
         }
     }
+
+    /// Commands appended while no processor ran (a backlog) are consumed by the polling
+    /// processors first; then the engine takes over, and every command is decided once.
+    @Test func theEngineTakesOverAfterTheBacklog() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-backlog-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
+        let topics = Topics()
+        try await topics.provision(on: embedded.log)
+        var backlog: [String] = []
+        for _ in 0..<300 {
+            let request = OrderIdentity.random()
+            let orderId = OrderIdentity.orderId(forRequest: request)
+            let command = OrderCommand(
+                commandId: request, orderId: orderId, expectedVersion: 0,
+                kind: .place(
+                    riderId: OrderIdentity.random(), price: "7.00",
+                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)]))
+            try await embedded.log.append(
+                [OutgoingRecord(topic: topics.commandsAndEvents, key: orderId, value: LogFormat.encode(LogFormat.entry(command)))],
+                commit: nil)
+            backlog.append(orderId)
+        }
+        try await Harness.run(engine: embedded.log, store: embedded.readModel) { h in
+            // New commands while (or after) the backlog is worked off.
+            var fresh: [String] = []
+            for _ in 0..<20 { fresh.append(try await h.place().orderId) }
+            try await waitUntil {
+                try await h.pipeline.queries.order(id: backlog.last!, deadline: .now + .seconds(1)) != nil
+            }
+            let events = try await h.eventsByOrder()
+            for id in backlog + fresh { #expect(events[id]?.map(\.version) == [1]) }
+            // Handed over: the engine owns the groups, and a command is decided in its append.
+            let offsets = try await h.engine.committedOffsets(group: CommandHandler.group, topic: topics.aggregates)
+            #expect(offsets == (try await h.engine.endOffsets(topics.aggregates)))
+            #expect(try await h.records(topics.aggregates).count == 2 * (backlog.count + fresh.count))
+        }
+        await embedded.close()
+    }
 }
