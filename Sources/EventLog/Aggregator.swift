@@ -89,8 +89,8 @@ public final class Aggregator: Sendable {
         var lists = row?.lists ?? LogFormat.AggregateLists()
         lists.append(entry)
         let value = lists.encoded
-        // Each entry reaches the aggregator once: no use caching its decoding.
-        let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key), cached: false)
+        // Cached: the gateway and the command handler remember what they encoded.
+        let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key))
         AggregateRow.remember(analysis, orderId: record.key, value: value)
         cache.withLock { $0[record.key] = Row(lists: lists, sourceOffset: record.offset, history: analysis.history) }
         return OutgoingRecord(

@@ -52,7 +52,7 @@ public struct CommandGateway: Sendable {
             try await engine.append(
                 [
                     OutgoingRecord(
-                        topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encode(LogFormat.entry(command)),
+                        topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encodeRemembering(command),
                         headers: ["command-id": command.commandId])
                 ],
                 // The caller learns nothing from this append, only from the outcome, which

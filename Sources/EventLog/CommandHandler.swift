@@ -51,7 +51,7 @@ public struct CommandHandler: Sendable {
             out.append(
                 OutgoingRecord(
                     topic: topics.commandsAndEvents, key: record.key,
-                    value: LogFormat.encode(LogFormat.entry(event)), partition: record.partition))
+                    value: LogFormat.encodeRemembering(event), partition: record.partition))
         }
         return out
     }

@@ -88,6 +88,26 @@ public enum LogFormat {
     }
 
     public static func encode(_ entry: Entry) -> [UInt8] { writeEntry(entry) }
+
+    /// A command's record value, its decoding remembered for the aggregator, which would
+    /// otherwise parse back what was just written (decoding an entry is lossless:
+    /// `decode(entry(c)) == c`, tested).
+    static func encodeRemembering(_ command: OrderCommand) -> [UInt8] {
+        let e = entry(command)
+        remember(.command(command), for: e, orderId: command.orderId)
+        return writeEntry(e)
+    }
+
+    /// An event's record value, its decoding remembered (see the command's).
+    static func encodeRemembering(_ event: OrderEvent) -> [UInt8] {
+        let e = entry(event)
+        remember(.event(event), for: e, orderId: event.orderId)
+        return writeEntry(e)
+    }
+
+    private static func remember(_ decoded: Decoded, for entry: Entry, orderId: String) {
+        decodedCache.withLock { $0[DecodedCacheKey(orderId: orderId, entry: entry)] = decoded }
+    }
     public static func encode(_ aggregate: Aggregate) -> [UInt8] { writeAggregate(aggregate) }
 
     // MARK: Decoding
@@ -111,14 +131,7 @@ public enum LogFormat {
     }
 
     /// Decodes one entry for the order `orderId`.
-    /// `cached: false` for an entry decoded once (the aggregator's incremental fold), where
-    /// hashing the whole entry into the cache costs more than it could save.
-    public static func decode(_ entry: Entry, orderId: String, cached: Bool = true) throws(FormatError) -> Decoded {
-        guard cached else {
-            return try decode(
-                type: entry.type, subType: entry.subType,
-                details: try parse(Array(entry.details.utf8), what: "\(entry.subType) DETAILS"), orderId: orderId)
-        }
+    public static func decode(_ entry: Entry, orderId: String) throws(FormatError) -> Decoded {
         // Every stage decodes every entry of an order's row on each new row: remembering
         // recent results turns those repeats into a hash lookup.
         let key = DecodedCacheKey(orderId: orderId, entry: entry)

@@ -36,12 +36,11 @@ public struct OrderHistory: Sendable {
         for entry in entries { apply(entry) }
     }
 
-    /// `cached`: see `LogFormat.decode(_:orderId:cached:)`.
     @discardableResult
-    public mutating func apply(_ entry: LogFormat.Entry, cached: Bool = true) -> Change {
+    public mutating func apply(_ entry: LogFormat.Entry) -> Change {
         let decoded: LogFormat.Decoded
         do {
-            decoded = try LogFormat.decode(entry, orderId: orderId, cached: cached)
+            decoded = try LogFormat.decode(entry, orderId: orderId)
         } catch {
             return .invalid(error.message)
         }
