@@ -111,6 +111,10 @@ struct Stream: AsyncParsableCommand {
                 // Every subscriber caught up (so from_end is behind us) before publishing.
                 let subscribeStart = clock.now
                 while caughtUp.load < subs {
+                    // A stream that failed will never catch up: say why now, not in 120 s.
+                    if streamErrors.total > 0 {
+                        throw BenchError("\(caughtUp.load) of \(subs) subscribers caught up; stream errors: \(streamErrors.summary)")
+                    }
                     if clock.now - subscribeStart > .seconds(120) {
                         throw BenchError("only \(caughtUp.load) of \(subs) subscribers caught up in 120 s")
                     }
