@@ -3,7 +3,8 @@ import PackageDescription
 
 // The benchmark tools, kept out of the main package so its build stays light.
 // - orders-bench: a gRPC load generator for orders-server (grpc-swift-2 client over
-//   grpc-swift-nio-transport; raw SwiftNIO HTTP/2 for idle connections).
+//   grpc-swift-nio-transport; raw SwiftNIO HTTP/2 for idle connections; a lean
+//   swift-nio-http2 gRPC client for StreamEvents subscribers, see LeanSubscribers.swift).
 // - grpc-swift-peer: a grpc-swift-2 server answering GetOrder with a fixed Order, the peer
 //   that orders-server's GetOrder is compared with.
 // BenchProto holds a symlink to the main package's generated orders.pb.swift (OrderProto is
@@ -36,6 +37,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

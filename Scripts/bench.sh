@@ -6,6 +6,9 @@
 #  3. PlaceOrder end to end at 1, 16, 64, 256 in flight (orders-bench, grpc-swift-2 client).
 #  4. UpdateOrder (accept at version 1) the same way.
 #  5. StreamEvents fan-out to 1,000 subscribers (from_end): latency and events/s delivered.
+#     Subscribers use orders-bench's lean gRPC client (swift-nio-http2 frames, gRPC framing,
+#     decodes only created_date/command_id), since grpc-swift-2 costs ~35 µs of client CPU
+#     per message; STREAM_CLIENT=grpc-swift measures with grpc-swift-2 subscribers instead.
 #  6. Restart with 1M events stored (time to health SERVING), RSS with 1M events and with
 #     10,000 idle HTTP/2 connections.
 #  7. Kafka engine rows (run only when `orders-server --engine kafka` works).
@@ -17,7 +20,7 @@
 #
 # Environment (defaults in brackets): N [300000] C [16] M [32] T [1] for h2load; ROUNDS [3];
 # LOAD_SECONDS [8] per PlaceOrder/UpdateOrder level; STREAM_SUBSCRIBERS [1000];
-# STREAM_RATES ["2 10"] orders/s, one row each; STREAM_SECONDS [10]; FILL_EVENTS [1000000]; IDLE [10000];
+# STREAM_RATES ["2 10"] orders/s, one row each; STREAM_SECONDS [10]; STREAM_CLIENT [lean] or grpc-swift; FILL_EVENTS [1000000]; IDLE [10000];
 # RESTARTS [3]; ROWS ["1 3 5 6 7": row blocks to run; 1 also runs 2 and 8, 3 also 4]; SKIP_BUILD=1 reuses the release binaries; OUT [BENCHMARKS.md].
 # Row 6's data directory (FILL_EVENTS events, ~10 minutes to fill on 2 cores) is kept in
 # Benchmarks/.build/bench-fill-FILL_EVENTS (KEEP_FILL=DIR elsewhere) and reused by later runs;
@@ -38,6 +41,7 @@ LEVELS=${LEVELS:-"1 16 64 256"}
 STREAM_SUBSCRIBERS=${STREAM_SUBSCRIBERS:-1000}
 STREAM_RATES=${STREAM_RATES:-"2 10"}
 STREAM_SECONDS=${STREAM_SECONDS:-10}
+STREAM_CLIENT=${STREAM_CLIENT:-lean}
 FILL_EVENTS=${FILL_EVENTS:-1000000}
 IDLE=${IDLE:-10000}
 RESTARTS=${RESTARTS:-3}
@@ -300,7 +304,7 @@ for srate in $STREAM_RATES; do
     start_server "stream-$srate" "$work/data-stream-$srate"
     before=$(cpu_ticks "$server_pid")
     line=$("${pin_client[@]}" "$bench_bin" stream --target "127.0.0.1:$server_port" --subscribers "$STREAM_SUBSCRIBERS" \
-        --rate "$srate" --seconds "$STREAM_SECONDS")
+        --rate "$srate" --seconds "$STREAM_SECONDS" --client "$STREAM_CLIENT")
     after=$(cpu_ticks "$server_pid")
     log "$line"
     stream_rss=$(rss_mb "$server_pid")
@@ -312,7 +316,7 @@ for srate in $STREAM_RATES; do
     row 5 "StreamEvents fan-out: $STREAM_SUBSCRIBERS subscribers (\`from_end\`), $srate PlaceOrder/s for $STREAM_SECONDS s (target $(( STREAM_SUBSCRIBERS * ${srate%.*} )) deliveries/s)" \
         "delivered $(kv delivered "$line") of $(kv expected "$line") (per subscriber $(kv per-subscriber "$line")) in $(kv window "$line"), **$(fmt "$(kv events/s "$line")" .0f) events/s**; event created_date → receipt: p50 $(kv append-p50 "$line") ms, **p99 ${sp99} ms**, p99.9 $(kv append-p99.9 "$line") ms; client send → receipt: p50 $(kv send-p50 "$line") ms, p99 ${sendp99} ms; server CPU $(fmt "$busy" .2f) cores busy, $(fmt "$per_delivery" .1f) µs per delivery; client $(kv client-cores "$line") cores; RSS after: $stream_rss MB; errors: publish $(kv publish-errors "$line"), streams $(kv stream-errors "$line")" \
         "p99 ≤ 50 ms" \
-        "\`orders-bench stream --target 127.0.0.1:P --subscribers $STREAM_SUBSCRIBERS --rate $srate --seconds $STREAM_SECONDS\` (50 subscribers per connection)"
+        "\`orders-bench stream --target 127.0.0.1:P --subscribers $STREAM_SUBSCRIBERS --rate $srate --seconds $STREAM_SECONDS --client $STREAM_CLIENT\` (50 subscribers per connection; $(if [[ $STREAM_CLIENT == lean ]]; then echo 'lean subscriber client: swift-nio-http2 frames, gRPC framing, decodes created_date and command_id only; publisher grpc-swift-2'; else echo 'grpc-swift-2 subscribers and publisher'; fi))"
     goals+=("StreamEvents $STREAM_SUBSCRIBERS subscribers p99 ≤ 50 ms at $srate orders/s: $(python3 -c "print('met' if ${sp99:-1e9} <= 50 else 'NOT met')") (created_date → receipt p99 ${sp99} ms; send → receipt p99 ${sendp99} ms)")
 done
 fi  # row 5

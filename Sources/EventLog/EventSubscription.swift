@@ -41,6 +41,14 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     public typealias Element = Item
     public typealias Failure = any Error
 
+    /// An item and, for a live event that every caught-up subscriber receives identically
+    /// (same event, same position after it), the object they share: the RPC layer encodes
+    /// such an event once for all of them.
+    public struct Delivery: Sendable {
+        public var item: Item
+        public var shared: SharedDelivery?
+    }
+
     /// Where the next records come from.
     private enum Source {
         case own(any LogReader)
@@ -60,7 +68,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     /// When a record last arrived (or a heartbeat went out): on the ring, heartbeats are
     /// timed by this clock, woken by the tail's ticks.
     private var quietSince = ContinuousClock.now
-    private var pending: [Item] = []
+    private var pending: [Delivery] = []
     private var pendingIndex = 0
 
     /// Opens a subscription; `start` past the log's end is refused (`LogError.corrupt`
@@ -130,6 +138,11 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     }
 
     public func next() async throws -> Item? {
+        try await nextDelivery()?.item
+    }
+
+    /// The next item, with what it shares with other subscribers' deliveries (see ``Delivery``).
+    public func nextDelivery() async throws -> Delivery? {
         while true {
             if pendingIndex < pending.count {
                 defer { pendingIndex += 1 }
@@ -152,7 +165,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     private func readOwn(_ reader: any LogReader) async throws {
         let records = try await reader.next(maxRecords: 256, timeout: heartbeat)
         if records.isEmpty {
-            pending.append(.heartbeat(position))
+            pending.append(Delivery(item: .heartbeat(position)))
         } else {
             consume(records.map { record in
                 // Only rows of the filtered order are worth decoding here.
@@ -178,7 +191,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
         case .idle:
             if ContinuousClock.now - quietSince >= heartbeat {
                 quietSince = .now
-                pending.append(.heartbeat(position))
+                pending.append(Delivery(item: .heartbeat(position)))
                 return
             }
             await hub.wait(hubId, after: cursor, generation: generation)
@@ -201,7 +214,10 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
         for entry in entries where entry.offset >= position.offsets[entry.partition] {
             position.offsets[entry.partition] = entry.offset + 1
             if let event = entry.event, matches(event) {
-                pending.append(.event(ProjectedEvent(event: event, position: position)))
+                // Shared only when this subscriber's position is the ring's: then its
+                // delivery (event and position token) is byte for byte everybody's.
+                let shared = entry.shared.flatMap { $0.position == position ? $0 : nil }
+                pending.append(Delivery(item: .event(ProjectedEvent(event: event, position: position)), shared: shared))
             }
             checkCaughtUp()
         }
@@ -210,7 +226,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     private func checkCaughtUp() {
         guard let target = caughtUpTarget, zip(position.offsets, target.offsets).allSatisfy({ $0 >= $1 }) else { return }
         caughtUpTarget = nil
-        pending.append(.caughtUp(position))
+        pending.append(Delivery(item: .caughtUp(position)))
     }
 
     private func matches(_ event: OrderEvent) -> Bool {

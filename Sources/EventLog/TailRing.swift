@@ -15,6 +15,15 @@ struct TailRing: Sendable {
         /// nil for a record that adds no event (a command, an unreadable row): it still
         /// moves a subscriber's position.
         var event: OrderEvent?
+        /// For an event: the delivery every subscriber at the ring's position gets, set
+        /// when the ring appends it (nil on an own reader's entries).
+        var shared: SharedDelivery?
+
+        init(partition: Int, offset: Int64, event: OrderEvent?) {
+            self.partition = partition
+            self.offset = offset
+            self.event = event
+        }
     }
 
     let capacity: Int
@@ -40,6 +49,9 @@ struct TailRing: Sendable {
 
     /// Appends the next record the tail read, evicting the oldest when full.
     mutating func append(_ entry: Entry) {
+        var entry = entry
+        tail[entry.partition] = entry.offset + 1
+        if entry.event != nil { entry.shared = SharedDelivery(position: LogPosition(offsets: tail)) }
         if slots.count < capacity {
             slots.append(entry)
         } else {
@@ -50,7 +62,6 @@ struct TailRing: Sendable {
             firstSeq += 1
             slots[i] = entry
         }
-        tail[entry.partition] = entry.offset + 1
         nextSeq += 1
     }
 

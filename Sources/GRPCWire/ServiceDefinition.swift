@@ -105,6 +105,17 @@ public struct ResponseStream<Message: SwiftProtobuf.Message>: Sendable {
         }
     }
 
+    /// Sends a message prepared once for many calls (a broadcast: the same event to every
+    /// subscriber). The message is serialized at most once per codec and those bytes are
+    /// shared by every call that sends it; gzip, when the call uses it, still compresses per
+    /// call. Otherwise the same as ``send(_:)``.
+    public func send(_ prepared: PreparedMessage<Message>) async throws {
+        switch backing {
+        case .call(let call): try await call.write(call.encode(prepared))
+        case .sink(let sink): try await sink(prepared.message)
+        }
+    }
+
     /// Sends one message, compressed or not regardless of
     /// ``ResponseMetadata/setCompression(_:)``. Compression still needs the client to accept
     /// gzip and, if this is not the first message, the response headers to have announced it.

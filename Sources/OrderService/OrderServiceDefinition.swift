@@ -184,10 +184,21 @@ public struct OrderServiceDefinition: Sendable {
             start: start,
             filter: .init(orderId: req.orderID.isEmpty ? nil : req.orderID, eventTypes: Set(req.eventTypes)))
         defer { Task { await subscription.close() } }
-        for try await item in subscription {
+        while let delivery = try await subscription.nextDelivery() {
             var res = Ridehailing_Orders_V1_StreamEventsResponse()
-            switch item {
+            switch delivery.item {
             case .event(let e):
+                if let shared = delivery.shared {
+                    // The same response for every caught-up subscriber: mapped and encoded
+                    // once per event, not once per subscriber.
+                    let prepared = shared.value {
+                        var res = Ridehailing_Orders_V1_StreamEventsResponse()
+                        res.event = ProtoMapping.event(e)
+                        return PreparedMessage(res)
+                    }
+                    try await stream.send(prepared)
+                    continue
+                }
                 res.event = ProtoMapping.event(e)
             case .caughtUp(let p):
                 var c = Ridehailing_Orders_V1_CaughtUp()

@@ -192,6 +192,32 @@ import Testing
         }
     }
 
+    /// A message prepared once for many calls goes out on each call in that call's codec:
+    /// protobuf, JSON for a JSON call, gzip when the call compresses.
+    @Test func preparedMessageIsSentInEachCallsCodec() async throws {
+        try await withTestServer { server in
+            let path = "/test.Test/Broadcast"
+            let proto = try await nghttp(port: server.port, path: path, body: try framed(Google_Protobuf_Empty()))
+            #expect(proto.contains("grpc-status: 0"))
+            #expect(proto.components(separatedBy: "broadcast").count - 1 == 2, "two messages")
+            #expect(!proto.contains("\"broadcast\""))
+
+            let json = Array("{}".utf8)
+            let jsonOut = try await nghttp(
+                port: server.port, path: path, body: [0] + withUnsafeBytes(of: UInt32(json.count).bigEndian, Array.init) + json,
+                headers: ["content-type: application/grpc+json"])
+            #expect(jsonOut.contains("grpc-status: 0"))
+            #expect(jsonOut.components(separatedBy: "\"broadcast\"").count - 1 == 2, "two JSON messages")
+
+            let gzipOut = try await nghttp(
+                port: server.port, path: path, body: try framed(Google_Protobuf_Empty()),
+                headers: ["content-type: application/grpc", "grpc-accept-encoding: gzip", "x-gzip: 1"])
+            #expect(gzipOut.contains("grpc-encoding: gzip"))
+            #expect(gzipOut.contains("grpc-status: 0"))
+            #expect(server.probe.sent.load(ordering: .relaxed) == 6)
+        }
+    }
+
     @Test func clientResetCancelsTheHandlersTask() async throws {
         try await withTestServer { server in
             let group = MultiThreadedEventLoopGroup.singleton

@@ -202,6 +202,77 @@ import Testing
             await sub.close()
         }
     }
+
+    /// Caught-up subscribers receive a live event identically (same event, same position
+    /// after it), whatever their filters: they share one `SharedDelivery` per event, and
+    /// what the RPC layer makes from it (the encoded response) is made once. A shared
+    /// delivery's position is always the subscriber's own, and history read by a
+    /// subscriber's own reader is never shared.
+    @Test func caughtUpSubscribersShareOneDeliveryPerEvent() async throws {
+        try await Harness.run { h in
+            let historyId = try await h.place().orderId
+            let a = try await h.pipeline.subscribe(start: .end, filter: .init())
+            let b = try await h.pipeline.subscribe(start: .end, filter: .init())
+            let cancelsOnly = try await h.pipeline.subscribe(start: .end, filter: .init(eventTypes: ["OrderCancelledEvent"]))
+            let fromStart = try await h.pipeline.subscribe(start: .beginning, filter: .init())
+            for s in [a, b, cancelsOnly] {
+                guard case .caughtUp = try await s.nextDelivery()?.item else { Issue.record("caught_up first"); return }
+            }
+            let history = try await deliveries(fromStart, until: { if case .caughtUp = $0 { true } else { false } })
+            #expect(history.contains { if case .event(let e) = $0.item { e.event.orderId == historyId } else { false } })
+            #expect(history.allSatisfy { $0.shared == nil }, "history from its own reader is not shared")
+
+            let id = try await h.place().orderId
+            _ = try await h.update(id, .cancel, version: 1)
+            let isCancel: (EventSubscription.Item) -> Bool = {
+                if case .event(let e) = $0 { e.event.orderId == id && e.event.typeName == "OrderCancelledEvent" } else { false }
+            }
+            let da = try await deliveries(a, until: isCancel).filter(\.isEvent)
+            let db = try await deliveries(b, until: isCancel).filter(\.isEvent)
+            let dc = try await deliveries(cancelsOnly, until: isCancel).filter(\.isEvent)
+            let ds = try await deliveries(fromStart, until: isCancel).filter(\.isEvent)
+            #expect(da.count == 2 && db.count == 2 && dc.count == 1 && ds.count == 2)
+            for (x, y) in zip(da, db) {
+                let sx = try #require(x.shared, "a caught-up subscriber's live event is shared")
+                #expect(sx === y.shared)
+                #expect(x.item == y.item)
+            }
+            #expect(dc.first?.shared === da.last?.shared, "a filter does not change the delivery")
+            for d in da + db + dc + ds {
+                guard case .event(let e) = d.item, let shared = d.shared else { continue }
+                #expect(shared.position == e.position, "a shared delivery carries the subscriber's own position")
+            }
+
+            // Made once, by whichever subscriber gets there first.
+            let made = Mutex(0)
+            let shared = try #require(da.first?.shared)
+            let first = shared.value { made.withLock { $0 += 1 }; return "encoded" }
+            let second = try #require(db.first?.shared).value { made.withLock { $0 += 1 }; return "again" }
+            #expect(first == "encoded" && second == "encoded")
+            #expect(made.withLock { $0 } == 1)
+            for s in [a, b, cancelsOnly, fromStart] { await s.close() }
+        }
+    }
+}
+
+extension EventSubscription.Delivery {
+    fileprivate var isEvent: Bool {
+        if case .event = item { return true }
+        return false
+    }
+}
+
+/// Deliveries up to and including the first item for which `stop` holds (heartbeats skipped).
+private func deliveries(
+    _ sub: EventSubscription, until stop: (EventSubscription.Item) -> Bool
+) async throws -> [EventSubscription.Delivery] {
+    var out: [EventSubscription.Delivery] = []
+    while let d = try await sub.nextDelivery() {
+        if case .heartbeat = d.item { continue }
+        out.append(d)
+        if stop(d.item) { break }
+    }
+    return out
 }
 
 // MARK: Helpers

@@ -163,6 +163,10 @@ final class ErrorTally: Sendable {
         if let rpc = error as? RPCError { key = "\(rpc.code)" } else { key = "\(type(of: error))" }
         counts.withLock { $0[key, default: 0] += 1 }
     }
+    /// An error that is not a Swift error (a stream's status, a protocol problem), by kind.
+    func add(kind: String) {
+        counts.withLock { $0[kind, default: 0] += 1 }
+    }
     var total: Int { counts.withLock { $0.values.reduce(0, +) } }
     var summary: String {
         let c = counts.withLock { $0 }

@@ -19,67 +19,91 @@ import Synchronization
 struct Stream: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "StreamEvents fan-out: N subscribers from_end, a paced publisher; latency and events/s delivered.")
+
+    /// Which client the subscribers use (the publisher always uses grpc-swift-2).
+    enum SubscriberClient: String, ExpressibleByArgument, CaseIterable {
+        /// `LeanSubscribers`: swift-nio-http2 frames, gRPC framing and a minimal wire walk.
+        case lean
+        /// grpc-swift-2 over grpc-swift-nio-transport, a full client per call.
+        case grpcSwift = "grpc-swift"
+    }
+
     @OptionGroup var common: Common
     @Option(help: "Concurrent StreamEvents subscribers.") var subscribers = 1000
     @Option(help: "Orders placed per second while publishing.") var rate: Double = 100
     @Option(help: "Publishing seconds.") var seconds: Double = 10
     @Option(help: "Seconds to wait for the last deliveries after publishing.") var drain: Double = 15
+    @Option(help: "Subscribers' client: lean (swift-nio-http2, decodes only what the latency needs) or grpc-swift (grpc-swift-2).")
+    var client: SubscriberClient = .lean
+    @Option(help: "Event-loop threads of the lean client.") var leanThreads = 1
 
     func run() async throws {
         let conns = common.connections > 0 ? common.connections : max(1, (subscribers + 49) / 50)
         let subs = subscribers
         let publishCount = Int(rate * seconds)
         let prefix = "bench-" + UUID().uuidString.lowercased().prefix(8) + "-"
-        let line = try await ClientPool.run(target: common.target, connections: conns) { pool in
-            let caughtUp = SharedCounter()
-            let received = SharedCounter()
-            let streamErrors = ErrorTally()
-            let results = Locked<[(send: [UInt32], append: [UInt32], count: Int, last: Int64)]>([])
+        let client = self.client
+        let leanThreads = self.leanThreads
+        let target = common.target
+        // The lean client's subscribers have their own connections; the publisher then needs only one.
+        let line = try await ClientPool.run(target: common.target, connections: client == .lean ? 1 : conns) { pool in
+            let tally = StreamTally(prefix: prefix, expectedPerSubscriber: publishCount)
+            let caughtUp = tally.caughtUp
+            let received = tally.received
+            let streamErrors = tally.errors
+            let results = Locked<[SubscriberResult]>([])
             let clock = ContinuousClock()
 
             return try await withThrowingTaskGroup(of: Void.self) { group in
-                for s in 0..<subs {
-                    group.addTask {
-                        var req = StreamEventsRequest()
-                        req.fromEnd = true
-                        var options = CallOptions.defaults
-                        options.timeout = .seconds(3600)
-                        do {
-                            try await pool.client(s).serverStreaming(
-                                request: ClientRequest(message: req), descriptor: Methods.streamEvents,
-                                serializer: ProtobufSerializer<StreamEventsRequest>(),
-                                deserializer: ProtobufDeserializer<StreamEventsResponse>(), options: options
-                            ) { response in
-                                var sendLat: [UInt32] = []
-                                var appendLat: [UInt32] = []
-                                sendLat.reserveCapacity(publishCount)
-                                appendLat.reserveCapacity(publishCount)
-                                var count = 0
-                                var last: Int64 = 0
-                                defer { results.withLock { $0.append((sendLat, appendLat, count, last)) } }
-                                for try await message in response.messages {
-                                    switch message.kind {
-                                    case .event(let e):
-                                        let now = wallMicros()
-                                        guard e.commandID.hasPrefix(prefix), let sent = Int64(e.commandID.dropFirst(prefix.count + 9))
-                                        else { continue }
-                                        let created = e.createdDate.seconds * 1_000_000 + Int64(e.createdDate.nanos / 1000)
-                                        sendLat.append(UInt32(clamping: max(1, now - sent)))
-                                        appendLat.append(UInt32(clamping: max(1, now - created)))
-                                        count += 1
-                                        last = now
-                                        received.add()
-                                    case .caughtUp:
-                                        caughtUp.add()
-                                    case .heartbeat, .none:
-                                        break
+                var lean: LeanSubscribers?
+                switch client {
+                case .lean:
+                    var req = StreamEventsRequest()
+                    req.fromEnd = true
+                    lean = try await LeanSubscribers.start(
+                        target: target, subscribers: subs, connections: conns, threads: leanThreads,
+                        request: try req.serializedBytes(), tally: tally)
+                case .grpcSwift:
+                    for s in 0..<subs {
+                        group.addTask {
+                            var req = StreamEventsRequest()
+                            req.fromEnd = true
+                            var options = CallOptions.defaults
+                            options.timeout = .seconds(3600)
+                            do {
+                                try await pool.client(s).serverStreaming(
+                                    request: ClientRequest(message: req), descriptor: Methods.streamEvents,
+                                    serializer: ProtobufSerializer<StreamEventsRequest>(),
+                                    deserializer: ProtobufDeserializer<StreamEventsResponse>(), options: options
+                                ) { response in
+                                    var r = SubscriberResult()
+                                    r.send.reserveCapacity(publishCount)
+                                    r.append.reserveCapacity(publishCount)
+                                    defer { results.withLock { $0.append(r) } }
+                                    for try await message in response.messages {
+                                        switch message.kind {
+                                        case .event(let e):
+                                            let now = wallMicros()
+                                            guard e.commandID.hasPrefix(prefix), let sent = Int64(e.commandID.dropFirst(prefix.count + 9))
+                                            else { continue }
+                                            let created = e.createdDate.seconds * 1_000_000 + Int64(e.createdDate.nanos / 1000)
+                                            r.send.append(UInt32(clamping: max(1, now - sent)))
+                                            r.append.append(UInt32(clamping: max(1, now - created)))
+                                            r.count += 1
+                                            r.last = now
+                                            received.add()
+                                        case .caughtUp:
+                                            caughtUp.add()
+                                        case .heartbeat, .none:
+                                            break
+                                        }
                                     }
                                 }
+                            } catch is CancellationError {
+                            } catch let error as RPCError where error.code == .cancelled {
+                            } catch {
+                                streamErrors.add(error)
                             }
-                        } catch is CancellationError {
-                        } catch let error as RPCError where error.code == .cancelled {
-                        } catch {
-                            streamErrors.add(error)
                         }
                     }
                 }
@@ -87,6 +111,10 @@ struct Stream: AsyncParsableCommand {
                 // Every subscriber caught up (so from_end is behind us) before publishing.
                 let subscribeStart = clock.now
                 while caughtUp.load < subs {
+                    // A stream that failed will never catch up: say why now, not in 120 s.
+                    if streamErrors.total > 0 {
+                        throw BenchError("\(caughtUp.load) of \(subs) subscribers caught up; stream errors: \(streamErrors.summary)")
+                    }
                     if clock.now - subscribeStart > .seconds(120) {
                         throw BenchError("only \(caughtUp.load) of \(subs) subscribers caught up in 120 s")
                     }
@@ -123,6 +151,10 @@ struct Stream: AsyncParsableCommand {
                 }
                 let wallEnd = wallMicros()
                 let cpu = processCPUSeconds() - cpu0
+                if let lean {
+                    let measured = await lean.stop()
+                    results.withLock { $0 += measured }
+                }
                 group.cancelAll()
                 try await group.waitForAll()
 
@@ -145,8 +177,8 @@ struct Stream: AsyncParsableCommand {
                 _ = wallEnd
                 let window = Double(lastReceipt - wallStart) / 1e6
                 return String(
-                    format: "op=stream subscribers=%d connections=%d published=%d rate=%.0f/s delivered=%d expected=%d per-subscriber=%d..%d window=%.2fs events/s=%.0f send-p50=%@ send-p99=%@ send-p99.9=%@ send-max=%@ append-p50=%@ append-p99=%@ append-p99.9=%@ append-max=%@ publish-errors=%@ stream-errors=%@ client-cores=%.2f",
-                    subs, conns, published, rate, delivered, expected, minCount == .max ? 0 : minCount, maxCount, window,
+                    format: "op=stream client=%@ subscribers=%d connections=%d published=%d rate=%.0f/s delivered=%d expected=%d per-subscriber=%d..%d window=%.2fs events/s=%.0f send-p50=%@ send-p99=%@ send-p99.9=%@ send-max=%@ append-p50=%@ append-p99=%@ append-p99.9=%@ append-max=%@ publish-errors=%@ stream-errors=%@ client-cores=%.2f",
+                    client.rawValue, subs, conns, published, rate, delivered, expected, minCount == .max ? 0 : minCount, maxCount, window,
                     Double(delivered) / window,
                     sendH.ms(50), sendH.ms(99), sendH.ms(99.9), sendH.ms(100),
                     appendH.ms(50), appendH.ms(99), appendH.ms(99.9), appendH.ms(100),

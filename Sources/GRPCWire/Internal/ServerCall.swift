@@ -225,12 +225,31 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     }
 
     func encode<M: SwiftProtobuf.Message>(_ message: M, compress: Bool? = nil) throws -> OutboundMessage {
-        var payload: [UInt8]
+        let payload: [UInt8]
         do {
             payload = contentType?.isJSON == true ? try message.jsonUTF8Bytes() : try message.serializedBytes()
         } catch {
             throw GRPCStatus(.internalError, "Could not serialize the response message: \(error)")
         }
+        return outbound(payload, compress: compress)
+    }
+
+    /// A message serialized once for many calls: this call's codec's bytes, shared (the
+    /// array is copy-on-write, so no copy is made unless the call compresses them).
+    func encode<M: SwiftProtobuf.Message>(_ prepared: PreparedMessage<M>, compress: Bool? = nil) throws -> OutboundMessage {
+        let payload: [UInt8]
+        do {
+            payload = try prepared.payload(json: contentType?.isJSON == true)
+        } catch {
+            throw GRPCStatus(.internalError, "Could not serialize the response message: \(error)")
+        }
+        return outbound(payload, compress: compress)
+    }
+
+    /// Frames a serialized payload, compressing it when the call asked for it and the
+    /// client accepts gzip.
+    private func outbound(_ serialized: [UInt8], compress: Bool?) -> OutboundMessage {
+        var payload = serialized
         var compressed = false
         if clientAcceptsGzip {
             compressed = state.withLock { state in

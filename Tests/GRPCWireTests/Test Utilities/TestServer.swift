@@ -90,6 +90,16 @@ func testService(probe: Probe) -> ServiceDefinition {
             throw error
         }
     }
+    // One message prepared for every call (a broadcast): each call sends it twice, in its
+    // own codec; `x-gzip` asks for compressed messages.
+    let broadcast = PreparedMessage(Google_Protobuf_StringValue.with { $0.value = "broadcast" })
+    service.serverStreaming("Broadcast") {
+        (_: Google_Protobuf_Empty, responses: ResponseStream<Google_Protobuf_StringValue>, context: ServerContext) in
+        context.response.setCompression(context.metadata[first: "x-gzip"] != nil)
+        try await responses.send(broadcast)
+        try await responses.send(broadcast)
+        probe.sent.add(2, ordering: .relaxed)
+    }
     return service
 }
 
