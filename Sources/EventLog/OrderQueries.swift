@@ -40,6 +40,13 @@ public struct OrderQueries: Sendable {
         return order
     }
 
+    /// The order when the projector's cache holds it at `minVersion` or later, else nil (ask
+    /// `order(id:minVersion:deadline:)`): answers hot reads without suspending.
+    public func cachedOrder(id: String, minVersion: Int = 0) -> Order? {
+        guard let order = projector.cachedView(orderId: id)?.order, order.version >= minVersion else { return nil }
+        return order
+    }
+
     /// The order's whole history (errors included), nil if nothing was ever recorded.
     public func events(orderId: String) async throws -> [ProjectedEvent]? {
         try await view(orderId)?.events

@@ -270,16 +270,30 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         call.started = true
         let context = call.makeContext(peer: peer)
         let runtime = self.runtime
+        var body = method.run
+        if let immediate = method.immediate, runtime.interceptors.isEmpty {
+            // The synchronous fast path: most calls end right here, with no task at all.
+            do {
+                guard let rest = try immediate(call, context) else {
+                    call.finishOnLoop(.ok)
+                    return
+                }
+                body = rest
+            } catch {
+                runtime.finish(call, context: context, error: error)
+                return
+            }
+        }
         if let taskExecutor {
             // Runs the handler right here, synchronously, until its first suspension; it
             // later resumes on this connection's event loop. A handler that does not suspend
             // completes inside this read batch, with no thread hop at all.
             call.task = Task.immediate(executorPreference: taskExecutor) {
-                await runtime.run(call: call, method: method, context: context)
+                await runtime.run(call: call, body: body, context: context)
             }
         } else {
             call.task = Task {
-                await runtime.run(call: call, method: method, context: context)
+                await runtime.run(call: call, body: body, context: context)
             }
         }
     }

@@ -225,12 +225,29 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     }
 
     func encode<M: SwiftProtobuf.Message>(_ message: M, compress: Bool? = nil) throws -> OutboundMessage {
-        var payload: [UInt8]
+        let payload: [UInt8]
         do {
             payload = contentType?.isJSON == true ? try message.jsonUTF8Bytes() : try message.serializedBytes()
         } catch {
             throw GRPCStatus(.internalError, "Could not serialize the response message: \(error)")
         }
+        return outbound(payload, compress: compress)
+    }
+
+    /// Like `encode(_:compress:)`, reusing the message's bytes for this call's codec.
+    func encode<M: SwiftProtobuf.Message>(_ message: EncodedMessage<M>) throws -> OutboundMessage {
+        let payload: [UInt8]
+        do {
+            payload = try message.bytes(json: contentType?.isJSON == true)
+        } catch {
+            throw GRPCStatus(.internalError, "Could not serialize the response message: \(error)")
+        }
+        return outbound(payload, compress: nil)
+    }
+
+    /// Compresses `payload` when the client accepts gzip and the handler asked for it.
+    private func outbound(_ payload: [UInt8], compress: Bool?) -> OutboundMessage {
+        var payload = payload
         var compressed = false
         if clientAcceptsGzip {
             compressed = state.withLock { state in
