@@ -49,7 +49,9 @@ public enum OrderValidation {
 
     /// UUID text: 8-4-4-4-12 hexadecimal digits.
     public static func isUUID(_ text: String) -> Bool {
-        let b = Array(text.utf8)
+        // Straight over the UTF-8 view: copying it into an Array cost an allocation per
+        // GetOrder.
+        let b = text.utf8
         guard b.count == 36 else { return false }
         for (i, c) in b.enumerated() {
             if i == 8 || i == 13 || i == 18 || i == 23 {
