@@ -47,7 +47,8 @@ public final class GRPCServer: Sendable {
         public var idleTimeout: Duration? = .seconds(300)
         /// Run handlers on their connection's event loop (task executor preference). When
         /// false they run on the global concurrent executor and every interaction with the
-        /// connection hops threads.
+        /// connection hops threads. Either way, the `immediate` closures of
+        /// ``ServiceDefinition/unary(_:immediate:_:)`` run on the loop, without a task.
         public var runsHandlersOnEventLoop = true
 
         public static var defaults: Config { Config() }
