@@ -46,6 +46,14 @@ package final class WriterState: @unchecked Sendable {
     /// Keyed records committed since the watermark (they are what a restart refolds).
     var keyedSinceWatermark = 0
     var keyedAtFoldStart = 0
+
+    /// Derivations by source topic, run inside every transaction (`LogDerivation`).
+    var derivations: [String: [LogDerivation]] = [:]
+    /// Their groups: no call may commit offsets for them any more.
+    var derivedGroups: Set<String> = []
+    /// The newest record per key hash inserted by the transaction in progress, while
+    /// derivations run: the `latest` delta learns of them only after COMMIT.
+    var uncommittedLatest: [LatestIndex.Entry: Int64] = [:]
 }
 
 /// Part of a fold of `latest`: `range` of `WriterState.fold`.
@@ -178,7 +186,7 @@ extension SQLiteLogEngine {
         INSERT INTO latest(topic, hash, id) VALUES (?, ?, ?)
         ON CONFLICT (topic, hash) DO UPDATE SET id = excluded.id
         """
-    private static let upsertOffset = """
+    static let upsertOffset = """
         INSERT INTO group_offsets(grp, topic, part, off) VALUES (?, ?, ?, ?)
         ON CONFLICT (grp, topic, part) DO UPDATE SET off = excluded.off
         """
@@ -195,7 +203,9 @@ extension SQLiteLogEngine {
             var keyed: [(LatestIndex.Entry, Int64)] = []
             var lastID = writerState.lastCommittedID
             var tail: [LogRecord] = []
+            var touched: Set<TopicPartition> = []
             var failed: (index: Int, error: any Error)?
+            writerState.uncommittedLatest.removeAll(keepingCapacity: true)
             do {
                 try conn.begin(.immediate)
             } catch {
@@ -210,7 +220,7 @@ extension SQLiteLogEngine {
                             results.append(
                                 try write(
                                     call, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID,
-                                    tail: &tail))
+                                    tail: &tail, touched: &touched))
                         } catch {
                             failed = (i, error)
                             return
@@ -220,11 +230,23 @@ extension SQLiteLogEngine {
             } catch {
                 // Preparing the insert failed: nothing call-specific, so nobody succeeds.
                 conn.rollback()
+                resetDerivations()
                 fail(calls, error)
                 return
             }
+            if failed == nil {
+                do {
+                    try commitDerivedOffsets(touched: touched, ends: ends, conn: conn)
+                } catch {
+                    conn.rollback()
+                    resetDerivations()
+                    fail(calls, error)
+                    return
+                }
+            }
             if let failed {
                 conn.rollback()
+                resetDerivations()
                 logger.warning("append failed; retrying its batch without it", metadata: ["error": "\(failed.error)"])
                 calls[failed.index].continuation.resume(throwing: failed.error.asLogError)
                 calls.remove(at: failed.index)
@@ -239,6 +261,7 @@ extension SQLiteLogEngine {
                     folded = chunk
                 } catch {
                     conn.rollback()
+                    resetDerivations()
                     logger.error("folding latest failed; writing the batch without it", metadata: ["error": "\(error)"])
                     skipFold = true
                     continue
@@ -251,11 +274,12 @@ extension SQLiteLogEngine {
                 writerState.commitTime += ContinuousClock.now - t1
             } catch {
                 conn.rollback()
+                resetDerivations()
                 fail(calls, error)
                 return
             }
-            var touched: [String: [Int64]] = [:]
-            for (name, offsets) in ends where writerState.ends[name] != offsets { touched[name] = offsets }
+            var published: [String: [Int64]] = [:]
+            for (name, offsets) in ends where writerState.ends[name] != offsets { published[name] = offsets }
             writerState.ends = ends
             writerState.lastCommittedID = lastID
             writerState.keyedSinceWatermark += keyed.count
@@ -263,12 +287,12 @@ extension SQLiteLogEngine {
             latest.record(keyed)
             if let folded { finishFoldChunk(folded) }
             writerState.commits += 1
-            writerState.committedRecords += results.reduce(0) { $0 + $1.count }
+            writerState.committedRecords += tail.count  // derived records included
             // Cached before the ends that reveal them are published.
             tailCache.add(tail)
             // Published before the callers resume, so an `append` that returned is already
             // visible to `endOffsets` and wakes the readers.
-            catalog.publish(touched)
+            catalog.publish(published)
             // Resuming a task costs a wake-up of a pool thread (a futex call) — hundreds per
             // batch. Handed to another queue, it overlaps with the next batch's writes
             // instead of delaying them.
@@ -382,32 +406,16 @@ extension SQLiteLogEngine {
 
     private func write(
         _ call: PendingAppend, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]], now: Int64,
-        keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64, tail: inout [LogRecord]
+        keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64, tail: inout [LogRecord], touched: inout Set<TopicPartition>
     ) throws -> [RecordAddress] {
+        try checkNotDerived(call.commit)
         var addresses: [RecordAddress] = []
         addresses.reserveCapacity(call.records.count)
         for record in call.records {
-            guard let offset = ends[record.topic.name]?[record.partition] else {
-                throw LogError.unknownTopic(record.topic.name)
-            }
-            insert.bind(1, record.topic.id)
-            insert.bind(2, record.partition)
-            insert.bind(3, offset)
-            insert.bind(4, record.key)
-            insert.bind(5, record.value)
-            insert.bind(6, record.headers)
-            insert.bind(7, now)
-            try insert.run()
-            lastID = conn.lastInsertRowID
-            if let hash = record.keyHash {
-                keyed.append((LatestIndex.Entry(topic: record.topic.id, hash: hash), lastID))
-            }
-            ends[record.topic.name]![record.partition] = offset + 1
-            tail.append(
-                LogRecord(
-                    topic: record.topic.name, partition: record.partition, offset: offset, key: record.key, value: record.value,
-                    headers: record.headerValues, timestamp: now))
-            addresses.append(RecordAddress(topic: record.topic.name, partition: record.partition, offset: offset))
+            addresses.append(
+                try insertRecord(
+                    record, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID, tail: &tail,
+                    touched: &touched))
         }
         if let commit = call.commit {
             try conn.withStatement(Self.upsertOffset) { upsert in
@@ -421,6 +429,46 @@ extension SQLiteLogEngine {
             }
         }
         return addresses
+    }
+
+    /// Inserts one record at the end of its partition, then what the derivations make of
+    /// it, depth first: each derivation sees its topic's records in offset order.
+    private func insertRecord(
+        _ record: PendingAppend.Record, insert: SQLiteStatement, conn: SQLiteConnection, ends: inout [String: [Int64]],
+        now: Int64, keyed: inout [(LatestIndex.Entry, Int64)], lastID: inout Int64, tail: inout [LogRecord],
+        touched: inout Set<TopicPartition>
+    ) throws -> RecordAddress {
+        guard let offset = ends[record.topic.name]?[record.partition] else {
+            throw LogError.unknownTopic(record.topic.name)
+        }
+        insert.bind(1, record.topic.id)
+        insert.bind(2, record.partition)
+        insert.bind(3, offset)
+        insert.bind(4, record.key)
+        insert.bind(5, record.value)
+        insert.bind(6, record.headers)
+        insert.bind(7, now)
+        try insert.run()
+        lastID = conn.lastInsertRowID
+        if let hash = record.keyHash {
+            let entry = LatestIndex.Entry(topic: record.topic.id, hash: hash)
+            keyed.append((entry, lastID))
+            if !writerState.derivations.isEmpty { writerState.uncommittedLatest[entry] = lastID }
+        }
+        ends[record.topic.name]![record.partition] = offset + 1
+        let stored = LogRecord(
+            topic: record.topic.name, partition: record.partition, offset: offset, key: record.key, value: record.value,
+            headers: record.headerValues, timestamp: now)
+        tail.append(stored)
+        if !writerState.derivations.isEmpty {
+            touched.insert(TopicPartition(record.topic.name, record.partition))
+            for next in try derived(from: stored, conn: conn) {
+                _ = try insertRecord(
+                    next, insert: insert, conn: conn, ends: &ends, now: now, keyed: &keyed, lastID: &lastID, tail: &tail,
+                    touched: &touched)
+            }
+        }
+        return RecordAddress(topic: record.topic.name, partition: record.partition, offset: offset)
     }
 
     /// Returns once everything committed so far is durable (a topic just created, tests).

@@ -412,7 +412,7 @@ public final class SQLiteLogEngine: LogEngine {
     }
 
     /// The newest record of `key`, and whether its hash collided with another key's.
-    private static func newest(
+    static func newest(
         _ conn: SQLiteConnection, topic info: TopicInfo, key: String, hash: Int64, recentID: Int64?
     ) throws -> (LogRecord?, Bool) {
         if let recentID {
@@ -651,6 +651,12 @@ public final class SQLiteLogEngine: LogEngine {
             owners[key] = member
             return true
         }
+    }
+
+    /// Gives the group to the engine itself (member 0 is never handed out): its consumers
+    /// are never assigned again (`startDerivations`).
+    func takeOver(group: String, topic: String) {
+        owners.withLock { $0[group + "\u{0}" + topic] = 0 }
     }
 
     func release(group: String, topic: String, member: UInt64) {

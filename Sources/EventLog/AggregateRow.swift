@@ -29,10 +29,10 @@ struct AggregateRow: Sendable {
     }
 
     /// The analysis of `history` after applying `entry` (the row's last).
-    static func appending(_ entry: LogFormat.Entry, to history: OrderHistory) -> AggregateRow {
+    static func appending(_ entry: LogFormat.Entry, to history: OrderHistory, cached: Bool = true) -> AggregateRow {
         var history = history
         let before = history.firstUnanswered?.commandId
-        let change = history.apply(entry)
+        let change = history.apply(entry, cached: cached)
         return AggregateRow(history: history, change: change, nextBefore: before)
     }
 

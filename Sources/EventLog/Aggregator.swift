@@ -20,7 +20,8 @@ public final class Aggregator: Sendable {
     private let cache = Mutex(BoundedCache<String, Row>(capacity: 50_000))
 
     struct Row: Sendable {
-        var entries: [LogFormat.Entry]
+        /// The row's lists, encoded (the next row appends one entry).
+        var lists: LogFormat.AggregateLists
         var sourceOffset: Int64
         /// The entries folded, so the next row's analysis is one more `apply`.
         var history: OrderHistory
@@ -53,29 +54,48 @@ public final class Aggregator: Sendable {
             loaded[key] = row(from: record)
         }
         for record in records {
-            let entry: LogFormat.Entry
-            do {
-                entry = try LogFormat.decodeEntry(record.value)
-            } catch {
-                logger.error(
-                    "skipping a malformed record",
-                    metadata: ["topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"])
-                continue
-            }
             let row = cache.withLock({ $0[record.key] }) ?? loaded[record.key] ?? nil
-            if let row, row.sourceOffset >= record.offset { continue }  // already aggregated
-            var entries = row?.entries ?? []
-            entries.append(entry)
-            let value = LogFormat.encode(LogFormat.Aggregate(entries: entries))
-            let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key))
-            AggregateRow.remember(analysis, orderId: record.key, value: value)
-            cache.withLock { $0[record.key] = Row(entries: entries, sourceOffset: record.offset, history: analysis.history) }
-            out.append(
-                OutgoingRecord(
-                    topic: topics.aggregates, key: record.key, value: value,
-                    headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition))
+            if let next = next(after: row, record) { out.append(next) }
         }
         return out
+    }
+
+    /// The aggregator as a derivation the engine runs inside its appends
+    /// (`DerivingLogEngine`): the same rows, written with the records they aggregate.
+    public var derivation: LogDerivation {
+        LogDerivation(
+            group: Self.group, topic: topics.commandsAndEvents,
+            derive: { record, latest in
+                var row = self.cache.withLock { $0[record.key] }
+                if row == nil, let stored = try latest(self.topics.aggregates, record.key) { row = self.row(from: stored) }
+                return self.next(after: row, record).map { [$0] } ?? []
+            },
+            reset: { self.cache.withLock { $0.removeAll() } })
+    }
+
+    /// The row `record` makes of the order's row before it (nil: none yet), remembered in
+    /// the cache; nil when the record is skipped (unreadable, or aggregated already).
+    private func next(after row: Row?, _ record: LogRecord) -> OutgoingRecord? {
+        let entry: LogFormat.Entry
+        do {
+            entry = try LogFormat.decodeEntry(record.value)
+        } catch {
+            logger.error(
+                "skipping a malformed record",
+                metadata: ["topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"])
+            return nil
+        }
+        if let row, row.sourceOffset >= record.offset { return nil }  // already aggregated
+        var lists = row?.lists ?? LogFormat.AggregateLists()
+        lists.append(entry)
+        let value = lists.encoded
+        // Each entry reaches the aggregator once: no use caching its decoding.
+        let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key), cached: false)
+        AggregateRow.remember(analysis, orderId: record.key, value: value)
+        cache.withLock { $0[record.key] = Row(lists: lists, sourceOffset: record.offset, history: analysis.history) }
+        return OutgoingRecord(
+            topic: topics.aggregates, key: record.key, value: value,
+            headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition)
     }
 
     private func row(from record: LogRecord) -> Row? {
@@ -84,7 +104,9 @@ public final class Aggregator: Sendable {
             let aggregate = try LogFormat.decodeAggregate(record.value)
             let offset = record.headers[Self.sourceOffsetHeader].flatMap { Int64($0) } ?? -1
             let entries = try aggregate.entries()
-            return Row(entries: entries, sourceOffset: offset, history: OrderHistory(orderId: key, entries: entries))
+            return Row(
+                lists: LogFormat.AggregateLists(entries: entries), sourceOffset: offset,
+                history: OrderHistory(orderId: key, entries: entries))
         } catch {
             // The table's own row is unreadable: start the order's list afresh rather than
             // stop the partition, and say so.

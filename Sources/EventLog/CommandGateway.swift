@@ -35,7 +35,7 @@ public struct CommandGateway: Sendable {
         // append is kept for it, not missed.
         let ticket = projector.outcomes.register(command.commandId)
         do {
-            if let outcome = try await store.outcome(commandId: command.commandId) {
+            if let outcome = try await recordedOutcome(command.commandId) {
                 projector.outcomes.cancel(ticket)
                 return outcome
             }
@@ -71,14 +71,22 @@ public struct CommandGateway: Sendable {
     /// Waits for a command's outcome until `deadline`.
     public func outcome(of commandId: String, deadline: ContinuousClock.Instant) async throws -> CommandOutcome {
         let ticket = projector.outcomes.register(commandId)
-        if let outcome = try await store.outcome(commandId: commandId) {
+        if let outcome = try await recordedOutcome(commandId) {
             projector.outcomes.cancel(ticket)
             return outcome
         }
         if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
         try Task.checkCancellation()
         // Published just as the wait timed out?
-        if let outcome = try await store.outcome(commandId: commandId) { return outcome }
+        if let outcome = try await recordedOutcome(commandId) { return outcome }
         throw OutcomeTimeout(commandId: commandId)
+    }
+
+    /// The outcome the read model holds for a command, including one the projector
+    /// published whose store write is still in flight (checked first: it leaves memory
+    /// only once the store has it).
+    private func recordedOutcome(_ commandId: String) async throws -> CommandOutcome? {
+        if let outcome = projector.unwrittenOutcome(commandId: commandId) { return outcome }
+        return try await store.outcome(commandId: commandId)
     }
 }

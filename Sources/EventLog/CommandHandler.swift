@@ -36,6 +36,12 @@ public struct CommandHandler: Sendable {
         try await loop.run { records in handle(records) }
     }
 
+    /// The handler as a derivation the engine runs inside its appends
+    /// (`DerivingLogEngine`): each decision written with the row that made it decidable.
+    public var derivation: LogDerivation {
+        LogDerivation(group: Self.group, topic: topics.aggregates, derive: { record, _ in handle([record]) })
+    }
+
     func handle(_ records: [LogRecord]) -> [OutgoingRecord] {
         var out: [OutgoingRecord] = []
         for record in records {

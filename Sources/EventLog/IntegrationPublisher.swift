@@ -22,6 +22,12 @@ public struct IntegrationPublisher: Sendable {
         try await loop.run { records in handle(records) }
     }
 
+    /// The publisher as a derivation the engine runs inside its appends
+    /// (`DerivingLogEngine`): each integration event written with the row it publishes.
+    public var derivation: LogDerivation {
+        LogDerivation(group: Self.group, topic: topics.aggregates, derive: { record, _ in handle([record]) })
+    }
+
     func handle(_ records: [LogRecord]) -> [OutgoingRecord] {
         records.compactMap { record in
             let row = AggregateRow.analyze(record)

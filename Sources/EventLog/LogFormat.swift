@@ -111,7 +111,14 @@ public enum LogFormat {
     }
 
     /// Decodes one entry for the order `orderId`.
-    public static func decode(_ entry: Entry, orderId: String) throws(FormatError) -> Decoded {
+    /// `cached: false` for an entry decoded once (the aggregator's incremental fold), where
+    /// hashing the whole entry into the cache costs more than it could save.
+    public static func decode(_ entry: Entry, orderId: String, cached: Bool = true) throws(FormatError) -> Decoded {
+        guard cached else {
+            return try decode(
+                type: entry.type, subType: entry.subType,
+                details: try parse(Array(entry.details.utf8), what: "\(entry.subType) DETAILS"), orderId: orderId)
+        }
         // Every stage decodes every entry of an order's row on each new row: remembering
         // recent results turns those repeats into a hash lookup.
         let key = DecodedCacheKey(orderId: orderId, entry: entry)
@@ -299,6 +306,66 @@ public enum LogFormat {
             w.member("version", version)
             w.endObject()
             return String(decoding: w.bytes, as: UTF8.self)
+        }
+    }
+
+    /// An ORDER_AGGREGATES row kept as JSON list by list, so the next row of the order
+    /// escapes only its new entry: the aggregator writes a row per record, and escaping
+    /// every DETAILS of the history again (JSON inside a JSON string: quotes throughout)
+    /// cost more than the rest of the row. `encoded` is byte for byte what
+    /// `encode(Aggregate(entries:))` writes.
+    public struct AggregateLists: Sendable {
+        private var types: [UInt8] = []
+        private var subTypes: [UInt8] = []
+        private var details: [UInt8] = []
+        private var latestType = Self.quoted("")
+        private var latestSubType = Self.quoted("")
+        private var latestDetails = Self.quoted("")
+
+        public init(entries: some Sequence<Entry> = []) {
+            for entry in entries { append(entry) }
+        }
+
+        public mutating func append(_ entry: Entry) {
+            latestType = Self.quoted(entry.type)
+            latestSubType = Self.quoted(entry.subType)
+            latestDetails = Self.quoted(entry.details)
+            Self.add(latestType, to: &types)
+            Self.add(latestSubType, to: &subTypes)
+            Self.add(latestDetails, to: &details)
+        }
+
+        public var encoded: [UInt8] {
+            var w = JSON.Writer(capacity: types.count + subTypes.count + details.count + latestDetails.count + 128)
+            func list(_ name: String, _ items: [UInt8]) {
+                w.key(name)
+                w.beginArray()
+                if !items.isEmpty { w.raw(items) }
+                w.endArray()
+            }
+            w.beginObject()
+            w.key("LATEST_TYPE")
+            w.raw(latestType)
+            w.key("LATEST_SUB_TYPE")
+            w.raw(latestSubType)
+            w.key("LATEST_DETAILS")
+            w.raw(latestDetails)
+            list("TYPE_LIST", types)
+            list("SUB_TYPE_LIST", subTypes)
+            list("DETAILS_LIST", details)
+            w.endObject()
+            return w.bytes
+        }
+
+        private static func quoted(_ s: String) -> [UInt8] {
+            var w = JSON.Writer(capacity: s.utf8.count + 16)
+            w.string(s)
+            return w.bytes
+        }
+
+        private static func add(_ item: [UInt8], to list: inout [UInt8]) {
+            if !list.isEmpty { list.append(UInt8(ascii: ",")) }
+            list.append(contentsOf: item)
         }
     }
 

@@ -36,11 +36,12 @@ public struct OrderHistory: Sendable {
         for entry in entries { apply(entry) }
     }
 
+    /// `cached`: see `LogFormat.decode(_:orderId:cached:)`.
     @discardableResult
-    public mutating func apply(_ entry: LogFormat.Entry) -> Change {
+    public mutating func apply(_ entry: LogFormat.Entry, cached: Bool = true) -> Change {
         let decoded: LogFormat.Decoded
         do {
-            decoded = try LogFormat.decode(entry, orderId: orderId)
+            decoded = try LogFormat.decode(entry, orderId: orderId, cached: cached)
         } catch {
             return .invalid(error.message)
         }

@@ -1,6 +1,14 @@
+import Logging
 import OrderDomain
 
-/// The read side: answers from this instance's read model.
+/// An `ORDER_AGGREGATES` table that answers for one order directly: ksqlDB's pull query
+/// when ksqlDB runs the aggregation. Nil when the table has no row for the order.
+public protocol AggregateTable: Sendable {
+    func aggregate(orderId: String) async throws -> LogFormat.Aggregate?
+}
+
+/// The read side: answers from this instance's read model, and for single orders also
+/// from the aggregates table when one is configured.
 public struct OrderQueries: Sendable {
     /// The order did not reach the requested version in time.
     public struct VersionTimeout: Error, Sendable, CustomStringConvertible {
@@ -14,15 +22,28 @@ public struct OrderQueries: Sendable {
 
     let store: any ReadModelStore
     let projector: Projector
+    let table: (any AggregateTable)?
+    let logger: Logger
 
-    public init(store: any ReadModelStore, projector: Projector) {
+    public init(
+        store: any ReadModelStore, projector: Projector, table: (any AggregateTable)? = nil,
+        logger: Logger = Logger(label: "order-queries")
+    ) {
         self.store = store
         self.projector = projector
+        self.table = table
+        self.logger = logger
     }
 
     /// The order (nil if unknown), waiting until `deadline` for `minVersion`.
+    ///
+    /// With an aggregates table, the newer of its row and the read model: the table can
+    /// be ahead (another instance decided the command and this read model has not caught
+    /// up yet) or behind (ksqlDB's pull queries are eventually consistent), and a caller
+    /// must never see an order older than one this instance already answered with.
     public func order(id: String, minVersion: Int = 0, deadline: ContinuousClock.Instant) async throws -> Order? {
-        let current = try await view(id)?.order
+        var current = try await view(id)?.order
+        if let fromTable = await tableOrder(id), fromTable.version > current?.version ?? 0 { current = fromTable }
         if minVersion <= 0 { return current }
         if let current, current.version >= minVersion { return current }
         // Listen, then read again: a projection between the two reads is not missed.
@@ -52,13 +73,31 @@ public struct OrderQueries: Sendable {
         try await view(orderId)?.events
     }
 
+    /// The order folded from the table's row; nil without a table, without a row, or
+    /// when the table fails (the read model answers then, so a table outage degrades
+    /// freshness, not availability).
+    private func tableOrder(_ id: String) async -> Order? {
+        guard let table else { return nil }
+        do {
+            guard let row = try await table.aggregate(orderId: id) else { return nil }
+            return OrderHistory(orderId: id, entries: try row.entries()).state
+        } catch {
+            logger.warning(
+                "the aggregates table did not answer; using the read model", metadata: ["order_id": "\(id)", "error": "\(error)"])
+            return nil
+        }
+    }
+
     /// From the projector's cache when it has the order, else from the store.
     private func view(_ id: String) async throws -> OrderView? {
         if let cached = projector.cachedView(orderId: id) { return cached }
         return try await store.view(orderId: id)
     }
 
+    /// From the store only, once it holds every batch the projector has published: a
+    /// caller that got an outcome finds the order listed.
     public func list(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
-        try await store.listOrders(status: status, after: cursor, limit: limit)
+        await projector.waitUntilWritten()
+        return try await store.listOrders(status: status, after: cursor, limit: limit)
     }
 }

@@ -3,9 +3,18 @@ import OrderDomain
 import Synchronization
 
 /// Keeps this instance's read model: reads every partition of `order-aggregates` (no
-/// consumer group: each instance sees every order) from the store's checkpoint, writes
-/// each batch's views, outcomes and new checkpoint in one atomic step, then wakes the
-/// callers waiting for those outcomes and versions.
+/// consumer group: each instance sees every order) from the store's checkpoint, and for
+/// each batch puts the new views in its cache, wakes the callers waiting for those
+/// outcomes and versions, and writes views, outcomes and checkpoint to the store in one
+/// atomic step.
+///
+/// The store writes run behind, in order (up to `maxUnwrittenBatches`, overlapping the next
+/// batches' work):
+/// every outcome comes from the durable log, so a crash before the write only makes the
+/// projector redo the batch from the store's checkpoint, with the same result. Until a
+/// batch is written, its outcomes answer from memory (`unwrittenOutcome`) and its views
+/// from the cache; listings, which only the store answers, wait for it
+/// (`waitUntilWritten`).
 public final class Projector: Sendable {
     let engine: any LogEngine
     let store: any ReadModelStore
@@ -23,6 +32,17 @@ public final class Projector: Sendable {
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
+    /// Batches published to callers but not yet in the store.
+    private struct WriteState {
+        var published = 0
+        var written = 0
+        var outcomes: [String: CommandOutcome] = [:]
+        var waiters: [(batch: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+    private let writes = Mutex(WriteState())
+    /// Batches published ahead of the store at most.
+    static let maxUnwrittenBatches = 8
+
     public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger) {
         self.engine = engine
         self.store = store
@@ -35,6 +55,54 @@ public final class Projector: Sendable {
     /// (a reader putting a view it read would race a newer write).
     public func cachedView(orderId: String) -> OrderView? {
         views.withLock { $0[orderId] }
+    }
+
+    /// An outcome published but not yet written to the store.
+    public func unwrittenOutcome(commandId: String) -> CommandOutcome? {
+        writes.withLock { $0.outcomes[commandId] }
+    }
+
+    /// Returns once every batch published so far is in the store.
+    public func waitUntilWritten() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let done = writes.withLock { w -> Bool in
+                if w.written >= w.published { return true }
+                w.waiters.append((w.published, c))
+                return false
+            }
+            if done { c.resume() }
+        }
+    }
+
+    private func publish(_ outcomes: [CommandOutcome]) -> Int {
+        writes.withLock { w in
+            w.published += 1
+            for outcome in outcomes where w.outcomes[outcome.commandId] == nil { w.outcomes[outcome.commandId] = outcome }
+            return w.published
+        }
+    }
+
+    /// A new run redoes from the store's checkpoint whatever a failed run did not write:
+    /// nothing is waited for any more, and its outcomes come again.
+    private func abandonUnwritten() {
+        let waiting = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
+            w.written = w.published
+            w.outcomes.removeAll()
+            defer { w.waiters.removeAll() }
+            return w.waiters.map(\.continuation)
+        }
+        for c in waiting { c.resume() }
+    }
+
+    private func written(_ batch: Int, _ outcomes: [CommandOutcome]) {
+        let ready = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
+            w.written = max(w.written, batch)
+            for outcome in outcomes { w.outcomes[outcome.commandId] = nil }
+            let ready = w.waiters.filter { $0.batch <= w.written }.map(\.continuation)
+            w.waiters.removeAll { $0.batch <= w.written }
+            return ready
+        }
+        for c in ready { c.resume() }
     }
 
     /// The read model's position: every event before it is visible to queries.
@@ -65,6 +133,7 @@ public final class Projector: Sendable {
     }
 
     private func project() async throws {
+        abandonUnwritten()
         let start = try await store.checkpoint() ?? LogPosition(offsets: Array(repeating: 0, count: topics.partitions))
         let end = try await engine.endOffsets(topics.aggregates)
         state.withLock {
@@ -74,9 +143,14 @@ public final class Projector: Sendable {
         let reader = try await engine.openReader(topic: topics.aggregates, from: start.offsets)
         defer { Task { await reader.close() } }
         var position = start
+        // Store writes in flight, oldest first; each starts after the one before it.
+        var writing: [Task<Void, any Error>] = []
+        defer { writing.last?.cancel() }
         while !Task.isCancelled {
             let records = try await reader.next(maxRecords: 1000, timeout: .seconds(1))
             if records.isEmpty {
+                for write in writing { try await write.value }
+                writing.removeAll()
                 markProgress(position)
                 continue
             }
@@ -104,10 +178,22 @@ public final class Projector: Sendable {
                 outcomes.append(
                     CommandOutcome(commandId: event.commandId, orderId: record.key, event: event, order: history.state, position: position))
             }
-            try await store.apply(ReadModelUpdate(views: Array(views.values), outcomes: outcomes, checkpoint: position))
+            // A bounded backlog of writes: past it, wait for the oldest (and learn of a
+            // failure, which ends this run).
+            while writing.count >= Self.maxUnwrittenBatches { try await writing.removeFirst().value }
+            let update = ReadModelUpdate(views: Array(views.values), outcomes: outcomes, checkpoint: position)
+            let batch = publish(outcomes)
             self.views.withLock { c in
                 for (key, view) in views { c[key] = view }
             }
+            let (store, published, previous) = (store, outcomes, writing.last)
+            writing.append(
+                Task {
+                    // In order: the store's checkpoint only ever moves forward.
+                    try await previous?.value
+                    try await store.apply(update)
+                    self.written(batch, published)
+                })
             markProgress(position)
             for outcome in outcomes { self.outcomes.publish(outcome.commandId, outcome) }
             for view in views.values { versions.publish(view.orderId, view.order?.version ?? 0) }

@@ -20,6 +20,34 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
         let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
         let secOfDay = secs - days * 86_400
         let (y, m, d) = Self.civil(fromDays: days)
+        if (0...9999).contains(y) {
+            // One buffer, no intermediate strings: every event, log entry and integration
+            // event writes dates.
+            return String(unsafeUninitializedCapacity: 27) { buffer in
+                func put(_ v: Int64, _ width: Int, at end: Int) {
+                    var v = v
+                    for i in stride(from: end - 1, through: end - width, by: -1) {
+                        buffer[i] = UInt8(truncatingIfNeeded: 48 + v % 10)
+                        v /= 10
+                    }
+                }
+                put(y, 4, at: 4)
+                buffer[4] = 45
+                put(m, 2, at: 7)
+                buffer[7] = 45
+                put(d, 2, at: 10)
+                buffer[10] = 84
+                put(secOfDay / 3600, 2, at: 13)
+                buffer[13] = 58
+                put(secOfDay / 60 % 60, 2, at: 16)
+                buffer[16] = 58
+                put(secOfDay % 60, 2, at: 19)
+                buffer[19] = 46
+                put(micros, 6, at: 26)
+                buffer[26] = 90
+                return 27
+            }
+        }
         func pad(_ v: Int64, _ width: Int) -> String {
             let s = String(v)
             return String(repeating: "0", count: max(0, width - s.count)) + s

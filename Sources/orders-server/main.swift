@@ -146,6 +146,7 @@ struct OrdersServer: AsyncParsableCommand {
             if let ksqldbUrl {
                 pipelineConfig.builtInAggregator = false
                 ksqlDB = KsqlDBClient(config: .init(url: ksqldbUrl), logger: logger)
+                pipelineConfig.aggregateTable = ksqlDB
                 logger.info(
                     "ksqlDB runs the aggregation (ORDER_AGGREGATES); the built-in aggregator is off",
                     metadata: ["ksqldb-url": "\(ksqldbUrl)"])

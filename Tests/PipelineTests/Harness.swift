@@ -1,3 +1,4 @@
+import EngineSQLite
 import EventLog
 import Foundation
 import Logging
@@ -15,6 +16,31 @@ struct Harness {
         l.logLevel = .critical
         return l
     }()
+
+    /// The engines the pipeline tests run on: in memory, embedded (the aggregator and the
+    /// command handler inside the log's appends) and embedded with them polling.
+    enum Kind: String, CaseIterable, Sendable {
+        case inMemory, embedded, embeddedPolling
+    }
+
+    static func run(
+        _ kind: Kind, config: OrderPipeline.Config = .defaults, _ body: (Harness) async throws -> Void
+    ) async throws {
+        guard kind != .inMemory else { return try await run(config: config, body) }
+        var config = config
+        config.deriveInEngine = kind == .embedded
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString)").path
+        let embedded = try await EmbeddedEngine.open(directory: dir, logger: logger)
+        do {
+            try await run(engine: embedded.log, store: embedded.readModel, config: config, body)
+        } catch {
+            await embedded.close()
+            try? FileManager.default.removeItem(atPath: dir)
+            throw error
+        }
+        await embedded.close()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
 
     static func run(
         engine: any LogEngine = InMemoryLogEngine(), store: any ReadModelStore = InMemoryReadModelStore(),

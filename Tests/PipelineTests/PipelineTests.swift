@@ -1,11 +1,12 @@
+import EngineSQLite
 import EventLog
 import Foundation
 import OrderDomain
 import Testing
 
 @Suite struct PipelineTests {
-    @Test func placeAcceptCompleteThenCancelRefused() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func placeAcceptCompleteThenCancelRefused(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let placed = try await h.place()
             let id = placed.orderId
             #expect(placed.order?.status == .placed)
@@ -28,8 +29,8 @@ import Testing
         }
     }
 
-    @Test func unknownOrderIsRefusedAndNothingIsWritten() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func unknownOrderIsRefusedAndNothingIsWritten(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let before = try await h.engine.endOffsets(h.pipeline.topics.commandsAndEvents)
             await #expect(throws: OrderRejection.self) {
                 _ = try await h.update(OrderIdentity.random(), .cancel, version: 1)
@@ -40,8 +41,8 @@ import Testing
 
     /// Invariant 1 and 2: many orders under concurrent commands; every order's events are
     /// versioned 1, 2, 3 … without gap or duplicate; every command has one outcome.
-    @Test func versionsAreGaplessUnderConcurrentLoad() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func versionsAreGaplessUnderConcurrentLoad(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let ids = try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<40 { group.addTask { try await h.place().orderId } }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -67,8 +68,8 @@ import Testing
     }
 
     /// Invariant 4: concurrent updates at one expected version: exactly one wins.
-    @Test func concurrentUpdatesAtOneVersionHaveOneWinner() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func concurrentUpdatesAtOneVersionHaveOneWinner(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let id = try await h.place().orderId
             let outcomes = try await withThrowingTaskGroup(of: CommandOutcome.self) { group in
                 for _ in 0..<20 { group.addTask { try await h.update(id, .accept(driverId: OrderIdentity.random()), version: 1) } }
@@ -81,8 +82,8 @@ import Testing
 
     /// Invariant 2: a retried request_id returns the first outcome and applies once, also
     /// when the retries race the first attempt.
-    @Test func retriesReturnTheFirstOutcome() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func retriesReturnTheFirstOutcome(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let request = OrderIdentity.random()
             let placed = try await withThrowingTaskGroup(of: CommandOutcome.self) { group in
                 for _ in 0..<5 { group.addTask { try await h.place(request: request) } }
@@ -102,8 +103,8 @@ import Testing
 
     /// A command written while its predecessor is still being decided waits for it: it is
     /// decided on the predecessor's outcome, not refused as a conflict.
-    @Test func commandsQueuedBehindEachOtherAreDecidedInOrder() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func commandsQueuedBehindEachOtherAreDecidedInOrder(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let id = try await h.place().orderId
             let topics = h.pipeline.topics
             let accept = OrderCommand(commandId: "a-\(id)", orderId: id, expectedVersion: 1, kind: .accept(driverId: OrderIdentity.random()))
@@ -122,8 +123,8 @@ import Testing
 
     /// Bad records are reported and skipped; they neither block the partition nor lose
     /// the records after them.
-    @Test func badRecordsDoNotBlockThePartition() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func badRecordsDoNotBlockThePartition(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let id = try await h.place().orderId
             let topics = h.pipeline.topics
             let bad: [[UInt8]] = [
@@ -140,8 +141,8 @@ import Testing
         }
     }
 
-    @Test func integrationEventsOnePerStateChange() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func integrationEventsOnePerStateChange(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let id = try await h.place().orderId
             _ = try await h.update(id, .cancel, version: 5)  // an error: no integration event
             _ = try await h.update(id, .cancel, version: 1)
@@ -159,8 +160,8 @@ import Testing
 
     /// Invariant 5: a subscriber resuming after a position sees every later event once,
     /// in version order per order.
-    @Test func subscriptionResumesAfterPositionExactlyOnce() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func subscriptionResumesAfterPositionExactlyOnce(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             var ids: [String] = []
             for _ in 0..<5 { ids.append(try await h.place().orderId) }
             let sub = try await h.pipeline.subscribe(start: .beginning, filter: .init())
@@ -202,8 +203,8 @@ import Testing
         }
     }
 
-    @Test func subscriptionFilters() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func subscriptionFilters(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let a = try await h.place().orderId
             let b = try await h.place().orderId
             _ = try await h.update(a, .cancel, version: 1)
@@ -226,8 +227,8 @@ import Testing
         }
     }
 
-    @Test func fromEndStartsCaughtUpThenLive() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func fromEndStartsCaughtUpThenLive(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             _ = try await h.place()
             let sub = try await h.pipeline.subscribe(start: .end, filter: .init())
             guard case .caughtUp = try await sub.next() else {
@@ -244,8 +245,8 @@ import Testing
         }
     }
 
-    @Test func minVersionWaitsForTheProjection() async throws {
-        try await Harness.run { h in
+    @Test(arguments: Harness.Kind.allCases) func minVersionWaitsForTheProjection(_ kind: Harness.Kind) async throws {
+        try await Harness.run(kind) { h in
             let id = try await h.place().orderId
             async let waited = h.pipeline.queries.order(id: id, minVersion: 2, deadline: .now + .seconds(10))
             try await Task.sleep(for: .milliseconds(50))
@@ -273,5 +274,127 @@ import Testing
             let events = try #require(try await h.eventsByOrder()[id])
             #expect(events.map(\.version) == [1, 2, 3])
         }
+    }
+
+    /// Restarts on the embedded engine (reopened from disk), with the aggregator and the
+    /// command handler polling or derived in the engine before and after: the hand-over
+    /// from polling consumers to the engine picks up where they stopped.
+    @Test(arguments: [(false, true), (true, true), (true, false)])
+    func restartOnTheEmbeddedEngine(derivedBefore: Bool, derivedAfter: Bool) async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-restart-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = OrderPipeline.Config()
+        var ids: [String] = []
+        config.deriveInEngine = derivedBefore
+        var embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
+        try await Harness.run(engine: embedded.log, store: embedded.readModel, config: config) { h in
+            for _ in 0..<5 { ids.append(try await h.place().orderId) }
+            _ = try await h.update(ids[0], .accept(driverId: OrderIdentity.random()), version: 1)
+        }
+        await embedded.close()
+
+        config.deriveInEngine = derivedAfter
+        embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
+        try await Harness.run(engine: embedded.log, store: embedded.readModel, config: config) { h in
+            let completed = try await h.update(ids[0], .complete, version: 2)
+            #expect(completed.order?.version == 3)
+            for id in ids.dropFirst() { _ = try await h.update(id, .cancel, version: 1) }
+            let events = try await h.eventsByOrder()
+            #expect(try #require(events[ids[0]]).map(\.version) == [1, 2, 3])
+            for id in ids.dropFirst() { #expect(events[id]?.map(\.version) == [1, 2]) }
+            // Every decision and every aggregates row exactly once: a command and its
+            // event in the log, a row for each.
+            let commands = 5 + 1 + 1 + 4
+            #expect(try await h.records(h.pipeline.topics.commandsAndEvents).count == 2 * commands)
+            #expect(try await h.records(h.pipeline.topics.aggregates).count == 2 * commands)
+        }
+        await embedded.close()
+    }
+
+    /// On the embedded engine the command's row, its decision, the decision's row and the
+    /// integration event are written by the command's own append.
+    @Test func theEmbeddedEngineDecidesInsideTheCommandsAppend() async throws {
+        try await Harness.run(.embedded) { h in
+            let topics = h.pipeline.topics
+            let request = OrderIdentity.random()
+            let orderId = OrderIdentity.orderId(forRequest: request)
+            let command = OrderCommand(
+                commandId: request, orderId: orderId, expectedVersion: 0,
+                kind: .place(
+                    riderId: OrderIdentity.random(), price: "9.90",
+                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)]))
+            try await h.engine.append(
+                [OutgoingRecord(topic: topics.commandsAndEvents, key: orderId, value: LogFormat.encode(LogFormat.entry(command)))],
+                commit: nil)
+            // No waiting: the append that returned carried all five records.
+            #expect(try await h.engine.endOffsets(topics.commandsAndEvents).reduce(0, +) == 2)
+            #expect(try await h.engine.endOffsets(topics.aggregates).reduce(0, +) == 2)
+            #expect(try await h.engine.endOffsets(topics.integrationEvents).reduce(0, +) == 1)
+            let events = try await h.eventsByOrder()
+            #expect(events[orderId]?.map(\.typeName) == ["OrderPlacedEvent"])
+        }
+    }
+
+    /// Outcomes do not wait for the read-model store: while its writes are held, commands
+    /// are answered, retries get the first outcome, GetOrder answers from the projector's
+    /// cache; ListOrders, answered by the store alone, waits for it.
+    @Test func outcomesDoNotWaitForTheStoreButListingsDo() async throws {
+        let store = GatedReadModelStore()
+        try await Harness.run(store: store) { h in
+            store.hold()
+            let request = OrderIdentity.random()
+            let placed = try await h.place(request: request)
+            #expect(placed.order?.version == 1)
+            let retried = try await h.place(request: request)
+            #expect(retried == placed)
+            let order = try await h.pipeline.queries.order(id: placed.orderId, deadline: .now + .seconds(5))
+            #expect(order == placed.order)
+
+            let listing = Task { try await h.pipeline.queries.list(status: nil, after: 0, limit: 10) }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await store.listOrders(status: nil, after: 0, limit: 10).orders.isEmpty)
+            store.release()
+            let page = try await listing.value
+            #expect(page.orders.map(\.id) == [placed.orderId])
+        }
+    }
+
+    /// Commands appended while no processor ran (a backlog) are consumed by the polling
+    /// processors first; then the engine takes over, and every command is decided once.
+    @Test func theEngineTakesOverAfterTheBacklog() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-backlog-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
+        let topics = Topics()
+        try await topics.provision(on: embedded.log)
+        var backlog: [String] = []
+        for _ in 0..<300 {
+            let request = OrderIdentity.random()
+            let orderId = OrderIdentity.orderId(forRequest: request)
+            let command = OrderCommand(
+                commandId: request, orderId: orderId, expectedVersion: 0,
+                kind: .place(
+                    riderId: OrderIdentity.random(), price: "7.00",
+                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)]))
+            try await embedded.log.append(
+                [OutgoingRecord(topic: topics.commandsAndEvents, key: orderId, value: LogFormat.encode(LogFormat.entry(command)))],
+                commit: nil)
+            backlog.append(orderId)
+        }
+        try await Harness.run(engine: embedded.log, store: embedded.readModel) { h in
+            // New commands while (or after) the backlog is worked off.
+            var fresh: [String] = []
+            for _ in 0..<20 { fresh.append(try await h.place().orderId) }
+            try await waitUntil {
+                try await h.pipeline.queries.order(id: backlog.last!, deadline: .now + .seconds(1)) != nil
+            }
+            let events = try await h.eventsByOrder()
+            for id in backlog + fresh { #expect(events[id]?.map(\.version) == [1]) }
+            // Handed over: the engine owns the groups, and a command is decided in its append.
+            let offsets = try await h.engine.committedOffsets(group: CommandHandler.group, topic: topics.aggregates)
+            #expect(offsets == (try await h.engine.endOffsets(topics.aggregates)))
+            #expect(try await h.records(topics.aggregates).count == 2 * (backlog.count + fresh.count))
+        }
+        await embedded.close()
     }
 }

@@ -48,6 +48,9 @@ public struct KsqlDBClient: Sendable {
         /// One request's limit.
         public var requestTimeout: Duration = .seconds(30)
         public var connectTimeout: Duration = .seconds(3)
+        /// A pull query's limit: GetOrder falls back to the read model past it, so a slow
+        /// ksqlDB costs a caller at most this much.
+        public var pullQueryTimeout: Duration = .seconds(1)
         /// How long `provision` keeps retrying while ksqlDB does not answer (or answers 503).
         public var unreachableRetryBudget: Duration = .seconds(120)
         public var initialBackoff: Duration = .milliseconds(200)
@@ -178,7 +181,10 @@ public struct KsqlDBClient: Sendable {
         let body = Self.json(["ksql": sql, "streamsProperties": [String: String]()])
         let response: HTTPResponse
         do {
-            response = try await CurlHTTPClient.post(request(path: "/query", body: body))
+            var pull = request(path: "/query", body: body)
+            pull.timeout = config.pullQueryTimeout
+            pull.connectTimeout = min(config.connectTimeout, config.pullQueryTimeout)
+            response = try await CurlHTTPClient.post(pull)
         } catch {
             throw KsqlDBError(kind: .unreachable, statement: sql, message: error.message, errorCode: nil)
         }
@@ -324,5 +330,12 @@ public struct KsqlDBClient: Sendable {
 extension KsqlDBError {
     init(kind: Kind, statement: String, message: String) {
         self.init(kind: kind, statement: statement, message: message, errorCode: nil)
+    }
+}
+
+/// GetOrder's pull query (`OrderPipeline.Config.aggregateTable`).
+extension KsqlDBClient: AggregateTable {
+    public func aggregate(orderId: String) async throws -> LogFormat.Aggregate? {
+        try await pullAggregate(orderId: orderId)
     }
 }
