@@ -62,8 +62,10 @@ public struct OrderQueries: Sendable {
     }
 
     /// The order when the projector's cache holds it at `minVersion` or later, else nil (ask
-    /// `order(id:minVersion:deadline:)`): answers hot reads without suspending.
+    /// `order(id:minVersion:deadline:)`): answers hot reads without suspending. Always nil
+    /// with an aggregates table, which `order` must consult too (it may be ahead).
     public func cachedOrder(id: String, minVersion: Int = 0) -> Order? {
+        guard table == nil else { return nil }
         guard let order = projector.cachedView(orderId: id)?.order, order.version >= minVersion else { return nil }
         return order
     }
