@@ -61,6 +61,15 @@ public struct OrderQueries: Sendable {
         return order
     }
 
+    /// The order when the projector's cache holds it at `minVersion` or later, else nil (ask
+    /// `order(id:minVersion:deadline:)`): answers hot reads without suspending. Always nil
+    /// with an aggregates table, which `order` must consult too (it may be ahead).
+    public func cachedOrder(id: String, minVersion: Int = 0) -> Order? {
+        guard table == nil else { return nil }
+        guard let order = projector.cachedView(orderId: id)?.order, order.version >= minVersion else { return nil }
+        return order
+    }
+
     /// The order's whole history (errors included), nil if nothing was ever recorded.
     public func events(orderId: String) async throws -> [ProjectedEvent]? {
         try await view(orderId)?.events

@@ -53,6 +53,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var lastCall: ServerCall?
     /// The previous request's path, reused when the next one has the same bytes.
     private var lastPath = ""
+    /// The method `lastPath` resolved to (nil: unknown or not looked up yet), so a repeated
+    /// path skips hashing it into `runtime.methods`.
+    private var lastMethod: (path: String, method: RegisteredMethod?)?
     /// The previous request's metadata, shared (copy-on-write) while a request repeats it.
     private var previousMetadata = Metadata()
     /// How many leading metadata entries of the request being parsed equal `previousMetadata`'s.
@@ -270,16 +273,30 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         call.started = true
         let context = call.makeContext(peer: peer)
         let runtime = self.runtime
+        var body = method.run
+        if let immediate = method.immediate, runtime.interceptors.isEmpty {
+            // The synchronous fast path: most calls end right here, with no task at all.
+            do {
+                guard let rest = try immediate(call, context) else {
+                    call.finishOnLoop(.ok)
+                    return
+                }
+                body = rest
+            } catch {
+                runtime.finish(call, context: context, error: error)
+                return
+            }
+        }
         if let taskExecutor {
             // Runs the handler right here, synchronously, until its first suspension; it
             // later resumes on this connection's event loop. A handler that does not suspend
             // completes inside this read batch, with no thread hop at all.
             call.task = Task.immediate(executorPreference: taskExecutor) {
-                await runtime.run(call: call, method: method, context: context)
+                await runtime.run(call: call, body: body, context: context)
             }
         } else {
             call.task = Task {
-                await runtime.run(call: call, method: method, context: context)
+                await runtime.run(call: call, body: body, context: context)
             }
         }
     }
@@ -396,7 +413,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             respondWithHTTPError(call, "415")
             return
         }
-        guard let method = runtime.methods[call.path] else {
+        let method: RegisteredMethod?
+        if let last = lastMethod, last.path == call.path {
+            // Usually the very same string (`lastPath`), so this compares one pointer.
+            method = last.method
+        } else {
+            method = runtime.methods[call.path]
+            lastMethod = (call.path, method)
+        }
+        guard let method else {
             call.fail(GRPCStatus(.unimplemented, runtime.unimplementedMessage(for: call.path)))
             return
         }
@@ -490,6 +515,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     static func parseContentType(_ value: UnsafeRawBufferPointer) -> GRPCContentType? {
+        // The usual value, compared at once (the generic parse below is costly per request).
+        if value.equals("application/grpc" as StaticString) { return .grpc }
         // Parameters (";charset=…") do not change the codec.
         let type = value.prefix(while: { $0 != UInt8(ascii: ";") }).trimmingSpaces()
         let base = "application/grpc".utf8

@@ -47,7 +47,8 @@ public final class GRPCServer: Sendable {
         public var idleTimeout: Duration? = .seconds(300)
         /// Run handlers on their connection's event loop (task executor preference). When
         /// false they run on the global concurrent executor and every interaction with the
-        /// connection hops threads.
+        /// connection hops threads. Either way, the `immediate` closures of
+        /// ``ServiceDefinition/unary(_:immediate:_:)`` run on the loop, without a task.
         public var runsHandlersOnEventLoop = true
 
         public static var defaults: Config { Config() }
@@ -221,22 +222,28 @@ final class ServerRuntime: Sendable {
         return "Unknown service \(parts[0])"
     }
 
-    /// Runs one call through the interceptors and its handler, then sends its status.
-    func run(call: ServerCall, method: RegisteredMethod, context: ServerContext) async {
+    /// Runs one call through the interceptors and its handler (`body`: the method's `run`, or
+    /// what its immediate path left to do), then sends its status.
+    func run(call: ServerCall, body: @escaping RegisteredMethod.Body, context: ServerContext) async {
         do {
             if interceptors.isEmpty {
-                try await method.run(call, context)
+                try await body(call, context)
             } else {
-                try await intercept(from: 0, context) { try await method.run(call, $0) }
+                try await intercept(from: 0, context) { try await body(call, $0) }
             }
             call.finish(.ok)
         } catch {
-            if !(error is GRPCStatus), !(error is CancellationError) {
-                logger.warning(
-                    "Handler failed", metadata: ["path": "\(context.path)", "error": "\(String(reflecting: error))"])
-            }
-            call.finish(GRPCStatus(mapping: error))
+            finish(call, context: context, error: error)
         }
+    }
+
+    /// Ends a call whose handler threw `error`.
+    func finish(_ call: ServerCall, context: ServerContext, error: any Error) {
+        if !(error is GRPCStatus), !(error is CancellationError) {
+            logger.warning(
+                "Handler failed", metadata: ["path": "\(context.path)", "error": "\(String(reflecting: error))"])
+        }
+        call.finish(GRPCStatus(mapping: error))
     }
 
     private func intercept(

@@ -30,6 +30,41 @@ public struct ServiceDefinition: Sendable {
         }
     }
 
+    /// One request, one response, with a fast path for answers that are ready at once (a
+    /// cached read): `immediate` runs synchronously as soon as the request is complete, on
+    /// the connection's event loop and without creating a task when no interceptor is
+    /// registered. It returns the response, or nil to hand the call (and the decoded request)
+    /// to `handler`. `immediate` must not block or wait; what it throws ends the call like an
+    /// error thrown by `handler`.
+    ///
+    /// Both return an ``EncodedMessage``, so a response shared by many calls is serialized
+    /// once per codec.
+    public mutating func unary<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
+        _ method: String,
+        immediate: @escaping @Sendable (Req, ServerContext) throws -> EncodedMessage<Res>?,
+        _ handler: @escaping @Sendable (Req, ServerContext) async throws -> EncodedMessage<Res>
+    ) {
+        methods[method] = RegisteredMethod(
+            kind: .unary,
+            run: { call, context in
+                // The path taken under interceptors: same order, inside the task.
+                let request: Req = try call.decode(call.unaryRequest!)
+                var response = try immediate(request, context)
+                if response == nil { response = try await handler(request, context) }
+                try call.writeLast(call.encode(response!))
+            },
+            immediate: { call, context in
+                let request: Req = try call.decode(call.unaryRequest!)
+                if let response = try immediate(request, context) {
+                    try call.writeLast(call.encode(response))
+                    return nil
+                }
+                return { call, context in
+                    try call.writeLast(call.encode(try await handler(request, context)))
+                }
+            })
+    }
+
     /// One request, a stream of responses.
     public mutating func serverStreaming<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
         _ method: String,
@@ -65,6 +100,11 @@ public struct ServiceDefinition: Sendable {
 
 /// A type-erased method: how its requests arrive and the closure that runs it.
 struct RegisteredMethod: Sendable {
+    typealias Body = @Sendable (ServerCall, ServerContext) async throws -> Void
+    /// Answers the call synchronously and returns nil, or returns what is left to run in a
+    /// task (see ``ServiceDefinition/unary(_:immediate:_:)``).
+    typealias Immediate = @Sendable (ServerCall, ServerContext) throws -> Body?
+
     enum Kind: Sendable {
         case unary, serverStreaming, clientStreaming, bidirectionalStreaming
 
@@ -74,7 +114,16 @@ struct RegisteredMethod: Sendable {
     }
 
     let kind: Kind
-    let run: @Sendable (ServerCall, ServerContext) async throws -> Void
+    /// The whole call, as a task (always used when interceptors are registered).
+    let run: Body
+    /// The synchronous fast path, when the method has one.
+    let immediate: Immediate?
+
+    init(kind: Kind, run: @escaping Body, immediate: Immediate? = nil) {
+        self.kind = kind
+        self.run = run
+        self.immediate = immediate
+    }
 }
 
 /// The responses of a server-streaming or bidirectional call.
@@ -109,10 +158,10 @@ public struct ResponseStream<Message: SwiftProtobuf.Message>: Sendable {
     /// subscriber). The message is serialized at most once per codec and those bytes are
     /// shared by every call that sends it; gzip, when the call uses it, still compresses per
     /// call. Otherwise the same as ``send(_:)``.
-    public func send(_ prepared: PreparedMessage<Message>) async throws {
+    public func send(_ encoded: EncodedMessage<Message>) async throws {
         switch backing {
-        case .call(let call): try await call.write(call.encode(prepared))
-        case .sink(let sink): try await sink(prepared.message)
+        case .call(let call): try await call.write(call.encode(encoded))
+        case .sink(let sink): try await sink(encoded.message)
         }
     }
 

@@ -33,9 +33,10 @@ public struct OrderServiceDefinition: Sendable {
         s.unary("UpdateOrder") { (req: Ridehailing_Orders_V1_UpdateOrderRequest, ctx) in
             try await mapped { try await updateOrder(req, ctx) }
         }
-        s.unary("GetOrder") { (req: Ridehailing_Orders_V1_GetOrderRequest, ctx) in
-            try await mapped { try await getOrder(req, ctx) }
-        }
+        s.unary(
+            "GetOrder",
+            immediate: { (req: Ridehailing_Orders_V1_GetOrderRequest, _) in try mappedNow { try cachedOrder(req) } },
+            { req, ctx in try await mapped { try await getOrder(req, ctx) } })
         s.unary("GetOrderEvents") { (req: Ridehailing_Orders_V1_GetOrderEventsRequest, ctx) in
             try await mapped { try await getOrderEvents(req) }
         }
@@ -53,12 +54,25 @@ public struct OrderServiceDefinition: Sendable {
         do {
             return try await body()
         } catch {
-            let status = StatusMapping.status(for: error)
-            if status.code == .internalError || status.code == .unavailable {
-                logger.error("call failed", metadata: ["status": "\(status.code)", "error": "\(error)"])
-            }
-            throw status
+            throw status(for: error)
         }
+    }
+
+    /// `mapped` for synchronous bodies (the immediate paths).
+    private func mappedNow<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw status(for: error)
+        }
+    }
+
+    private func status(for error: any Error) -> GRPCStatus {
+        let status = StatusMapping.status(for: error)
+        if status.code == .internalError || status.code == .unavailable {
+            logger.error("call failed", metadata: ["status": "\(status.code)", "error": "\(error)"])
+        }
+        return status
     }
 
     // MARK: Commands
@@ -112,14 +126,29 @@ public struct OrderServiceDefinition: Sendable {
 
     // MARK: Queries
 
-    func getOrder(_ req: Ridehailing_Orders_V1_GetOrderRequest, _ ctx: ServerContext) async throws -> Ridehailing_Orders_V1_Order {
-        try checkOrderId(req.orderID, field: "order_id")
-        guard req.minVersion >= 0 else { throw StatusMapping.invalidArgument(field: "min_version", "min_version must not be negative") }
+    /// GetOrder from the projector's cache, without suspending: most reads are of orders
+    /// read or changed recently. nil (not cached, or below min_version) leaves the call to
+    /// `getOrder`.
+    func cachedOrder(_ req: Ridehailing_Orders_V1_GetOrderRequest) throws -> EncodedMessage<Ridehailing_Orders_V1_Order>? {
+        try checkGetOrder(req)
+        guard let order = pipeline.queries.cachedOrder(id: req.orderID, minVersion: Int(req.minVersion)) else { return nil }
+        return mappedOrders.encoded(for: order)
+    }
+
+    func getOrder(_ req: Ridehailing_Orders_V1_GetOrderRequest, _ ctx: ServerContext) async throws
+        -> EncodedMessage<Ridehailing_Orders_V1_Order>
+    {
+        try checkGetOrder(req)
         let deadline = ContinuousClock.now + timeout(ctx)
         guard let order = try await pipeline.queries.order(id: req.orderID, minVersion: Int(req.minVersion), deadline: deadline) else {
             throw GRPCStatus(.notFound, "Order \(req.orderID) not found")
         }
-        return mappedOrders.proto(for: order)
+        return mappedOrders.encoded(for: order)
+    }
+
+    private func checkGetOrder(_ req: Ridehailing_Orders_V1_GetOrderRequest) throws {
+        try checkOrderId(req.orderID, field: "order_id")
+        guard req.minVersion >= 0 else { throw StatusMapping.invalidArgument(field: "min_version", "min_version must not be negative") }
     }
 
     func getOrderEvents(_ req: Ridehailing_Orders_V1_GetOrderEventsRequest) async throws -> Ridehailing_Orders_V1_GetOrderEventsResponse {
@@ -194,7 +223,7 @@ public struct OrderServiceDefinition: Sendable {
                     let prepared = shared.value {
                         var res = Ridehailing_Orders_V1_StreamEventsResponse()
                         res.event = ProtoMapping.event(e)
-                        return PreparedMessage(res)
+                        return EncodedMessage(res)
                     }
                     try await stream.send(prepared)
                     continue

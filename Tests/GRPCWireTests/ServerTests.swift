@@ -277,6 +277,53 @@ import Testing
         }
     }
 
+    @Test func immediatePathAnswersWithoutATask() async throws {
+        try await withTestServer { server in
+            for _ in 0..<2 {
+                let out = try await nghttp(port: server.port, path: "/test.Test/Cached", body: try framed(stringValue("hit")))
+                #expect(out.contains("grpc-status: 0"))
+                #expect(out.contains("x-path: immediate"))
+                #expect(out.contains("recv DATA frame <length=13"))  // 5 + the 8-byte "cached" message
+            }
+            #expect(server.probe.immediateWithoutTask.load(ordering: .relaxed) == 2)
+            // The shared reply is encoded per codec: JSON gets JSON.
+            let json = Array("\"hit\"".utf8)
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Cached",
+                body: [0] + withUnsafeBytes(of: UInt32(json.count).bigEndian, Array.init) + json,
+                headers: ["content-type: application/grpc+json"])
+            #expect(out.contains("grpc-status: 0"))
+            #expect(out.contains("\"cached\""))
+        }
+    }
+
+    @Test func immediatePathFallsBackToTheHandlerOrFails() async throws {
+        try await withTestServer { server in
+            let miss = try await nghttp(port: server.port, path: "/test.Test/Cached", body: try framed(stringValue("miss")))
+            #expect(miss.contains("grpc-status: 0"))
+            #expect(miss.contains("x-path: handler"))
+            #expect(miss.contains("recv DATA frame <length=11"))  // the request echoed: 5 + 6
+            let bad = try await nghttp(port: server.port, path: "/test.Test/Cached", body: try framed(stringValue("bad")))
+            #expect(bad.contains("grpc-status: 3"))
+            #expect(bad.contains("grpc-message: bad request"))
+            #expect(!bad.contains("recv DATA frame"))
+            #expect(server.server.finishedCallCounts()[.invalidArgument] == 1)
+        }
+    }
+
+    @Test func immediatePathRunsInsideInterceptors() async throws {
+        try await withTestServer(interceptors: [TokenInterceptor()]) { server in
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Cached", body: try framed(stringValue("hit")),
+                headers: ["content-type: application/grpc", "x-token: secret"])
+            #expect(out.contains("grpc-status: 0"))
+            #expect(out.contains("x-path: immediate"))
+            #expect(out.contains("x-intercepted: after"))
+            // Interceptors need a task, so the immediate closure ran inside one.
+            #expect(server.probe.immediateWithoutTask.load(ordering: .relaxed) == 0)
+        }
+    }
+
     @Test func gracefulShutdownLetsInFlightCallsFinish() async throws {
         try await withTestServer { server in
             async let slow = nghttp(port: server.port, path: "/test.Test/SlowOK", body: try framed(Google_Protobuf_Empty()))

@@ -248,3 +248,34 @@ import Testing
         #expect(throws: (any Error).self) { try Gzip.decompress(truncated, limit: 100) }
     }
 }
+
+@Suite struct MessageQueueTests {
+    @Test func keepsOrderAcrossTheInlineFrontAndTheArray() {
+        var queue = MessageQueue<Int>()
+        #expect(queue.isEmpty && queue.count == 0 && queue.popFirst() == nil)
+        for i in 0..<40 { queue.append(i) }
+        #expect(queue.count == 40)
+        var popped: [Int] = []
+        for _ in 0..<25 { popped.append(queue.popFirst()!) }
+        // Appends after pops (and after compaction) still come out last.
+        for i in 40..<45 { queue.append(i) }
+        while let next = queue.popFirst() { popped.append(next) }
+        #expect(popped == Array(0..<45))
+        #expect(queue.isEmpty)
+    }
+
+    @Test func modifyFirstAndRemoveAll() {
+        var queue = MessageQueue<Int>()
+        queue.append(1)
+        queue.append(2)
+        queue.modifyFirst { $0 += 10 }
+        queue.removeFirst()
+        #expect(queue.popFirst() == 2)
+        queue.append(3)
+        queue.append(4)
+        queue.removeAll()
+        #expect(queue.isEmpty && queue.count == 0)
+        queue.append(5)
+        #expect(queue.popFirst() == 5)
+    }
+}

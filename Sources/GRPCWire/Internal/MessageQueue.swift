@@ -1,46 +1,58 @@
-/// A FIFO queue that allocates nothing until the first append (unlike NIO's CircularBuffer,
-/// which allocates on creation): most calls queue a single message, or none.
+/// A FIFO queue that allocates nothing until it holds two elements (unlike NIO's
+/// CircularBuffer, which allocates on creation, or an Array, on the first append): most calls
+/// queue a single message, or none.
 struct MessageQueue<Element> {
-    private var storage: [Element] = []
+    /// The front element; nil exactly when the queue is empty.
+    private var front: Element?
+    /// The elements behind `front`, from index `head` on.
+    private var rest: [Element] = []
     private var head = 0
 
-    var isEmpty: Bool { head == storage.count }
-    var count: Int { storage.count - head }
+    var isEmpty: Bool { front == nil }
+    var count: Int { front == nil ? 0 : 1 + rest.count - head }
 
     mutating func append(_ element: Element) {
-        storage.append(element)
+        if front == nil {
+            front = element
+        } else {
+            rest.append(element)
+        }
     }
 
     mutating func popFirst() -> Element? {
-        guard head < storage.count else { return nil }
-        let element = storage[head]
-        head += 1
-        compact()
+        guard let element = front else { return nil }
+        if head < rest.count {
+            front = rest[head]
+            head += 1
+            compact()
+        } else {
+            front = nil
+        }
         return element
     }
 
-    /// Mutates the first element in place.
+    /// Mutates the first element in place; the queue must not be empty.
     mutating func modifyFirst<R>(_ body: (inout Element) -> R) -> R {
-        body(&storage[head])
+        body(&front!)
     }
 
     mutating func removeFirst() {
-        head += 1
-        compact()
+        _ = popFirst()
     }
 
     mutating func removeAll() {
-        storage.removeAll()
+        front = nil
+        rest.removeAll()
         head = 0
     }
 
     /// Drops consumed slots once they dominate, keeping memory proportional to the backlog.
     private mutating func compact() {
-        if head == storage.count {
-            storage.removeAll(keepingCapacity: true)
+        if head == rest.count {
+            rest.removeAll(keepingCapacity: true)
             head = 0
-        } else if head >= 16, head * 2 >= storage.count {
-            storage.removeFirst(head)
+        } else if head >= 16, head * 2 >= rest.count {
+            rest.removeFirst(head)
             head = 0
         }
     }

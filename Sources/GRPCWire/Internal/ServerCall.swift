@@ -234,12 +234,12 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         return outbound(payload, compress: compress)
     }
 
-    /// A message serialized once for many calls: this call's codec's bytes, shared (the
-    /// array is copy-on-write, so no copy is made unless the call compresses them).
-    func encode<M: SwiftProtobuf.Message>(_ prepared: PreparedMessage<M>, compress: Bool? = nil) throws -> OutboundMessage {
+    /// Like `encode(_:compress:)`, reusing the message's bytes for this call's codec (the
+    /// array is shared copy-on-write: no copy unless this call compresses it).
+    func encode<M: SwiftProtobuf.Message>(_ message: EncodedMessage<M>, compress: Bool? = nil) throws -> OutboundMessage {
         let payload: [UInt8]
         do {
-            payload = try prepared.payload(json: contentType?.isJSON == true)
+            payload = try message.bytes(json: contentType?.isJSON == true)
         } catch {
             throw GRPCStatus(.internalError, "Could not serialize the response message: \(error)")
         }

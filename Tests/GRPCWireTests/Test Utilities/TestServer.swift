@@ -16,6 +16,8 @@ final class Probe: Sendable {
     let cancelled = Atomic<Int>(0)
     let sent = Atomic<Int>(0)
     let finished = Atomic<Int>(0)
+    /// Immediate-path calls that ran outside any task (on the connection's loop, directly).
+    let immediateWithoutTask = Atomic<Int>(0)
 
     /// Waits until `condition` holds, for up to `timeout`.
     func wait(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
@@ -44,6 +46,25 @@ func testService(probe: Probe) -> ServiceDefinition {
         context.response.setInitial(initial)
         return request
     }
+    // "miss" goes on to the async handler, "bad" fails in the immediate path, anything else
+    // is answered at once with one shared, pre-encoded reply.
+    let cachedReply = EncodedMessage(Google_Protobuf_StringValue(stringLiteral: "cached"))
+    service.unary(
+        "Cached",
+        immediate: { (request: Google_Protobuf_StringValue, context: ServerContext) -> EncodedMessage<Google_Protobuf_StringValue>? in
+            if withUnsafeCurrentTask(body: { $0 == nil }) { probe.immediateWithoutTask.add(1, ordering: .relaxed) }
+            switch request.value {
+            case "miss": return nil
+            case "bad": throw GRPCStatus(.invalidArgument, "bad request")
+            default:
+                context.response.addTrailing("x-path", "immediate")
+                return cachedReply
+            }
+        },
+        { request, context in
+            context.response.addTrailing("x-path", "handler")
+            return EncodedMessage(request)
+        })
     service.unary("Sleep") { (request: Google_Protobuf_Empty, _: ServerContext) in
         do {
             try await Task.sleep(for: .seconds(30))
@@ -92,7 +113,7 @@ func testService(probe: Probe) -> ServiceDefinition {
     }
     // One message prepared for every call (a broadcast): each call sends it twice, in its
     // own codec; `x-gzip` asks for compressed messages.
-    let broadcast = PreparedMessage(Google_Protobuf_StringValue.with { $0.value = "broadcast" })
+    let broadcast = EncodedMessage(Google_Protobuf_StringValue.with { $0.value = "broadcast" })
     service.serverStreaming("Broadcast") {
         (_: Google_Protobuf_Empty, responses: ResponseStream<Google_Protobuf_StringValue>, context: ServerContext) in
         context.response.setCompression(context.metadata[first: "x-gzip"] != nil)
