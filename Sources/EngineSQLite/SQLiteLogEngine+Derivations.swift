@@ -50,16 +50,7 @@ extension SQLiteLogEngine: DerivingLogEngine {
         var out: [PendingAppend.Record] = []
         for derivation in derivations {
             for outgoing in try derivation.derive(record, { topic, key in try self.latestOnWriter(conn, topic: topic, key: key) }) {
-                guard let topic = writerState.topics[outgoing.topic] else { throw LogError.unknownTopic(outgoing.topic) }
-                let partition = outgoing.partition ?? Partitioner.partition(forKey: outgoing.key, count: topic.partitions)
-                guard partition >= 0 && partition < topic.partitions else {
-                    throw LogError(.unknownTopic, "topic '\(topic.name)' has no partition \(partition) (it has \(topic.partitions))")
-                }
-                out.append(
-                    PendingAppend.Record(
-                        topic: topic, partition: partition, key: outgoing.key, value: outgoing.value,
-                        headers: HeadersCodec.encode(outgoing.headers), headerValues: outgoing.headers,
-                        keyHash: topic.keyIndexed ? keyHash(outgoing.key) : nil))
+                out.append(try prepare(outgoing, topics: writerState.topics))
             }
         }
         return out

@@ -104,18 +104,7 @@ extension SQLiteLogEngine {
         let topics = try catalog.snapshot()
         var prepared: [PendingAppend.Record] = []
         prepared.reserveCapacity(records.count)
-        for record in records {
-            guard let topic = topics[record.topic] else { throw LogError.unknownTopic(record.topic) }
-            let partition = record.partition ?? Partitioner.partition(forKey: record.key, count: topic.partitions)
-            guard partition >= 0 && partition < topic.partitions else {
-                throw LogError(.unknownTopic, "topic '\(topic.name)' has no partition \(partition) (it has \(topic.partitions))")
-            }
-            prepared.append(
-                PendingAppend.Record(
-                    topic: topic, partition: partition, key: record.key, value: record.value,
-                    headers: HeadersCodec.encode(record.headers), headerValues: record.headers,
-                    keyHash: topic.keyIndexed ? keyHash(record.key) : nil))
-        }
+        for record in records { prepared.append(try prepare(record, topics: topics)) }
         var preparedCommit: PendingAppend.Commit?
         if let commit {
             guard let topic = topics[commit.topic] else { throw LogError.unknownTopic(commit.topic) }
@@ -134,6 +123,20 @@ extension SQLiteLogEngine {
             }
         }
         return (prepared, preparedCommit)
+    }
+
+    /// One record checked against `topics` (unknown topic, partition out of range), its
+    /// partition chosen, its headers encoded and its key hashed.
+    func prepare(_ record: OutgoingRecord, topics: [String: TopicInfo]) throws -> PendingAppend.Record {
+        guard let topic = topics[record.topic] else { throw LogError.unknownTopic(record.topic) }
+        let partition = record.partition ?? Partitioner.partition(forKey: record.key, count: topic.partitions)
+        guard partition >= 0 && partition < topic.partitions else {
+            throw LogError(.unknownTopic, "topic '\(topic.name)' has no partition \(partition) (it has \(topic.partitions))")
+        }
+        return PendingAppend.Record(
+            topic: topic, partition: partition, key: record.key, value: record.value,
+            headers: HeadersCodec.encode(record.headers), headerValues: record.headers,
+            keyHash: topic.keyIndexed ? keyHash(record.key) : nil)
     }
 
     func enqueue(_ append: PendingAppend) {
