@@ -29,17 +29,36 @@ struct Harness {
         guard kind != .inMemory else { return try await run(config: config, body) }
         var config = config
         config.deriveInEngine = kind == .embedded
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString)").path
+        try await withEmbeddedEngine { embedded in
+            try await run(engine: embedded.log, store: embedded.readModel, config: config, body)
+        }
+    }
+
+    /// Opens an embedded engine in `directory` (a fresh temporary one when nil, removed
+    /// afterwards) for the body, and closes it however the body ends.
+    static func withEmbeddedEngine<T>(in directory: String? = nil, _ body: (EmbeddedEngine) async throws -> T) async throws -> T {
+        let dir = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString)").path
+        defer { if directory == nil { try? FileManager.default.removeItem(atPath: dir) } }
         let embedded = try await EmbeddedEngine.open(directory: dir, logger: logger)
         do {
-            try await run(engine: embedded.log, store: embedded.readModel, config: config, body)
+            let result = try await body(embedded)
+            await embedded.close()
+            return result
         } catch {
             await embedded.close()
-            try? FileManager.default.removeItem(atPath: dir)
             throw error
         }
-        await embedded.close()
-        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// A PlaceOrder command with a two-stop route; its order id follows from `request`.
+    static func placeCommand(request: String = OrderIdentity.random(), rider: String = OrderIdentity.random(), price: String = "12.50")
+        -> OrderCommand
+    {
+        OrderCommand(
+            commandId: request, orderId: OrderIdentity.orderId(forRequest: request), expectedVersion: 0,
+            kind: .place(
+                riderId: rider, price: price,
+                route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)]))
     }
 
     static func run(
@@ -62,13 +81,7 @@ struct Harness {
     func place(request: String = OrderIdentity.random(), rider: String = OrderIdentity.random(), price: String = "12.50")
         async throws -> CommandOutcome
     {
-        try await gateway.submit(
-            OrderCommand(
-                commandId: request, orderId: OrderIdentity.orderId(forRequest: request), expectedVersion: 0,
-                kind: .place(
-                    riderId: rider, price: price,
-                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)])),
-            timeout: .seconds(10))
+        try await gateway.submit(Self.placeCommand(request: request, rider: rider, price: price), timeout: .seconds(10))
     }
 
     func update(_ orderId: String, _ kind: OrderCommand.Kind, version: Int, request: String = OrderIdentity.random())

@@ -286,29 +286,29 @@ import Testing
         var config = OrderPipeline.Config()
         var ids: [String] = []
         config.deriveInEngine = derivedBefore
-        var embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
-        try await Harness.run(engine: embedded.log, store: embedded.readModel, config: config) { h in
-            for _ in 0..<5 { ids.append(try await h.place().orderId) }
-            _ = try await h.update(ids[0], .accept(driverId: OrderIdentity.random()), version: 1)
+        try await Harness.withEmbeddedEngine(in: dir) { embedded in
+            try await Harness.run(engine: embedded.log, store: embedded.readModel, config: config) { h in
+                for _ in 0..<5 { ids.append(try await h.place().orderId) }
+                _ = try await h.update(ids[0], .accept(driverId: OrderIdentity.random()), version: 1)
+            }
         }
-        await embedded.close()
 
         config.deriveInEngine = derivedAfter
-        embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
-        try await Harness.run(engine: embedded.log, store: embedded.readModel, config: config) { h in
-            let completed = try await h.update(ids[0], .complete, version: 2)
-            #expect(completed.order?.version == 3)
-            for id in ids.dropFirst() { _ = try await h.update(id, .cancel, version: 1) }
-            let events = try await h.eventsByOrder()
-            #expect(try #require(events[ids[0]]).map(\.version) == [1, 2, 3])
-            for id in ids.dropFirst() { #expect(events[id]?.map(\.version) == [1, 2]) }
-            // Every decision and every aggregates row exactly once: a command and its
-            // event in the log, a row for each.
-            let commands = 5 + 1 + 1 + 4
-            #expect(try await h.records(h.pipeline.topics.commandsAndEvents).count == 2 * commands)
-            #expect(try await h.records(h.pipeline.topics.aggregates).count == 2 * commands)
+        try await Harness.withEmbeddedEngine(in: dir) { embedded in
+            try await Harness.run(engine: embedded.log, store: embedded.readModel, config: config) { h in
+                let completed = try await h.update(ids[0], .complete, version: 2)
+                #expect(completed.order?.version == 3)
+                for id in ids.dropFirst() { _ = try await h.update(id, .cancel, version: 1) }
+                let events = try await h.eventsByOrder()
+                #expect(try #require(events[ids[0]]).map(\.version) == [1, 2, 3])
+                for id in ids.dropFirst() { #expect(events[id]?.map(\.version) == [1, 2]) }
+                // Every decision and every aggregates row exactly once: a command and its
+                // event in the log, a row for each.
+                let commands = 5 + 1 + 1 + 4
+                #expect(try await h.records(h.pipeline.topics.commandsAndEvents).count == 2 * commands)
+                #expect(try await h.records(h.pipeline.topics.aggregates).count == 2 * commands)
+            }
         }
-        await embedded.close()
     }
 
     /// On the embedded engine the command's row, its decision, the decision's row and the
@@ -316,13 +316,8 @@ import Testing
     @Test func theEmbeddedEngineDecidesInsideTheCommandsAppend() async throws {
         try await Harness.run(.embedded) { h in
             let topics = h.pipeline.topics
-            let request = OrderIdentity.random()
-            let orderId = OrderIdentity.orderId(forRequest: request)
-            let command = OrderCommand(
-                commandId: request, orderId: orderId, expectedVersion: 0,
-                kind: .place(
-                    riderId: OrderIdentity.random(), price: "9.90",
-                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)]))
+            let command = Harness.placeCommand(price: "9.90")
+            let orderId = command.orderId
             try await h.engine.append(
                 [OutgoingRecord(topic: topics.commandsAndEvents, key: orderId, value: LogFormat.encode(LogFormat.entry(command)))],
                 commit: nil)
@@ -362,39 +357,34 @@ import Testing
     /// Commands appended while no processor ran (a backlog) are consumed by the polling
     /// processors first; then the engine takes over, and every command is decided once.
     @Test func theEngineTakesOverAfterTheBacklog() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-backlog-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let embedded = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
-        let topics = Topics()
-        try await topics.provision(on: embedded.log)
-        var backlog: [String] = []
-        for _ in 0..<300 {
-            let request = OrderIdentity.random()
-            let orderId = OrderIdentity.orderId(forRequest: request)
-            let command = OrderCommand(
-                commandId: request, orderId: orderId, expectedVersion: 0,
-                kind: .place(
-                    riderId: OrderIdentity.random(), price: "7.00",
-                    route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)]))
-            try await embedded.log.append(
-                [OutgoingRecord(topic: topics.commandsAndEvents, key: orderId, value: LogFormat.encode(LogFormat.entry(command)))],
-                commit: nil)
-            backlog.append(orderId)
-        }
-        try await Harness.run(engine: embedded.log, store: embedded.readModel) { h in
-            // New commands while (or after) the backlog is worked off.
-            var fresh: [String] = []
-            for _ in 0..<20 { fresh.append(try await h.place().orderId) }
-            try await waitUntil {
-                try await h.pipeline.queries.order(id: backlog.last!, deadline: .now + .seconds(1)) != nil
+        try await Harness.withEmbeddedEngine { embedded in
+            let topics = Topics()
+            try await topics.provision(on: embedded.log)
+            var backlog: [String] = []
+            for _ in 0..<300 {
+                let command = Harness.placeCommand(price: "7.00")
+                try await embedded.log.append(
+                    [
+                        OutgoingRecord(
+                            topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encode(LogFormat.entry(command)))
+                    ],
+                    commit: nil)
+                backlog.append(command.orderId)
             }
-            let events = try await h.eventsByOrder()
-            for id in backlog + fresh { #expect(events[id]?.map(\.version) == [1]) }
-            // Handed over: the engine owns the groups, and a command is decided in its append.
-            let offsets = try await h.engine.committedOffsets(group: CommandHandler.group, topic: topics.aggregates)
-            #expect(offsets == (try await h.engine.endOffsets(topics.aggregates)))
-            #expect(try await h.records(topics.aggregates).count == 2 * (backlog.count + fresh.count))
+            try await Harness.run(engine: embedded.log, store: embedded.readModel) { h in
+                // New commands while (or after) the backlog is worked off.
+                var fresh: [String] = []
+                for _ in 0..<20 { fresh.append(try await h.place().orderId) }
+                try await waitUntil {
+                    try await h.pipeline.queries.order(id: backlog.last!, deadline: .now + .seconds(1)) != nil
+                }
+                let events = try await h.eventsByOrder()
+                for id in backlog + fresh { #expect(events[id]?.map(\.version) == [1]) }
+                // Handed over: the engine owns the groups, and a command is decided in its append.
+                let offsets = try await h.engine.committedOffsets(group: CommandHandler.group, topic: topics.aggregates)
+                #expect(offsets == (try await h.engine.endOffsets(topics.aggregates)))
+                #expect(try await h.records(topics.aggregates).count == 2 * (backlog.count + fresh.count))
+            }
         }
-        await embedded.close()
     }
 }

@@ -359,15 +359,5 @@ private func withEngine(
     sqlite: Bool, _ body: (any LogEngine, any ReadModelStore) async throws -> Void
 ) async throws {
     guard sqlite else { return try await body(InMemoryLogEngine(), InMemoryReadModelStore()) }
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stream-hub-\(UUID().uuidString)").path
-    let engine = try await EmbeddedEngine.open(directory: dir, logger: Harness.logger)
-    do {
-        try await body(engine.log, engine.readModel)
-    } catch {
-        await engine.close()
-        try? FileManager.default.removeItem(atPath: dir)
-        throw error
-    }
-    await engine.close()
-    try? FileManager.default.removeItem(atPath: dir)
+    try await Harness.withEmbeddedEngine { engine in try await body(engine.log, engine.readModel) }
 }
