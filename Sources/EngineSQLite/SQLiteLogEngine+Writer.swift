@@ -74,6 +74,8 @@ package struct PendingAppend: Sendable {
         var headerValues: [String: String]
         /// For key-tracked topics, the key's hash in `latest`.
         var keyHash: Int64?
+        /// For the derivations and the tail cache (not stored).
+        var memo: (any Sendable)?
     }
 
     struct Commit: Sendable {
@@ -136,7 +138,7 @@ extension SQLiteLogEngine {
         return PendingAppend.Record(
             topic: topic, partition: partition, key: record.key, value: record.value,
             headers: HeadersCodec.encode(record.headers), headerValues: record.headers,
-            keyHash: topic.keyIndexed ? keyHash(record.key) : nil)
+            keyHash: topic.keyIndexed ? keyHash(record.key) : nil, memo: record.memo)
     }
 
     func enqueue(_ append: PendingAppend) {
@@ -461,7 +463,7 @@ extension SQLiteLogEngine {
         ends[record.topic.name]![record.partition] = offset + 1
         let stored = LogRecord(
             topic: record.topic.name, partition: record.partition, offset: offset, key: record.key, value: record.value,
-            headers: record.headerValues, timestamp: now)
+            headers: record.headerValues, timestamp: now, memo: record.memo)
         tail.append(stored)
         if !writerState.derivations.isEmpty {
             touched.insert(TopicPartition(record.topic.name, record.partition))

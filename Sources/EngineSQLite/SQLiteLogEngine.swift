@@ -373,6 +373,10 @@ public final class SQLiteLogEngine: LogEngine {
         try await latestRecords(topic: topic, keys: [key])[key]
     }
 
+    /// Derivations and readers served from the tail cache get the appender's memos;
+    /// records older than the tail are read back without.
+    public var keepsMemos: Bool { true }
+
     /// The newest record per key, for a batch of keys in one hop to a reader and one read
     /// transaction. Per key: the in-memory delta (recent keys), else one probe of
     /// `latest`; then the record by its id.

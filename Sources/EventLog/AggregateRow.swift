@@ -14,6 +14,7 @@ struct AggregateRow: Sendable {
     var nextBefore: String?
 
     static func analyze(_ record: LogRecord) -> AggregateRow {
+        if let row = record.memo as? AggregateRow { return row }  // the aggregator's, in this process
         let key = CacheKey(orderId: record.key, value: record.value)
         if let hit = cache.withLock({ $0[key] }) { return hit }
         let row = compute(record)
@@ -23,16 +24,17 @@ struct AggregateRow: Sendable {
 
     /// Remembers the analysis of a row about to be written, worked out incrementally by
     /// the one who wrote it (the aggregator), so its readers find it instead of
-    /// re-folding the whole list. It must equal what `analyze` would compute from `value`.
+    /// re-folding the whole list, when the engine drops the row's memo. It must equal
+    /// what `analyze` would compute from `value`.
     static func remember(_ row: AggregateRow, orderId: String, value: [UInt8]) {
         cache.withLock { $0[CacheKey(orderId: orderId, value: value)] = row }
     }
 
     /// The analysis of `history` after applying `entry` (the row's last).
-    static func appending(_ entry: LogFormat.Entry, to history: OrderHistory) -> AggregateRow {
+    static func appending(_ entry: LogFormat.Entry, decoded: LogFormat.Decoded? = nil, to history: OrderHistory) -> AggregateRow {
         var history = history
         let before = history.firstUnanswered?.commandId
-        let change = history.apply(entry)
+        let change = history.apply(entry, decoded: decoded)
         return AggregateRow(history: history, change: change, nextBefore: before)
     }
 

@@ -76,9 +76,10 @@ public final class Aggregator: Sendable {
     /// The row `record` makes of the order's row before it (nil: none yet), remembered in
     /// the cache; nil when the record is skipped (unreadable, or aggregated already).
     private func next(after row: Row?, _ record: LogRecord) -> OutgoingRecord? {
+        let memo = record.memo as? LogFormat.EntryMemo
         let entry: LogFormat.Entry
         do {
-            entry = try LogFormat.decodeEntry(record.value)
+            entry = try memo?.entry ?? LogFormat.decodeEntry(record.value)
         } catch {
             logger.error(
                 "skipping a malformed record",
@@ -89,13 +90,14 @@ public final class Aggregator: Sendable {
         var lists = row?.lists ?? LogFormat.AggregateLists()
         lists.append(entry)
         let value = lists.encoded
-        // Cached: the gateway and the command handler remember what they encoded.
-        let analysis = AggregateRow.appending(entry, to: row?.history ?? OrderHistory(orderId: record.key))
-        AggregateRow.remember(analysis, orderId: record.key, value: value)
+        // The decoding comes with the record (its memo) or from the cache the gateway and
+        // the command handler fill; the analysis goes out the same two ways.
+        let analysis = AggregateRow.appending(entry, decoded: memo?.decoded, to: row?.history ?? OrderHistory(orderId: record.key))
+        if !engine.keepsMemos { AggregateRow.remember(analysis, orderId: record.key, value: value) }
         cache.withLock { $0[record.key] = Row(lists: lists, sourceOffset: record.offset, history: analysis.history) }
         return OutgoingRecord(
             topic: topics.aggregates, key: record.key, value: value,
-            headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition)
+            headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition, memo: analysis)
     }
 
     private func row(from record: LogRecord) -> Row? {

@@ -49,11 +49,12 @@ public struct CommandGateway: Sendable {
                         expectedVersion: command.expectedVersion, actualVersion: 0)
                 }
             }
+            let (value, memo) = LogFormat.encodeForLog(command, remember: !engine.keepsMemos)
             try await engine.append(
                 [
                     OutgoingRecord(
-                        topic: topics.commandsAndEvents, key: command.orderId, value: LogFormat.encodeRemembering(command),
-                        headers: ["command-id": command.commandId])
+                        topic: topics.commandsAndEvents, key: command.orderId, value: value,
+                        headers: ["command-id": command.commandId], memo: memo)
                 ],
                 // The caller learns nothing from this append, only from the outcome, which
                 // the projector reads from the durable log: a command lost to a crash before

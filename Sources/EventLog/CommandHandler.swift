@@ -48,10 +48,10 @@ public struct CommandHandler: Sendable {
             guard let command = decision(for: record) else { continue }
             let (history, next) = command
             let event = OrderDecider.decide(next, state: history.state, now: now())
+            let (value, memo) = LogFormat.encodeForLog(event, remember: !engine.keepsMemos)
             out.append(
                 OutgoingRecord(
-                    topic: topics.commandsAndEvents, key: record.key,
-                    value: LogFormat.encodeRemembering(event), partition: record.partition))
+                    topic: topics.commandsAndEvents, key: record.key, value: value, partition: record.partition, memo: memo))
         }
         return out
     }

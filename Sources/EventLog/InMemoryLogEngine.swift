@@ -28,6 +28,9 @@ public final class InMemoryLogEngine: LogEngine {
         return count
     }
 
+    /// Records are kept as appended, memos included.
+    public var keepsMemos: Bool { true }
+
     /// Everything is "durable" here as soon as it is appended (memory is the whole store).
     @discardableResult
     public func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
@@ -41,7 +44,9 @@ public final class InMemoryLogEngine: LogEngine {
                 let p = r.partition ?? Partitioner.partition(forKey: r.key, count: count)
                 let offset = Int64(s.topics[r.topic]![p].count)
                 s.topics[r.topic]![p].append(
-                    LogRecord(topic: r.topic, partition: p, offset: offset, key: r.key, value: r.value, headers: r.headers, timestamp: now))
+                    LogRecord(
+                        topic: r.topic, partition: p, offset: offset, key: r.key, value: r.value, headers: r.headers, timestamp: now,
+                        memo: r.memo))
                 addresses.append(RecordAddress(topic: r.topic, partition: p, offset: offset))
                 touched.insert(r.topic)
             }

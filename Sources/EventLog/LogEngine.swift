@@ -23,10 +23,13 @@ public struct LogRecord: Sendable, Equatable {
     public var headers: [String: String]
     /// Milliseconds since the Unix epoch, set when the record was appended.
     public var timestamp: Int64
+    /// The appender's `OutgoingRecord.memo`, on records an engine hands to readers in the
+    /// same process (`LogEngine.keepsMemos`); nil on records read back from storage.
+    public var memo: (any Sendable)?
 
     public init(
         topic: String, partition: Int, offset: Int64, key: String, value: [UInt8],
-        headers: [String: String] = [:], timestamp: Int64
+        headers: [String: String] = [:], timestamp: Int64, memo: (any Sendable)? = nil
     ) {
         self.topic = topic
         self.partition = partition
@@ -35,6 +38,13 @@ public struct LogRecord: Sendable, Equatable {
         self.value = value
         self.headers = headers
         self.timestamp = timestamp
+        self.memo = memo
+    }
+
+    /// Equal when stored alike: the memo only restates the value.
+    public static func == (a: LogRecord, b: LogRecord) -> Bool {
+        a.topic == b.topic && a.partition == b.partition && a.offset == b.offset && a.key == b.key && a.value == b.value
+            && a.headers == b.headers && a.timestamp == b.timestamp
     }
 }
 
@@ -46,16 +56,26 @@ public struct OutgoingRecord: Sendable, Equatable {
     public var value: [UInt8]
     public var headers: [String: String]
     public var partition: Int?
+    /// What the appender already knows of `value`, decoded (an `AggregateRow`, a
+    /// `LogFormat.EntryMemo`), so readers in this process need not parse the bytes back.
+    /// Never stored or sent; must describe `value` exactly.
+    public var memo: (any Sendable)?
 
     public init(
         topic: String, key: String, value: [UInt8], headers: [String: String] = [:],
-        partition: Int? = nil
+        partition: Int? = nil, memo: (any Sendable)? = nil
     ) {
         self.topic = topic
         self.key = key
         self.value = value
         self.headers = headers
         self.partition = partition
+        self.memo = memo
+    }
+
+    /// Equal when they would be stored alike: the memo only restates the value.
+    public static func == (a: OutgoingRecord, b: OutgoingRecord) -> Bool {
+        a.topic == b.topic && a.key == b.key && a.value == b.value && a.headers == b.headers && a.partition == b.partition
     }
 }
 
@@ -149,9 +169,14 @@ public protocol LogEngine: Sendable {
     func latestRecord(topic: String, key: String) async throws -> LogRecord?
     /// The newest record of each key that has one: one round trip for a batch of keys.
     func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord]
+    /// Whether appended records reach this process's readers (derivations, readers,
+    /// group consumers served from memory) with their `memo`. When false (a broker in
+    /// between), the writers remember their decodings in process-wide caches instead.
+    var keepsMemos: Bool { get }
 }
 
 extension LogEngine {
+    public var keepsMemos: Bool { false }
     /// Appends durably (see `append(_:commit:durability:)`).
     @discardableResult
     public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {

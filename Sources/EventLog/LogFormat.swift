@@ -89,25 +89,31 @@ public enum LogFormat {
 
     public static func encode(_ entry: Entry) -> [UInt8] { writeEntry(entry) }
 
-    /// A command's record value, its decoding remembered for the aggregator, which would
-    /// otherwise parse back what was just written (decoding an entry is lossless:
-    /// `decode(entry(c)) == c`, tested).
-    static func encodeRemembering(_ command: OrderCommand) -> [UInt8] {
-        let e = entry(command)
-        remember(.command(command), for: e, orderId: command.orderId)
-        return writeEntry(e)
+    /// A commands-and-events record's memo (`OutgoingRecord.memo`): its entry, and that
+    /// entry decoded, so the aggregator neither parses back what was just written nor
+    /// decodes the DETAILS again (decoding an entry is lossless: `decode(entry(c)) == c`,
+    /// tested).
+    public struct EntryMemo: Sendable {
+        public var entry: Entry
+        public var decoded: Decoded
     }
 
-    /// An event's record value, its decoding remembered (see the command's).
-    static func encodeRemembering(_ event: OrderEvent) -> [UInt8] {
-        let e = entry(event)
-        remember(.event(event), for: e, orderId: event.orderId)
-        return writeEntry(e)
+    /// A command's record value and memo. With `remember` its decoding also goes to the
+    /// process-wide cache, for an engine that drops memos (`LogEngine.keepsMemos`).
+    static func encodeForLog(_ command: OrderCommand, remember: Bool) -> (value: [UInt8], memo: EntryMemo) {
+        encodeForLog(entry(command), .command(command), orderId: command.orderId, remember: remember)
     }
 
-    private static func remember(_ decoded: Decoded, for entry: Entry, orderId: String) {
-        decodedCache.withLock { $0[DecodedCacheKey(orderId: orderId, entry: entry)] = decoded }
+    /// An event's record value and memo (see the command's).
+    static func encodeForLog(_ event: OrderEvent, remember: Bool) -> (value: [UInt8], memo: EntryMemo) {
+        encodeForLog(entry(event), .event(event), orderId: event.orderId, remember: remember)
     }
+
+    private static func encodeForLog(_ entry: Entry, _ decoded: Decoded, orderId: String, remember: Bool) -> (value: [UInt8], memo: EntryMemo) {
+        if remember { decodedCache.withLock { $0[DecodedCacheKey(orderId: orderId, entry: entry)] = decoded } }
+        return (writeEntry(entry), EntryMemo(entry: entry, decoded: decoded))
+    }
+
     public static func encode(_ aggregate: Aggregate) -> [UInt8] { writeAggregate(aggregate) }
 
     // MARK: Decoding

@@ -36,13 +36,19 @@ public struct OrderHistory: Sendable {
         for entry in entries { apply(entry) }
     }
 
+    /// Applies the next entry; `decoded`, when the caller has it (a record's memo), is
+    /// that entry decoded.
     @discardableResult
-    public mutating func apply(_ entry: LogFormat.Entry) -> Change {
+    public mutating func apply(_ entry: LogFormat.Entry, decoded known: LogFormat.Decoded? = nil) -> Change {
         let decoded: LogFormat.Decoded
-        do {
-            decoded = try LogFormat.decode(entry, orderId: orderId)
-        } catch {
-            return .invalid(error.message)
+        if let known {
+            decoded = known
+        } else {
+            do {
+                decoded = try LogFormat.decode(entry, orderId: orderId)
+            } catch {
+                return .invalid(error.message)
+            }
         }
         switch decoded {
         case .command(let command):

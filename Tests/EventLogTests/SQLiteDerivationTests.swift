@@ -162,4 +162,34 @@ struct SQLiteDerivationTests {
             #expect(try await all(engine, "out") == ["1", "1", "2", "3", "4"])
         }
     }
+
+    @Test("memos reach the derivations and readers served from memory, never the disk")
+    func memosStayInProcess() async throws {
+        try await withTemporaryDirectory { dir in
+            let engine = try await openLog(dir)
+            try await engine.createTopic("in", partitions: 1)
+            try await engine.createTopic("out", partitions: 1)
+            let seen = Mutex<[String?]>([])
+            let tagger = LogDerivation(
+                group: "tagger", topic: "in",
+                derive: { record, _ in
+                    seen.withLock { $0.append(record.memo as? String) }
+                    return [OutgoingRecord(topic: "out", key: record.key, value: record.value, memo: "derived from \(text(record.value))")]
+                })
+            #expect(try await engine.startDerivations([tagger]))
+            try await engine.append(
+                [OutgoingRecord(topic: "in", key: "k", value: bytes("a"), memo: "memo of a"), OutgoingRecord(topic: "in", key: "k", value: bytes("b"))],
+                commit: nil)
+            #expect(seen.withLock { $0 } == ["memo of a", nil])
+            #expect(try await readAll(engine, "in").map { $0.memo as? String } == ["memo of a", nil])
+            #expect(try await readAll(engine, "out").map { $0.memo as? String } == ["derived from a", "derived from b"])
+            await engine.close()
+
+            let reopened = try await openLog(dir)
+            let stored = try await readAll(reopened, "out")
+            #expect(stored.map { text($0.value) } == ["a", "b"])
+            #expect(stored.allSatisfy { $0.memo == nil })
+            await reopened.close()
+        }
+    }
 }

@@ -3,8 +3,8 @@ import OrderDomain
 import Testing
 
 /// Decoding an entry gives back exactly what was encoded: the aggregator relies on it
-/// when it takes the gateway's and the command handler's remembered decodings instead of
-/// parsing their records (`LogFormat.encodeRemembering`).
+/// when it takes the gateway's and the command handler's decodings (record memos, or the
+/// cache) instead of parsing their records (`LogFormat.encodeForLog`).
 @Suite struct LogFormatRoundTripTests {
     static let route = [
         Waypoint(address: "Kreuzberg \"Ecke\" \\ 🚕", lat: 52.499_123_456_789, lon: 13.403_000_000_000_1),
