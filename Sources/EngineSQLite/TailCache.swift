@@ -1,3 +1,4 @@
+import Dispatch
 import EventLog
 import Synchronization
 
@@ -31,6 +32,7 @@ package final class TailCache: Sendable {
     /// each partition's first one following what was committed before.
     func add(_ records: [LogRecord]) {
         guard capacity > 0, !records.isEmpty else { return }
+        var aged: [[LogRecord]] = []
         partitions.withLock { all in
             // Taken out of the dictionary while appending, so its arrays stay uniquely
             // referenced and grow in place; a batch is mostly one topic.
@@ -45,11 +47,16 @@ package final class TailCache: Sendable {
                 if record.partition >= topic.count {
                     topic.append(contentsOf: repeatElement(Partition(), count: record.partition + 1 - topic.count))
                 }
-                topic[record.partition].append(record, capacity: capacity)
+                if let old = topic[record.partition].append(record, capacity: capacity) { aged.append(old) }
             }
             all[name] = topic
         }
+        // Freeing aged records (their memos are whole order histories) is left to another
+        // thread: the writer calling this is the log's bottleneck.
+        if !aged.isEmpty { Self.reclaimer.async { [aged] in withExtendedLifetime(aged) {} } }
     }
+
+    private static let reclaimer = DispatchQueue(label: "tail-cache.reclaim", qos: .utility)
 
     /// `count` records of one partition from `offset`, or nil unless all are here.
     /// Copied under the lock: a slice kept outside would share the partition's buffer and
@@ -66,9 +73,13 @@ package final class TailCache: Sendable {
 }
 
 extension TailCache.Partition {
-    mutating func append(_ record: LogRecord, capacity: Int) {
+    /// Appends `record`; returns the old buffer, holding the records now dropped for good,
+    /// when it was replaced (for the caller to free elsewhere).
+    mutating func append(_ record: LogRecord, capacity: Int) -> [LogRecord]? {
+        var replaced: [LogRecord]?
         if record.offset != end {
             // A gap (the cache started late): start afresh here.
+            replaced = records
             records = []
             start = 0
             base = record.offset
@@ -79,8 +90,10 @@ extension TailCache.Partition {
             base += 1
         }
         if start >= capacity {  // and now and then drop them for good
-            records.removeFirst(start)
+            replaced = records
+            records = Array(records[start...])
             start = 0
         }
+        return replaced
     }
 }

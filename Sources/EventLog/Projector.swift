@@ -156,16 +156,20 @@ public final class Projector: Sendable {
             }
             var views: [String: OrderView] = [:]
             var outcomes: [CommandOutcome] = []
-            // Views not cached, in one round trip.
+            let changes = records.map(newEvent(in:))
+            // The views this batch builds on that are not cached, in one round trip. An
+            // order's first event builds on nothing: a new order costs no read.
             let missing = self.views.withLock { c in
                 var keys: Set<String> = []
-                for r in records where c[r.key] == nil { keys.insert(r.key) }
+                for (r, change) in zip(records, changes) where (change?.0.events.count ?? 0) > 1 && c[r.key] == nil {
+                    keys.insert(r.key)
+                }
                 return keys
             }
             let loaded = try await store.views(orderIds: missing)
-            for record in records {
+            for (record, change) in zip(records, changes) {
                 position.offsets[record.partition] = record.offset + 1
-                guard let (history, event) = newEvent(in: record) else { continue }
+                guard let (history, event) = change else { continue }
                 var view: OrderView
                 view = views[record.key] ?? self.views.withLock({ $0[record.key] }) ?? loaded[record.key]
                     ?? OrderView(orderId: record.key, order: nil, events: [])
