@@ -1,0 +1,67 @@
+@testable import EventLog
+import Testing
+
+/// `Waiters`: each wait ends exactly once, by a value, its timeout or its cancellation.
+@Suite struct WaitersTests {
+    @Test func aValuePublishedBeforeTheWaitIsKept() async {
+        let waiters = Waiters<String, Int>()
+        let ticket = waiters.register("a")
+        waiters.publish("a", 1)
+        #expect(await waiters.wait(ticket, timeout: .seconds(10)) == 1)
+    }
+
+    @Test func aValuePublishedDuringTheWaitEndsIt() async {
+        let waiters = Waiters<String, Int>()
+        let ticket = waiters.register("a", accepts: { $0 >= 2 })
+        async let value = waiters.wait(ticket, timeout: .seconds(30))
+        waiters.publish("b", 5)  // another key
+        waiters.publish("a", 1)  // not accepted
+        try? await Task.sleep(for: .milliseconds(20))
+        waiters.publish("a", 2)
+        #expect(await value == 2)
+    }
+
+    @Test func aWaitTimesOutWithNil() async {
+        let waiters = Waiters<String, Int>()
+        let start = ContinuousClock.now
+        #expect(await waiters.wait(for: "a", timeout: .milliseconds(50)) == nil)
+        #expect(ContinuousClock.now - start >= .milliseconds(50))
+        waiters.publish("a", 1)  // nobody left to take it
+    }
+
+    @Test func anEarlierDeadlineIsNotHeldUpByALaterOne() async {
+        let waiters = Waiters<String, Int>()
+        let late = waiters.register("late")
+        async let lateValue = waiters.wait(late, timeout: .seconds(60))
+        try? await Task.sleep(for: .milliseconds(20))  // the timer now sleeps for a minute
+        // This wait must end long before that minute.
+        let start = ContinuousClock.now
+        #expect(await waiters.wait(for: "early", timeout: .milliseconds(30)) == nil)
+        #expect(ContinuousClock.now - start < .seconds(10))
+        waiters.publish("late", 7)
+        #expect(await lateValue == 7)
+    }
+
+    @Test func manyDeadlinesEndInTime() async {
+        let waiters = Waiters<Int, Int>()
+        await withTaskGroup(of: Int?.self) { group in
+            for i in 0..<200 {
+                group.addTask { await waiters.wait(for: i, timeout: .milliseconds(Int64(10 + (i * 7) % 90))) }
+            }
+            for i in stride(from: 0, to: 200, by: 2) { waiters.publish(i, i) }
+            var results: [Int?] = []
+            for await r in group { results.append(r) }
+            #expect(results.count == 200)
+            // Each even key got its value unless its wait had already timed out.
+            #expect(results.allSatisfy { $0 == nil || $0! % 2 == 0 })
+        }
+    }
+
+    @Test func cancellationEndsTheWait() async {
+        let waiters = Waiters<String, Int>()
+        let task = Task { await waiters.wait(for: "a", timeout: .seconds(60)) }
+        try? await Task.sleep(for: .milliseconds(20))
+        task.cancel()
+        #expect(await task.value == nil)
+    }
+}
