@@ -57,11 +57,14 @@ let package = Package(
             ]
         ),
 
+        // libcurl, wrapped once: the ksqlDB client and the `orders` CLI's transport.
+        .target(name: "CurlTransfer", dependencies: ["CCurl"]),
+
         // The Kafka engine: the log, groups and offsets on librdkafka.
         .target(
             name: "EngineKafka",
             dependencies: [
-                "CRdKafka", "CCurl", "EventLog",
+                "CRdKafka", "CurlTransfer", "EventLog",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -102,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "orders",
             dependencies: [
-                "OrderProto", "CCurl",
+                "OrderProto", "CurlTransfer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
