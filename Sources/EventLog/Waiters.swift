@@ -6,6 +6,9 @@ import Synchronization
 /// Waiting is two steps, `register` then `wait`, so a caller can register before it
 /// starts the work whose result it awaits: a value published in between is kept for it
 /// rather than missed.
+///
+/// Timeouts share one timer task (sleeping until the earliest deadline) instead of a
+/// task group and a sleeping child task per wait: every command's gateway waits here.
 final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     struct Ticket: Sendable {
         fileprivate let key: Key
@@ -21,8 +24,20 @@ final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private struct State {
         var nextId: UInt64 = 0
         var slots: [Key: [Slot]] = [:]
+        /// Deadlines of waits, earliest first; entries of tickets already ended are
+        /// skipped when they come due.
+        var deadlines = DeadlineHeap<Ticket>()
+        /// The timer task in charge of the next wake-up (a new one takes over when a wait
+        /// with an earlier deadline arrives) and its wake-up time.
+        var timer: (id: UInt64, wakeUp: ContinuousClock.Instant)?
     }
     private let state = Mutex(State())
+
+    private enum WaitStep {
+        case resume(Value?)
+        case waitForTimer
+        case startTimer(UInt64)
+    }
 
     /// Starts listening for `key`; pair with `wait(_:timeout:)` or `cancel(_:)`.
     func register(_ key: Key, accepts: @escaping @Sendable (Value) -> Bool = { _ in true }) -> Ticket {
@@ -36,43 +51,67 @@ final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     /// The first accepted value published since `register`, waiting up to `timeout`;
     /// nil on timeout or cancellation. Ends the ticket.
     func wait(_ ticket: Ticket, timeout: Duration) async -> Value? {
-        await withTaskCancellationHandler {
-            await withTaskGroup(of: Void.self) { group -> Value? in
-                let value = await withCheckedContinuation { (c: CheckedContinuation<Value?, Never>) in
-                    // Checked under the lock: the cancellation handler takes it too, so
-                    // either it finds this continuation or this sees the cancellation.
-                    let ready: Value?? = state.withLock { s in
-                        guard var list = s.slots[ticket.key], let i = list.firstIndex(where: { $0.id == ticket.id }) else {
-                            return .some(nil)
-                        }
-                        if let value = list[i].value {
-                            list.remove(at: i)
-                            s.slots[ticket.key] = list.isEmpty ? nil : list
-                            return .some(value)
-                        }
-                        if Task.isCancelled {
-                            list.remove(at: i)
-                            s.slots[ticket.key] = list.isEmpty ? nil : list
-                            return .some(nil)
-                        }
-                        list[i].continuation = c
-                        s.slots[ticket.key] = list
-                        return .none
+        let deadline = ContinuousClock.now + timeout
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Value?, Never>) in
+                // Checked under the lock: the cancellation handler takes it too, so either
+                // it finds this continuation or this sees the cancellation.
+                let step = state.withLock { s -> WaitStep in
+                    guard var list = s.slots[ticket.key], let i = list.firstIndex(where: { $0.id == ticket.id }) else {
+                        return .resume(nil)
                     }
-                    if let ready {
-                        c.resume(returning: ready)
-                        return
+                    if let value = list[i].value {
+                        list.remove(at: i)
+                        s.slots[ticket.key] = list.isEmpty ? nil : list
+                        return .resume(value)
                     }
-                    group.addTask { [weak self] in
-                        try? await Task.sleep(for: timeout)
-                        self?.finish(ticket, with: nil)
+                    if Task.isCancelled || deadline <= .now {
+                        list.remove(at: i)
+                        s.slots[ticket.key] = list.isEmpty ? nil : list
+                        return .resume(nil)
                     }
+                    list[i].continuation = c
+                    s.slots[ticket.key] = list
+                    s.deadlines.insert(deadline, ticket)
+                    if let timer = s.timer, timer.wakeUp <= deadline { return .waitForTimer }
+                    s.nextId += 1
+                    s.timer = (s.nextId, deadline)
+                    return .startTimer(s.nextId)
                 }
-                group.cancelAll()
-                return value
+                switch step {
+                case .resume(let value): c.resume(returning: value)
+                case .waitForTimer: break
+                case .startTimer(let id): startTimer(id, wakeUp: deadline)
+                }
             }
         } onCancel: {
             finish(ticket, with: nil)
+        }
+    }
+
+    /// Sleeps until `wakeUp`, ends the waits due by then, and goes on to the next
+    /// deadline for as long as it is the timer in charge.
+    private func startTimer(_ id: UInt64, wakeUp: ContinuousClock.Instant) {
+        Task { [weak self] in
+            var wakeUp = wakeUp
+            while true {
+                try? await Task.sleep(until: wakeUp, clock: .continuous)
+                guard let self else { return }
+                let (due, next) = self.state.withLock { s -> ([CheckedContinuation<Value?, Never>], ContinuousClock.Instant?) in
+                    let now = ContinuousClock.now
+                    var due: [CheckedContinuation<Value?, Never>] = []
+                    while let (deadline, ticket) = s.deadlines.first, deadline <= now {
+                        s.deadlines.removeFirst()
+                        if let c = Self.remove(ticket, from: &s) { due.append(c) }
+                    }
+                    guard s.timer?.id == id else { return (due, nil) }  // another timer took over
+                    s.timer = s.deadlines.first.map { (id, $0.deadline) }
+                    return (due, s.timer?.wakeUp)
+                }
+                for c in due { c.resume(returning: nil) }
+                guard let next else { return }
+                wakeUp = next
+            }
         }
     }
 
@@ -107,12 +146,47 @@ final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     }
 
     private func finish(_ ticket: Ticket, with value: Value?) {
-        let continuation = state.withLock { s -> CheckedContinuation<Value?, Never>? in
-            guard var list = s.slots[ticket.key], let i = list.firstIndex(where: { $0.id == ticket.id }) else { return nil }
-            let slot = list.remove(at: i)
-            s.slots[ticket.key] = list.isEmpty ? nil : list
-            return slot.continuation
+        state.withLock { Self.remove(ticket, from: &$0) }?.resume(returning: value)
+    }
+
+    /// Ends `ticket`'s slot; its continuation, if it is waiting.
+    private static func remove(_ ticket: Ticket, from s: inout State) -> CheckedContinuation<Value?, Never>? {
+        guard var list = s.slots[ticket.key], let i = list.firstIndex(where: { $0.id == ticket.id }) else { return nil }
+        let slot = list.remove(at: i)
+        s.slots[ticket.key] = list.isEmpty ? nil : list
+        return slot.continuation
+    }
+}
+
+/// A binary min-heap of deadlines.
+struct DeadlineHeap<Element> {
+    private var items: [(deadline: ContinuousClock.Instant, element: Element)] = []
+
+    var first: (deadline: ContinuousClock.Instant, element: Element)? { items.first }
+
+    mutating func insert(_ deadline: ContinuousClock.Instant, _ element: Element) {
+        items.append((deadline, element))
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard items[child].deadline < items[parent].deadline else { break }
+            items.swapAt(child, parent)
+            child = parent
         }
-        continuation?.resume(returning: value)
+    }
+
+    mutating func removeFirst() {
+        items.swapAt(0, items.count - 1)
+        items.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < items.count, items[left].deadline < items[smallest].deadline { smallest = left }
+            if right < items.count, items[right].deadline < items[smallest].deadline { smallest = right }
+            if smallest == parent { return }
+            items.swapAt(parent, smallest)
+            parent = smallest
+        }
     }
 }
