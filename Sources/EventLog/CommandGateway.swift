@@ -16,12 +16,19 @@ public struct CommandGateway: Sendable {
     let store: any ReadModelStore
     let projector: Projector
     let topics: Topics
+    /// How long an outcome may take before the command is appended once more (nil:
+    /// never). A repeated command is harmless, and it makes the command handler decide
+    /// again a command whose decision never reached the aggregates table.
+    let resendAfter: Duration?
 
-    public init(engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics) {
+    public init(
+        engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics, resendAfter: Duration? = .seconds(3)
+    ) {
         self.engine = engine
         self.store = store
         self.projector = projector
         self.topics = topics
+        self.resendAfter = resendAfter
     }
 
     /// Submits `command` and returns its outcome: the first outcome ever recorded for its
@@ -49,24 +56,46 @@ public struct CommandGateway: Sendable {
                         expectedVersion: command.expectedVersion, actualVersion: 0)
                 }
             }
-            let (value, memo) = LogFormat.encodeForLog(command, remember: !engine.keepsMemos)
-            try await engine.append(
-                [
-                    OutgoingRecord(
-                        topic: topics.commandsAndEvents, key: command.orderId, value: value,
-                        headers: ["command-id": command.commandId], memo: memo)
-                ],
-                // The caller learns nothing from this append, only from the outcome, which
-                // the projector reads from the durable log: a command lost to a crash before
-                // its fsync was never acknowledged, and its retry is applied once.
-                commit: nil, durability: .deferred)
+            try await append(command)
         } catch {
             projector.outcomes.cancel(ticket)
             throw error
         }
-        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
+        if let resendAfter, ContinuousClock.now + resendAfter < deadline {
+            if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) { return outcome }
+            try Task.checkCancellation()
+            // Listening again before looking, as before the first append.
+            let again = projector.outcomes.register(command.commandId)
+            do {
+                if let outcome = try await recordedOutcome(command.commandId) {
+                    projector.outcomes.cancel(again)
+                    return outcome
+                }
+                try await append(command)
+            } catch {
+                projector.outcomes.cancel(again)
+                throw error
+            }
+            if let outcome = await projector.outcomes.wait(again, timeout: deadline - .now) { return outcome }
+        } else if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) {
+            return outcome
+        }
         try Task.checkCancellation()
         return try await outcome(of: command.commandId, deadline: deadline)
+    }
+
+    private func append(_ command: OrderCommand) async throws {
+        let (value, memo) = LogFormat.encodeForLog(command, remember: !engine.keepsMemos)
+        try await engine.append(
+            [
+                OutgoingRecord(
+                    topic: topics.commandsAndEvents, key: command.orderId, value: value,
+                    headers: ["command-id": command.commandId], memo: memo)
+            ],
+            // The caller learns nothing from this append, only from the outcome, which
+            // the projector reads from the durable log: a command lost to a crash before
+            // its fsync was never acknowledged, and its retry is applied once.
+            commit: nil, durability: .deferred)
     }
 
     /// Waits for a command's outcome until `deadline`.

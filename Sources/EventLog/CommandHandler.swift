@@ -62,7 +62,15 @@ public struct CommandHandler: Sendable {
         if case .invalid(let problem) = row.change {
             logger.error("skipping an unusable entry", metadata: metadata(record, problem))
         }
-        guard let next = row.history.firstUnanswered, next.commandId != row.nextBefore else { return nil }
+        guard let next = row.history.firstUnanswered else { return nil }
+        // Decided when it becomes the first unanswered command, and again when it is sent
+        // again still unanswered: its decision may have been written but never reach the
+        // table (a broker has been seen to skip a committed transaction's records for a
+        // read_committed consumer). Deciding twice is harmless: the table keeps the first
+        // event that answers a command and drops the others.
+        if next.commandId == row.nextBefore {
+            guard case .repeatedCommand(let repeated) = row.change, repeated.commandId == next.commandId else { return nil }
+        }
         return (row.history, next)
     }
 

@@ -23,7 +23,10 @@ public struct OrderHistory: Sendable {
     public enum Change: Sendable {
         case command(OrderCommand)
         case event(OrderEvent)
-        /// A repeated command or event, ignored.
+        /// A command already in the history, again (a client's retry, the gateway's
+        /// re-send, a redelivery): ignored, though it may prompt a decision it still lacks.
+        case repeatedCommand(OrderCommand)
+        /// A repeated event, ignored.
         case duplicate
         /// Not usable: undecodable, or an event inconsistent with the state.
         case invalid(String)
@@ -52,7 +55,7 @@ public struct OrderHistory: Sendable {
         }
         switch decoded {
         case .command(let command):
-            guard commandIds.insert(command.commandId).inserted else { return .duplicate }
+            guard commandIds.insert(command.commandId).inserted else { return .repeatedCommand(command) }
             commands.append(command)
             return .command(command)
         case .event(let event):

@@ -20,6 +20,9 @@ public final class OrderPipeline: Sendable {
         /// Where GetOrder may also read an order's aggregates row directly (ksqlDB's pull
         /// query when ksqlDB runs the aggregation).
         public var aggregateTable: (any AggregateTable)? = nil
+        /// How long a command's outcome may take before the gateway appends the command
+        /// once more (`CommandGateway.resendAfter`); nil: never.
+        public var resendCommandAfter: Duration? = .seconds(3)
         public init() {}
         public static var defaults: Config { Config() }
     }
@@ -40,7 +43,8 @@ public final class OrderPipeline: Sendable {
         self.config = config
         self.logger = logger
         projector = Projector(engine: engine, store: store, topics: config.topics, logger: logger)
-        gateway = CommandGateway(engine: engine, store: store, projector: projector, topics: config.topics)
+        gateway = CommandGateway(
+            engine: engine, store: store, projector: projector, topics: config.topics, resendAfter: config.resendCommandAfter)
         queries = OrderQueries(store: store, projector: projector, table: config.aggregateTable, logger: logger)
         // Ticks wake idle subscribers so their heartbeats go out within a fifth of the period.
         let tick = min(max(config.heartbeat / 5, .milliseconds(10)), .seconds(1))

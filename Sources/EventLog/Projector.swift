@@ -212,7 +212,7 @@ public final class Projector: Sendable {
         case .invalid(let problem):
             logger.error("skipping an unusable entry", metadata: ["key": "\(record.key)", "offset": "\(record.offset)", "error": "\(problem)"])
             return nil
-        case .command, .duplicate: return nil
+        case .command, .repeatedCommand, .duplicate: return nil
         }
     }
 

@@ -1,0 +1,93 @@
+import EventLog
+import Foundation
+import OrderDomain
+import Synchronization
+import Testing
+
+/// A decision that never reaches the aggregates table (a Kafka broker was seen to skip a
+/// committed transaction's records for a read_committed consumer) must not leave its
+/// command, and every later command of the order, unanswered for good.
+@Suite struct LostDecisionTests {
+    @Test func aRetriedCommandIsDecidedAgain() async throws {
+        var config = OrderPipeline.Config.defaults
+        config.resendCommandAfter = nil
+        let engine = DroppingEngine(InMemoryLogEngine())
+        try await Harness.run(engine: engine, config: config) { h in
+            let command = Harness.placeCommand()
+            engine.dropFirstEvent(of: command.commandId)
+            await #expect(throws: CommandGateway.OutcomeTimeout.self) {
+                try await h.gateway.submit(command, timeout: .milliseconds(500))
+            }
+            #expect(engine.dropped == 1)
+            // The client's retry (same request) gets its outcome, and the order moves on.
+            let placed = try await h.gateway.submit(command, timeout: .seconds(10))
+            #expect(placed.order?.status == .placed)
+            let accepted = try await h.update(placed.orderId, .accept(driverId: OrderIdentity.random()), version: 1)
+            #expect(accepted.order?.status == .accepted)
+            #expect(try await h.eventsByOrder()[placed.orderId]?.map(\.version) == [1, 2])
+        }
+    }
+
+    @Test func theGatewayResendsACommandWhoseOutcomeIsLate() async throws {
+        var config = OrderPipeline.Config.defaults
+        config.resendCommandAfter = .milliseconds(200)
+        let engine = DroppingEngine(InMemoryLogEngine())
+        try await Harness.run(engine: engine, config: config) { h in
+            let command = Harness.placeCommand()
+            engine.dropFirstEvent(of: command.commandId)
+            let placed = try await h.gateway.submit(command, timeout: .seconds(10))
+            #expect(placed.order?.status == .placed)
+            #expect(engine.dropped == 1)
+            let commands = try await h.records(h.pipeline.topics.commandsAndEvents).filter {
+                $0.headers["command-id"] == command.commandId
+            }
+            #expect(commands.count == 2)  // the command, and its re-send
+        }
+    }
+}
+
+/// Appends everything except the first event record answering a chosen command: what
+/// the aggregator sees when a broker hides that record from it.
+final class DroppingEngine: LogEngine {
+    private let inner: any LogEngine
+    private let state = Mutex((target: String?.none, dropped: 0))
+
+    init(_ inner: any LogEngine) { self.inner = inner }
+
+    func dropFirstEvent(of commandId: String) { state.withLock { $0.target = commandId } }
+    var dropped: Int { state.withLock { $0.dropped } }
+    var keepsMemos: Bool { inner.keepsMemos }
+
+    func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
+        let kept = state.withLock { s in
+            records.filter { r in
+                guard let target = s.target, let entry = try? LogFormat.decodeEntry(r.value), entry.type == LogFormat.event,
+                    entry.details.contains(target)
+                else { return true }
+                s.target = nil
+                s.dropped += 1
+                return false
+            }
+        }
+        return try await inner.append(kept, commit: commit, durability: durability)
+    }
+
+    func createTopic(_ topic: String, partitions: Int) async throws { try await inner.createTopic(topic, partitions: partitions) }
+    func partitionCount(_ topic: String) async throws -> Int { try await inner.partitionCount(topic) }
+    func endOffsets(_ topic: String) async throws -> [Int64] { try await inner.endOffsets(topic) }
+    func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        try await inner.openReader(topic: topic, from: offsets)
+    }
+    func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
+        try await inner.joinGroup(group, topic: topic)
+    }
+    func committedOffsets(group: String, topic: String) async throws -> [Int64] {
+        try await inner.committedOffsets(group: group, topic: topic)
+    }
+    func latestRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await inner.latestRecord(topic: topic, key: key)
+    }
+    func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        try await inner.latestRecords(topic: topic, keys: keys)
+    }
+}
