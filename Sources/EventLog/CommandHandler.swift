@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Synchronization
 import OrderDomain
 
 /// The seed's command handler: consumes `order-aggregates` and, when a row makes a
@@ -23,6 +24,8 @@ public struct CommandHandler: Sendable {
     let topics: Topics
     let logger: Logger
     let now: @Sendable () -> Timestamp
+    /// Where this handler's recent decisions landed (polling mode; see `decision(for:)`).
+    let decisions = DecisionLog()
 
     public init(engine: any LogEngine, topics: Topics, logger: Logger, now: @escaping @Sendable () -> Timestamp = Clock.now) {
         self.engine = engine
@@ -33,7 +36,9 @@ public struct CommandHandler: Sendable {
 
     public func run() async throws {
         let loop = GroupLoop(engine: engine, group: Self.group, topic: topics.aggregates, logger: logger)
-        try await loop.run { records in handle(records) }
+        try await loop.run(onAppended: { records, addresses in decisions.appended(records, at: addresses) }) { records in
+            handle(records)
+        }
     }
 
     /// The handler as a derivation the engine runs inside its appends
@@ -63,13 +68,19 @@ public struct CommandHandler: Sendable {
             logger.error("skipping an unusable entry", metadata: metadata(record, problem))
         }
         guard let next = row.history.firstUnanswered else { return nil }
-        // Decided when it becomes the first unanswered command, and again when it is sent
-        // again still unanswered: its decision may have been written but never reach the
-        // table (a broker has been seen to skip a committed transaction's records for a
-        // read_committed consumer). Deciding twice is harmless: the table keeps the first
-        // event that answers a command and drops the others.
+        // Decided when it becomes the first unanswered command; and again when it is sent
+        // again still unanswered although the aggregator already went past the offset where
+        // this handler's decision landed: that decision never reached the table (a broker
+        // was seen to skip a committed transaction's records for a read_committed
+        // consumer), and without a new one the order's later commands would wait forever.
         if next.commandId == row.nextBefore {
-            guard case .repeatedCommand(let repeated) = row.change, repeated.commandId == next.commandId else { return nil }
+            guard case .repeatedCommand(let repeated) = row.change, repeated.commandId == next.commandId,
+                let decided = decisions.address(of: next.commandId), decided.partition == record.partition,
+                let source = record.headers[Aggregator.sourceOffsetHeader].flatMap({ Int64($0) }), source > decided.offset
+            else { return nil }
+            logger.warning(
+                "a decision never reached the aggregates table; deciding again",
+                metadata: ["command": "\(next.commandId)", "decision-offset": "\(decided.offset)", "repeat-offset": "\(source)"])
         }
         return (row.history, next)
     }
@@ -80,6 +91,22 @@ public struct CommandHandler: Sendable {
 }
 
 /// Wall-clock time for events' created dates.
+/// Where the command handler's recent decisions landed in `order-commands-and-events`.
+final class DecisionLog: Sendable {
+    private let addresses = Mutex(BoundedCache<String, RecordAddress>(capacity: 50_000))
+
+    func appended(_ records: [OutgoingRecord], at landed: [RecordAddress]) {
+        addresses.withLock { cache in
+            for (record, address) in zip(records, landed) {
+                guard let memo = record.memo as? LogFormat.EntryMemo, case .event(let event) = memo.decoded else { continue }
+                cache[event.commandId] = address
+            }
+        }
+    }
+
+    func address(of commandId: String) -> RecordAddress? { addresses.withLock { $0[commandId] } }
+}
+
 public enum Clock {
     @Sendable public static func now() -> Timestamp {
         var ts = timespec()

@@ -14,9 +14,11 @@ struct GroupLoop: Sendable {
 
     /// Runs until the task is cancelled. `handle` sees the records of one batch in offset
     /// order per partition, and is told when partitions change hands so it can drop
-    /// caches. Engine errors are logged and retried with backoff.
+    /// caches, and where what it returned landed once appended. Engine errors are logged
+    /// and retried with backoff.
     func run(
         onAssignmentChange: @Sendable () async -> Void = {},
+        onAppended: @escaping @Sendable ([OutgoingRecord], [RecordAddress]) -> Void = { _, _ in },
         handle: @Sendable ([LogRecord]) async throws -> [OutgoingRecord]
     ) async throws {
         var backoff: Duration = .milliseconds(50)
@@ -59,7 +61,7 @@ struct GroupLoop: Sendable {
                             } else {
                                 // Derived from the log and behind it: a crash that takes
                                 // these back takes their offsets too, and the batch is redone.
-                                try await engine.append(out, commit: commit, durability: .deferred)
+                                onAppended(out, try await engine.append(out, commit: commit, durability: .deferred))
                             }
                         }
                         backoff = .milliseconds(50)

@@ -47,7 +47,9 @@ import Testing
         let committedAtReopen = try await engine.log.committedOffsets(group: CommandHandler.group, topic: Topics().aggregates)
         #expect(committedAtReopen.reduce(0, +) > 0, "the command handler had committed checkpoints")
         try await Harness.run(engine: engine.log, store: engine.readModel) { h in
-            // Every acknowledged command has its outcome, the same one.
+            // Every acknowledged command has its outcome, the same one (in the store once
+            // the projector's writes of what it caught up on are done).
+            await h.pipeline.projector.waitUntilWritten()
             for ack in acks {
                 let outcome = try #require(try await h.store.outcome(commandId: ack.commandId), "lost: \(ack)")
                 #expect(outcome.orderId == ack.orderId)

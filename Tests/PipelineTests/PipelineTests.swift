@@ -22,6 +22,7 @@ import Testing
             #expect(completed.order?.version == 3)
             let cancel = try await h.update(id, .cancel, version: 3)
             #expect(cancel.event.kind.rejection?.reason == .transitionNotAllowed)
+            await h.pipeline.projector.waitUntilWritten()  // outcomes are published before the store write
             let view = try #require(try await h.store.view(orderId: id))
             #expect(view.events.map(\.event.typeName) == ["OrderPlacedEvent", "OrderAcceptedEvent", "ErrorEvent", "OrderCompletedEvent", "ErrorEvent"])
             #expect(view.events.map(\.event.version) == [1, 2, 2, 3, 3])
