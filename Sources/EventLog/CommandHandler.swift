@@ -90,7 +90,6 @@ public struct CommandHandler: Sendable {
     }
 }
 
-/// Wall-clock time for events' created dates.
 /// Where the command handler's recent decisions landed in `order-commands-and-events`.
 final class DecisionLog: Sendable {
     private let addresses = Mutex(BoundedCache<String, RecordAddress>(capacity: 50_000))
@@ -107,6 +106,7 @@ final class DecisionLog: Sendable {
     func address(of commandId: String) -> RecordAddress? { addresses.withLock { $0[commandId] } }
 }
 
+/// Wall-clock time for events' created dates.
 public enum Clock {
     @Sendable public static func now() -> Timestamp {
         var ts = timespec()
