@@ -45,19 +45,21 @@ struct SQLiteDerivationTests {
         }
     }
 
-    func withTopics(_ body: (SQLiteLogEngine) async throws -> Void) async throws {
+    /// A log with topics "in" and "out" of one partition each, in a temporary directory
+    /// (passed on, for a test that reopens it).
+    func withTopics(_ body: (SQLiteLogEngine, _ directory: String) async throws -> Void) async throws {
         try await withTemporaryDirectory { dir in
             let engine = try await openLog(dir)
             try await engine.createTopic("in", partitions: 1)
             try await engine.createTopic("out", partitions: 1)
-            try await body(engine)
+            try await body(engine, dir)
             await engine.close()
         }
     }
 
     @Test("derived records go into the same append, depth first, and the groups' offsets move past them")
     func derivedInTheSameAppend() async throws {
-        try await withTopics { engine in
+        try await withTopics { engine, _ in
             #expect(try await engine.startDerivations(Self.derivations()))
             let addresses = try await engine.append(
                 [OutgoingRecord(topic: "in", key: "k", value: bytes("a")), OutgoingRecord(topic: "in", key: "k", value: bytes("b"))],
@@ -74,7 +76,7 @@ struct SQLiteDerivationTests {
 
     @Test("derivations start only once their groups have consumed everything")
     func startWaitsForTheGroups() async throws {
-        try await withTopics { engine in
+        try await withTopics { engine, _ in
             try await engine.append([OutgoingRecord(topic: "in", key: "k", value: bytes("early"))], commit: nil)
             #expect(try await !engine.startDerivations(Self.derivations()))
             // Nothing changed: a later append is not derived.
@@ -97,7 +99,7 @@ struct SQLiteDerivationTests {
 
     @Test("once started, the groups belong to the engine: no consumer is assigned, no offsets are committed for them")
     func groupsAreTakenOver() async throws {
-        try await withTopics { engine in
+        try await withTopics { engine, _ in
             let early = try await engine.joinGroup("rows", topic: "in")
             #expect(try await early.poll(maxRecords: 10, timeout: .seconds(5)) == .assigned([0]))
             #expect(try await engine.startDerivations(Self.derivations()))
@@ -120,7 +122,7 @@ struct SQLiteDerivationTests {
 
     @Test("a derivation that throws fails its own append only, and is reset")
     func throwingDerivation() async throws {
-        try await withTopics { engine in
+        try await withTopics { engine, _ in
             let resets = Counter()
             #expect(try await engine.startDerivations(Self.derivations(resets: resets)))
             try await withThrowingTaskGroup(of: Bool.self) { group in
@@ -148,7 +150,7 @@ struct SQLiteDerivationTests {
 
     @Test("a derivation's look-ups see the records its own transaction wrote")
     func lookupsSeeTheTransaction() async throws {
-        try await withTopics { engine in
+        try await withTopics { engine, _ in
             // "out" counts the records of each key by looking up its own newest count.
             let counter = LogDerivation(
                 group: "counter", topic: "in",
@@ -165,10 +167,7 @@ struct SQLiteDerivationTests {
 
     @Test("memos reach the derivations and readers served from memory, never the disk")
     func memosStayInProcess() async throws {
-        try await withTemporaryDirectory { dir in
-            let engine = try await openLog(dir)
-            try await engine.createTopic("in", partitions: 1)
-            try await engine.createTopic("out", partitions: 1)
+        try await withTopics { engine, dir in
             let seen = Mutex<[String?]>([])
             let tagger = LogDerivation(
                 group: "tagger", topic: "in",

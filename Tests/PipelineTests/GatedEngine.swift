@@ -5,8 +5,8 @@ import Synchronization
 /// `openReader` of a topic return a reader that delivers nothing until `release()`. Tests
 /// use it to keep StreamEvents' shared tail behind a subscriber's own reader, the case
 /// where the switch to the tail must skip records by offset.
-final class GatedEngine: LogEngine {
-    private let inner: any LogEngine
+final class GatedEngine: WrappingEngine {
+    let inner: any LogEngine
     private let state = Mutex((armed: false, open: true))
 
     init(_ inner: any LogEngine) { self.inner = inner }
@@ -22,25 +22,6 @@ final class GatedEngine: LogEngine {
             return s.armed
         }
         return gated ? GatedReader(inner: reader, engine: self) : reader
-    }
-
-    func createTopic(_ topic: String, partitions: Int) async throws { try await inner.createTopic(topic, partitions: partitions) }
-    func partitionCount(_ topic: String) async throws -> Int { try await inner.partitionCount(topic) }
-    func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
-        try await inner.append(records, commit: commit, durability: durability)
-    }
-    func endOffsets(_ topic: String) async throws -> [Int64] { try await inner.endOffsets(topic) }
-    func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
-        try await inner.joinGroup(group, topic: topic)
-    }
-    func committedOffsets(group: String, topic: String) async throws -> [Int64] {
-        try await inner.committedOffsets(group: group, topic: topic)
-    }
-    func latestRecord(topic: String, key: String) async throws -> LogRecord? {
-        try await inner.latestRecord(topic: topic, key: key)
-    }
-    func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
-        try await inner.latestRecords(topic: topic, keys: keys)
     }
 }
 

@@ -54,38 +54,18 @@ import Testing
 
 /// Hides from the aggregator's consumer the first event record answering a chosen
 /// command: the record is in the log, the aggregator never sees it (what tansu did).
-final class DroppingEngine: LogEngine {
-    private let inner: any LogEngine
+final class DroppingEngine: WrappingEngine {
+    let inner: any LogEngine
     fileprivate let state = Mutex((target: String?.none, dropped: 0))
 
     init(_ inner: any LogEngine) { self.inner = inner }
 
     func dropFirstEvent(of commandId: String) { state.withLock { $0.target = commandId } }
     var dropped: Int { state.withLock { $0.dropped } }
-    var keepsMemos: Bool { inner.keepsMemos }
 
     func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
         let consumer = try await inner.joinGroup(group, topic: topic)
         return group == Aggregator.group ? DroppingConsumer(inner: consumer, engine: self) : consumer
-    }
-
-    func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
-        try await inner.append(records, commit: commit, durability: durability)
-    }
-    func createTopic(_ topic: String, partitions: Int) async throws { try await inner.createTopic(topic, partitions: partitions) }
-    func partitionCount(_ topic: String) async throws -> Int { try await inner.partitionCount(topic) }
-    func endOffsets(_ topic: String) async throws -> [Int64] { try await inner.endOffsets(topic) }
-    func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
-        try await inner.openReader(topic: topic, from: offsets)
-    }
-    func committedOffsets(group: String, topic: String) async throws -> [Int64] {
-        try await inner.committedOffsets(group: group, topic: topic)
-    }
-    func latestRecord(topic: String, key: String) async throws -> LogRecord? {
-        try await inner.latestRecord(topic: topic, key: key)
-    }
-    func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
-        try await inner.latestRecords(topic: topic, keys: keys)
     }
 }
 

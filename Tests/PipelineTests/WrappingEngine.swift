@@ -1,0 +1,32 @@
+import EventLog
+
+/// A test engine that changes one thing about another: every call it does not implement
+/// itself goes to `inner`.
+protocol WrappingEngine: LogEngine {
+    var inner: any LogEngine { get }
+}
+
+extension WrappingEngine {
+    var keepsMemos: Bool { inner.keepsMemos }
+    func createTopic(_ topic: String, partitions: Int) async throws { try await inner.createTopic(topic, partitions: partitions) }
+    func partitionCount(_ topic: String) async throws -> Int { try await inner.partitionCount(topic) }
+    func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
+        try await inner.append(records, commit: commit, durability: durability)
+    }
+    func endOffsets(_ topic: String) async throws -> [Int64] { try await inner.endOffsets(topic) }
+    func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        try await inner.openReader(topic: topic, from: offsets)
+    }
+    func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
+        try await inner.joinGroup(group, topic: topic)
+    }
+    func committedOffsets(group: String, topic: String) async throws -> [Int64] {
+        try await inner.committedOffsets(group: group, topic: topic)
+    }
+    func latestRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await inner.latestRecord(topic: topic, key: key)
+    }
+    func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        try await inner.latestRecords(topic: topic, keys: keys)
+    }
+}
