@@ -38,50 +38,61 @@ public struct CommandGateway: Sendable {
     public func submit(_ command: OrderCommand, timeout: Duration) async throws -> CommandOutcome {
         let deadline = ContinuousClock.now + timeout
         try OrderValidation.validate(command)
-        // Listen before writing, so an outcome projected before this task resumes from the
-        // append is kept for it, not missed.
-        let ticket = projector.outcomes.register(command.commandId)
-        do {
-            if let outcome = try await recordedOutcome(command.commandId) {
-                projector.outcomes.cancel(ticket)
-                return outcome
-            }
-            if case .place = command.kind {} else {
-                // The projector's cache first: an order it wrote a view for exists.
-                var exists = projector.cachedView(orderId: command.orderId)?.order != nil
-                if !exists { exists = try await store.view(orderId: command.orderId)?.order != nil }
-                guard exists else {
-                    throw OrderRejection(
-                        reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
-                        expectedVersion: command.expectedVersion, actualVersion: 0)
-                }
-            }
-            try await append(command)
-        } catch {
-            projector.outcomes.cancel(ticket)
-            throw error
+        var ticket: Waiters<String, CommandOutcome>.Ticket
+        switch try await send(command, checkingTheOrder: true) {
+        case .answered(let outcome): return outcome
+        case .sent(let listening): ticket = listening
         }
         if let resendAfter, ContinuousClock.now + resendAfter < deadline {
             if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) { return outcome }
             try Task.checkCancellation()
-            // Listening again before looking, as before the first append.
-            let again = projector.outcomes.register(command.commandId)
-            do {
-                if let outcome = try await recordedOutcome(command.commandId) {
-                    projector.outcomes.cancel(again)
-                    return outcome
-                }
-                try await append(command)
-            } catch {
-                projector.outcomes.cancel(again)
-                throw error
+            switch try await send(command, checkingTheOrder: false) {
+            case .answered(let outcome): return outcome
+            case .sent(let listening): ticket = listening
             }
-            if let outcome = await projector.outcomes.wait(again, timeout: deadline - .now) { return outcome }
-        } else if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) {
-            return outcome
         }
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
         try Task.checkCancellation()
         return try await outcome(of: command.commandId, deadline: deadline)
+    }
+
+    private enum Sent {
+        /// An outcome was recorded already (a retry): nothing was appended.
+        case answered(CommandOutcome)
+        /// Appended; the ticket listens for the outcome.
+        case sent(Waiters<String, CommandOutcome>.Ticket)
+    }
+
+    /// Appends `command` unless its outcome is recorded already. Listens first, so an
+    /// outcome projected before this task resumes from the append is kept for it, not
+    /// missed. `checkingTheOrder`: refuse an update of an order that does not exist.
+    private func send(_ command: OrderCommand, checkingTheOrder: Bool) async throws -> Sent {
+        let ticket = projector.outcomes.register(command.commandId)
+        do {
+            if let outcome = try await recordedOutcome(command.commandId) {
+                projector.outcomes.cancel(ticket)
+                return .answered(outcome)
+            }
+            if checkingTheOrder { try await requireOrder(of: command) }
+            try await append(command)
+            return .sent(ticket)
+        } catch {
+            projector.outcomes.cancel(ticket)
+            throw error
+        }
+    }
+
+    /// Refuses an update of an order that does not exist (placing needs none).
+    private func requireOrder(of command: OrderCommand) async throws {
+        if case .place = command.kind { return }
+        // The projector's cache first: an order it wrote a view for exists.
+        var exists = projector.cachedView(orderId: command.orderId)?.order != nil
+        if !exists { exists = try await store.view(orderId: command.orderId)?.order != nil }
+        guard exists else {
+            throw OrderRejection(
+                reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
+                expectedVersion: command.expectedVersion, actualVersion: 0)
+        }
     }
 
     private func append(_ command: OrderCommand) async throws {
