@@ -9,9 +9,12 @@ import Synchronization
 /// projector's commits never queue behind the log's group commits: each file has its own
 /// writer lock and its own fsyncs.
 ///
-/// Views and outcomes are stored as JSON (`ReadModelCodec`: the events in the log's DETAILS
-/// form; an order's state is folded from them on read), encoded on the caller's task
-/// before the write so the one writer thread only does SQL. The checkpoint is its token.
+/// Views are stored as JSON (`ReadModelCodec`: the events in the log's DETAILS form; an
+/// order's state is folded from them on read), encoded on the caller's task before the
+/// write so the one writer thread only does SQL. An outcome is stored as the id of the
+/// order whose view holds its event (`ReadModelCodec.outcome(of:in:)` derives it on read):
+/// a copy of the event and history per command was half of the bytes this store wrote.
+/// The checkpoint is its token.
 /// Concurrent `apply` calls are group-committed (see "Group commit" below).
 ///
 /// - Important: call `close()` before dropping the store.
@@ -62,7 +65,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
         }
     }
 
-    static let schemaVersion = 1
+    /// 2: outcomes point at their order's view instead of holding a copy of it.
+    static let schemaVersion = 2
 
     private static func migrate(_ conn: SQLiteConnection) throws {
         let version = Int(try conn.scalarText("PRAGMA user_version") ?? "0") ?? 0
@@ -71,6 +75,22 @@ public final class SQLiteReadModelStore: ReadModelStore {
         }
         guard version < schemaVersion else { return }
         try conn.transaction {
+            if version == 1 {
+                // Format 1 kept every outcome whole: they stay whole, now beside their order id.
+                try conn.execute(
+                    """
+                    ALTER TABLE outcomes RENAME TO outcomes_v1;
+                    CREATE TABLE outcomes(
+                        command_id TEXT PRIMARY KEY,
+                        order_id TEXT NOT NULL,
+                        outcome_json TEXT) WITHOUT ROWID;
+                    INSERT INTO outcomes(command_id, order_id, outcome_json)
+                        SELECT command_id, json_extract(outcome_json, '$.orderId'), outcome_json FROM outcomes_v1;
+                    DROP TABLE outcomes_v1;
+                    PRAGMA user_version = \(schemaVersion);
+                    """)
+                return
+            }
             // seq: placement order, set the first time a view has an order and kept after
             // (COALESCE in the upsert). status is NULL while the order does not exist.
             try conn.execute(
@@ -83,7 +103,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 CREATE INDEX IF NOT EXISTS orders_status ON orders(status, seq);
                 CREATE TABLE IF NOT EXISTS outcomes(
                     command_id TEXT PRIMARY KEY,
-                    outcome_json TEXT NOT NULL);
+                    order_id TEXT NOT NULL,
+                    outcome_json TEXT) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS meta(
                     name TEXT PRIMARY KEY,
                     value TEXT NOT NULL) WITHOUT ROWID;
@@ -117,7 +138,10 @@ public final class SQLiteReadModelStore: ReadModelStore {
 
     private struct EncodedOutcome: Sendable {
         var commandId: String
-        var json: String
+        var orderId: String
+        /// Only for an outcome whose event is not in its order's view in the same update
+        /// (no projector makes one): then the outcome is kept whole.
+        var json: String?
     }
 
     private static func corrupt(_ error: any Error) -> LogError {
@@ -138,15 +162,13 @@ public final class SQLiteReadModelStore: ReadModelStore {
         }
         let histories = Dictionary(update.views.map { ($0.orderId, $0.events) }, uniquingKeysWith: { $1 })
         let outcomes = update.outcomes.map { outcome in
-            // The history up to and including the outcome's event.
             var history = histories[outcome.orderId] ?? []
-            if let i = history.firstIndex(where: { $0.event.commandId == outcome.commandId }) {
-                history = Array(history[...i])
-            } else {
-                history.append(ProjectedEvent(event: outcome.event, position: outcome.position))
+            guard !history.contains(where: { $0.event.commandId == outcome.commandId }) else {
+                return EncodedOutcome(commandId: outcome.commandId, orderId: outcome.orderId)
             }
+            history.append(ProjectedEvent(event: outcome.event, position: outcome.position))
             return EncodedOutcome(
-                commandId: outcome.commandId,
+                commandId: outcome.commandId, orderId: outcome.orderId,
                 json: String(decoding: ReadModelCodec.encode(outcome, history: history), as: UTF8.self))
         }
         let checkpoint = update.checkpoint.token
@@ -270,10 +292,11 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 upsert.rewind()
             }
         }
-        try conn.withStatement("INSERT OR IGNORE INTO outcomes(command_id, outcome_json) VALUES (?, ?)") { insert in
+        try conn.withStatement("INSERT OR IGNORE INTO outcomes(command_id, order_id, outcome_json) VALUES (?, ?, ?)") { insert in
             for outcome in call.outcomes {
                 insert.bind(1, outcome.commandId)
-                insert.bind(2, outcome.json)
+                insert.bind(2, outcome.orderId)
+                insert.bind(3, outcome.json)
                 try insert.run()
             }
         }
@@ -327,15 +350,27 @@ public final class SQLiteReadModelStore: ReadModelStore {
     }
 
     public func outcome(commandId: String) async throws -> CommandOutcome? {
-        let text = try await read { conn in
-            try conn.withStatement("SELECT outcome_json FROM outcomes WHERE command_id = ?") { stmt in
+        let row = try await read { conn -> (whole: String?, view: String?)? in
+            try conn.withStatement(
+                """
+                SELECT c.outcome_json, o.events_json FROM outcomes c LEFT JOIN orders o ON o.order_id = c.order_id
+                WHERE c.command_id = ?
+                """
+            ) { stmt in
                 stmt.bind(1, commandId)
-                return try stmt.step() ? stmt.text(0) : nil
+                guard try stmt.step() else { return nil }
+                return (stmt.isNull(0) ? nil : stmt.text(0), stmt.isNull(1) ? nil : stmt.text(1))
             }
         }
-        return try text.map { text in
-            do { return try ReadModelCodec.decodeOutcome(Array(text.utf8)) } catch { throw Self.corrupt(error) }
+        guard let row else { return nil }
+        if let whole = row.whole {
+            do { return try ReadModelCodec.decodeOutcome(Array(whole.utf8)) } catch { throw Self.corrupt(error) }
         }
+        // Written in the same transaction as the view holding its event.
+        guard let text = row.view, let outcome = ReadModelCodec.outcome(of: commandId, in: try Self.decodeView(text)) else {
+            throw LogError(.corrupt, "the read model has command \(commandId) but not the event it made")
+        }
+        return outcome
     }
 
     public func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {

@@ -50,6 +50,17 @@ public enum ReadModelCodec {
         return w.bytes
     }
 
+    /// A command's outcome as its order's view holds it: the first event the command made,
+    /// and the order folded from the history up to and including it. Events are only ever
+    /// appended to a view, so this is the first outcome however much later it is asked.
+    public static func outcome(of commandId: String, in view: OrderView) -> CommandOutcome? {
+        guard let i = view.events.firstIndex(where: { $0.event.commandId == commandId }) else { return nil }
+        let projected = view.events[i]
+        return CommandOutcome(
+            commandId: commandId, orderId: view.orderId, event: projected.event,
+            order: OrderDecider.fold(view.events[...i].lazy.map(\.event)), position: projected.position)
+    }
+
     public static func decodeOutcome(_ bytes: [UInt8]) throws(DecodingError) -> CommandOutcome {
         let json = try parse(bytes)
         guard let commandId = json["commandId"]?.string, let orderId = json["orderId"]?.string, let event = json["event"],

@@ -88,6 +88,8 @@ struct SQLiteReadModelStoreTests {
             #expect(try await store.view(orderId: Self.orderId(999)) == OrderView(orderId: Self.orderId(999), order: nil, events: []))
             #expect(try await store.outcome(commandId: "place-1")?.orderId == Self.orderId(1))
             #expect(try await store.outcome(commandId: "accept-6")?.order?.version == 2)
+            // Order 2 was accepted since: its placement still reports the order as placed.
+            #expect(try await store.outcome(commandId: "place-2") == Self.placed(2).1)
             #expect(try await store.outcome(commandId: "nope") == nil)
             let some = try await store.views(orderIds: [Self.orderId(1), Self.orderId(4), Self.orderId(999), "nope"])
             #expect(some == [Self.orderId(1): views[0], Self.orderId(4): views[3], Self.orderId(999): OrderView(orderId: Self.orderId(999), order: nil, events: [])])
@@ -156,6 +158,36 @@ struct SQLiteReadModelStoreTests {
             await #expect(throws: LogError.self) {
                 try await store.apply(ReadModelUpdate(views: [], outcomes: [], checkpoint: LogPosition(offsets: [])))
             }
+        }
+    }
+
+    @Test("a format-1 read model (outcomes kept whole) is migrated and keeps every outcome")
+    func migratesFormat1() async throws {
+        try await withTemporaryDirectory { dir in
+            let (view, outcome) = Self.placed(1)
+            let whole = String(decoding: ReadModelCodec.encode(outcome, history: view.events), as: UTF8.self)
+            let events = String(decoding: ReadModelCodec.encode(view), as: UTF8.self)
+            try execute(
+                path: dir + "/readmodel.sqlite",
+                """
+                CREATE TABLE orders(order_id TEXT PRIMARY KEY, seq INTEGER UNIQUE, status TEXT, events_json TEXT NOT NULL);
+                CREATE INDEX orders_status ON orders(status, seq);
+                CREATE TABLE outcomes(command_id TEXT PRIMARY KEY, outcome_json TEXT NOT NULL);
+                CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                INSERT INTO orders VALUES ('\(view.orderId)', 1, 'PLACED', '\(events)');
+                INSERT INTO outcomes VALUES ('place-1', '\(whole)');
+                PRAGMA user_version = 1;
+                """)
+            let store = try await openStore(dir)
+            #expect(try await store.outcome(commandId: "place-1") == outcome)
+            let (accepted, acceptOutcome) = Self.accepted(view, commandId: "accept-1")
+            try await store.apply(ReadModelUpdate(views: [accepted], outcomes: [acceptOutcome], checkpoint: LogPosition(offsets: [99, 1])))
+            #expect(try await store.outcome(commandId: "accept-1") == acceptOutcome)
+            #expect(try await store.outcome(commandId: "place-1") == outcome)
+            let (two, twoOutcome) = Self.placed(2)
+            try await store.apply(ReadModelUpdate(views: [two], outcomes: [twoOutcome], checkpoint: LogPosition(offsets: [99, 2])))
+            #expect(try await store.listOrders(status: nil, after: 0, limit: 10).orders.map(\.id) == [1, 2].map(Self.orderId))
+            await store.close()
         }
     }
 
