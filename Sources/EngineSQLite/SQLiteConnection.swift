@@ -77,15 +77,23 @@ package final class SQLiteConnection {
         /// database whose durability comes from elsewhere: the log syncs its WAL itself
         /// (`WALSyncer`), the read model is rebuilt from the log.
         package var synchronousFull = true
-        package init(cacheKiB: Int = 8 * 1024, synchronousFull: Bool = true) {
+        /// Checkpoints on a connection and thread of their own (`WALCheckpointer`, set up
+        /// by `SQLiteQueue`) instead of inside the commit that crosses
+        /// `walAutocheckpointPages`, where the writer would stop for the copy and the
+        /// database's fsync.
+        package var checkpointInBackground = false
+        package init(cacheKiB: Int = 8 * 1024, synchronousFull: Bool = true, checkpointInBackground: Bool = false) {
             self.cacheKiB = cacheKiB
             self.synchronousFull = synchronousFull
+            self.checkpointInBackground = checkpointInBackground
         }
         package static let defaults = Options()
     }
 
     private var db: OpaquePointer?
     private var statements: [String: SQLiteStatement] = [:]
+    /// What `onCommit(walPages:)` installed; SQLite holds it unretained.
+    private var walHook: WALHook?
     package let path: String
 
     /// Opens (creating unless read-only) a database in WAL mode, `synchronous=FULL` unless
@@ -132,6 +140,7 @@ package final class SQLiteConnection {
     package func close() {
         statements.removeAll()  // each statement finalizes itself in deinit
         if let db {
+            if walHook != nil { sqlite3_wal_hook(db, nil, nil) }
             // close_v2 defers the close until any statement still alive is finalized,
             // instead of failing with SQLITE_BUSY.
             sqlite3_close_v2(db)
@@ -231,6 +240,47 @@ package final class SQLiteConnection {
             rollback()
             throw error
         }
+    }
+
+    // MARK: Checkpoints
+
+    /// Calls `handler` with this connection and the number of pages in the WAL after
+    /// every commit (from inside COMMIT, where it may checkpoint). This takes the place of
+    /// SQLite's automatic checkpoint on this connection, which is itself a WAL hook.
+    package func onCommit(walPages handler: @escaping (SQLiteConnection, Int) -> Void) throws {
+        let db = try handle()
+        let hook = WALHook(connection: self, handler: handler)
+        walHook = hook
+        sqlite3_wal_hook(
+            db,
+            { context, _, _, pages in
+                let hook = Unmanaged<WALHook>.fromOpaque(context!).takeUnretainedValue()
+                hook.handler(hook.connection, Int(pages))
+                return SQLITE_OK
+            }, Unmanaged.passUnretained(hook).toOpaque())
+    }
+
+    private final class WALHook {
+        /// Unowned: the connection owns the hook.
+        unowned let connection: SQLiteConnection
+        let handler: (SQLiteConnection, Int) -> Void
+        init(connection: SQLiteConnection, handler: @escaping (SQLiteConnection, Int) -> Void) {
+            self.connection = connection
+            self.handler = handler
+        }
+    }
+
+    /// A PASSIVE checkpoint: copies into the database what no reader still needs, without
+    /// waiting for any lock. Returns the WAL's size and how much of it is now copied, in
+    /// pages.
+    @discardableResult
+    package func checkpoint(file: String = #fileID, line: Int = #line) throws -> (walPages: Int, copied: Int) {
+        let db = try handle(file: file, line: line)
+        var wal: Int32 = 0
+        var copied: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied)
+        guard rc == SQLITE_OK else { throw error(rc, sql: "checkpoint", file: file, line: line) }
+        return (Int(wal), Int(copied))
     }
 
     /// The rowid of the last row inserted through this connection.

@@ -98,7 +98,7 @@ public final class SQLiteLogEngine: LogEngine {
             // The writer gets the big cache: random key-index inserts read index pages, and
             // a miss there stalls every append in the batch.
             let writer = try await SQLiteQueue.open(
-                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024, synchronousFull: false))
+                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024, synchronousFull: false, checkpointInBackground: true))
             let catalog = LogCatalog()
             let writerState = WriterState()
             let (topics, keyHash) = try await writer.run { conn in

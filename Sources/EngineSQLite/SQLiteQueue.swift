@@ -13,10 +13,25 @@ import Synchronization
 package final class SQLiteQueue: @unchecked Sendable {
     package let queue: DispatchQueue
     private let connection: SQLiteConnection
+    private let checkpointer: WALCheckpointer?
 
     package init(label: String, path: String, options: SQLiteConnection.Options = .defaults) throws {
         self.queue = DispatchQueue(label: label, qos: .userInitiated)
-        self.connection = try SQLiteConnection(path: path, options: options)
+        let connection = try SQLiteConnection(path: path, options: options)
+        if options.checkpointInBackground && !options.readOnly {
+            do {
+                let checkpointer = try WALCheckpointer(
+                    label: label + ".checkpointer", path: path, threshold: options.walAutocheckpointPages)
+                try connection.onCommit { conn, pages in checkpointer.committed(walPages: pages, writer: conn) }
+                self.checkpointer = checkpointer
+            } catch {
+                connection.close()
+                throw error
+            }
+        } else {
+            checkpointer = nil
+        }
+        self.connection = connection
     }
 
     /// Opens the connection off the cooperative pool (opening reads the file, and a WAL
@@ -39,8 +54,13 @@ package final class SQLiteQueue: @unchecked Sendable {
         queue.async { body(self.connection) }
     }
 
+    /// Checkpoints run so far in the background (tests).
+    package var backgroundCheckpoints: Int { checkpointer?.count ?? 0 }
+
     /// Closes the connection after the work already queued.
     package func close() async {
+        // The checkpointer first: the last connection to close checkpoints everything.
+        await checkpointer?.close()
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             queue.async {
                 self.connection.close()

@@ -46,7 +46,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
             // applies (consistently: each carries its checkpoint), and the projector redoes
             // them from the checkpoint that survived.
             let writer = try await SQLiteQueue.open(
-                label: "EngineSQLite.readmodel.writer", path: path, options: .init(synchronousFull: false))
+                label: "EngineSQLite.readmodel.writer", path: path, options: .init(synchronousFull: false, checkpointInBackground: true))
             let sequence = Sequence()
             let next = try await writer.run { conn -> Int64 in
                 try migrate(conn)
