@@ -9,7 +9,7 @@ import Synchronization
 /// atomic step.
 ///
 /// The store writes run behind, in order (up to `maxUnwrittenBatches`, overlapping the next
-/// batches' work):
+/// batches' work, those that queue while a write runs merged into one: `ProjectorWrites`):
 /// every outcome comes from the durable log, so a crash before the write only makes the
 /// projector redo the batch from the store's checkpoint, with the same result. Until a
 /// batch is written, its outcomes answer from memory (`unwrittenOutcome`) and its views
@@ -41,7 +41,7 @@ public final class Projector: Sendable {
     }
     private let writes = Mutex(WriteState())
     /// Batches published ahead of the store at most.
-    static let maxUnwrittenBatches = 8
+    static let maxUnwrittenBatches = 64
 
     public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger) {
         self.engine = engine
@@ -143,18 +143,17 @@ public final class Projector: Sendable {
         let reader = try await engine.openReader(topic: topics.aggregates, from: start.offsets)
         defer { Task { await reader.close() } }
         var position = start
-        // Store writes in flight, oldest first; each starts after the one before it.
-        var writing: [Task<Void, any Error>] = []
-        defer { writing.last?.cancel() }
+        let writes = ProjectorWrites(store: store) { batch, outcomes in self.written(batch, outcomes) }
+        defer { writes.close() }
         while !Task.isCancelled {
             let records = try await reader.next(maxRecords: 1000, timeout: .seconds(1))
             if records.isEmpty {
-                for write in writing { try await write.value }
-                writing.removeAll()
+                try await writes.drained()
                 markProgress(position)
                 continue
             }
             var views: [String: OrderView] = [:]
+            var touched: [String] = []
             var outcomes: [CommandOutcome] = []
             let changes = records.map(newEvent(in:))
             // The views this batch builds on that are not cached, in one round trip. An
@@ -178,26 +177,19 @@ public final class Projector: Sendable {
                     i < old.count && old[i].event.commandId == e.commandId ? old[i] : ProjectedEvent(event: e, position: position)
                 }
                 view.order = history.state
-                views[record.key] = view
+                if views.updateValue(view, forKey: record.key) == nil { touched.append(record.key) }
                 outcomes.append(
                     CommandOutcome(commandId: event.commandId, orderId: record.key, event: event, order: history.state, position: position))
             }
-            // A bounded backlog of writes: past it, wait for the oldest (and learn of a
-            // failure, which ends this run).
-            while writing.count >= Self.maxUnwrittenBatches { try await writing.removeFirst().value }
-            let update = ReadModelUpdate(views: Array(views.values), outcomes: outcomes, checkpoint: position)
+            // A bounded backlog of writes: past it, wait for room (and learn of a failure,
+            // which ends this run).
+            try await writes.waitForRoom(below: Self.maxUnwrittenBatches)
             let batch = publish(outcomes)
             self.views.withLock { c in
                 for (key, view) in views { c[key] = view }
             }
-            let (store, published, previous) = (store, outcomes, writing.last)
-            writing.append(
-                Task {
-                    // In order: the store's checkpoint only ever moves forward.
-                    try await previous?.value
-                    try await store.apply(update)
-                    self.written(batch, published)
-                })
+            try writes.enqueue(
+                ProjectorWrites.Batch(number: batch, views: touched.map { views[$0]! }, outcomes: outcomes, checkpoint: position))
             markProgress(position)
             for outcome in outcomes { self.outcomes.publish(outcome.commandId, outcome) }
             for view in views.values { versions.publish(view.orderId, view.order?.version ?? 0) }
