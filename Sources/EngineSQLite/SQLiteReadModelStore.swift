@@ -26,6 +26,9 @@ public final class SQLiteReadModelStore: ReadModelStore {
     /// The next placement sequence. Only touched on the writer queue.
     private let sequence: Sequence
     private let queue = Mutex(ApplyQueue())
+    /// Answers most "no outcome yet" checks without a read (see `OutcomeFilter`).
+    private let outcomeFilter = OutcomeFilter()
+    private let outcomeReadCount = Atomic<Int>(0)
 
     private final class Sequence: @unchecked Sendable {
         var next: Int64 = 1
@@ -59,7 +62,9 @@ public final class SQLiteReadModelStore: ReadModelStore {
             }
             let readers = try await SQLiteReadPool.open(label: "EngineSQLite.readmodel", path: path, count: 2)
             logger.info("opened read model", metadata: ["path": "\(path)", "orders": "\(next - 1)"])
-            return SQLiteReadModelStore(path: path, logger: logger, writer: writer, readers: readers, sequence: sequence)
+            let store = SQLiteReadModelStore(path: path, logger: logger, writer: writer, readers: readers, sequence: sequence)
+            Task { await store.loadOutcomeFilter() }
+            return store
         } catch {
             throw error.asLogError
         }
@@ -172,6 +177,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 json: String(decoding: ReadModelCodec.encode(outcome, history: history), as: UTF8.self))
         }
         let checkpoint = update.checkpoint.token
+        // Before the write: the filter may say "maybe" too early, never "no" too late.
+        outcomeFilter.insert(update.outcomes.lazy.map(\.commandId))
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
             enqueue(PendingApply(views: views, outcomes: outcomes, checkpoint: checkpoint, continuation: continuation))
         }
@@ -350,6 +357,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
     }
 
     public func outcome(commandId: String) async throws -> CommandOutcome? {
+        guard outcomeFilter.mayContain(commandId) else { return nil }
+        outcomeReadCount.add(1, ordering: .relaxed)
         let row = try await read { conn -> (whole: String?, view: String?)? in
             try conn.withStatement(
                 """
@@ -397,6 +406,45 @@ public final class SQLiteReadModelStore: ReadModelStore {
         let page = rows.prefix(limit)
         let orders = try page.compactMap { try Self.decodeView($0.order).order }
         return OrderPage(orders: orders, nextCursor: rows.count > limit ? page.last?.seq : nil)
+    }
+
+    /// Outcome look-ups that read the database (the filter could not say "no").
+    package var outcomeReads: Int { outcomeReadCount.load(ordering: .relaxed) }
+
+    /// True once the outcomes stored before this open are in the filter.
+    package var outcomeFilterIsLoaded: Bool { outcomeFilter.isReady }
+
+    /// Puts every stored command id into the filter, a page at a time on the read pool
+    /// (not one long read holding a connection), then lets it answer.
+    private func loadOutcomeFilter() async {
+        let started = ContinuousClock.now
+        var after: String?
+        var loaded = 0
+        do {
+            while true {
+                let ids = try await read { [after] conn -> [String] in
+                    let sql =
+                        after == nil
+                        ? "SELECT command_id FROM outcomes ORDER BY command_id LIMIT 10000"
+                        : "SELECT command_id FROM outcomes WHERE command_id > ? ORDER BY command_id LIMIT 10000"
+                    return try conn.withStatement(sql) { stmt in
+                        if let after { stmt.bind(1, after) }
+                        var ids: [String] = []
+                        while try stmt.step() { ids.append(stmt.text(0)) }
+                        return ids
+                    }
+                }
+                guard let last = ids.last else { break }
+                outcomeFilter.insert(ids)
+                loaded += ids.count
+                after = last
+            }
+            outcomeFilter.markReady()
+            logger.debug("outcome filter loaded", metadata: ["outcomes": "\(loaded)", "elapsed": "\(ContinuousClock.now - started)"])
+        } catch {
+            // Closed meanwhile, or unreadable: every check keeps reading the database.
+            logger.debug("outcome filter not loaded", metadata: ["error": "\(error)"])
+        }
     }
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
