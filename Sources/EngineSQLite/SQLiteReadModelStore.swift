@@ -29,17 +29,22 @@ public final class SQLiteReadModelStore: ReadModelStore {
     /// Answers most "no outcome yet" checks without a read (see `OutcomeFilter`).
     private let outcomeFilter = OutcomeFilter()
     private let outcomeReadCount = Atomic<Int>(0)
+    /// The file was written in format 1, whose outcomes stay in `outcomes_v1` (see `migrate`).
+    private let hasFormat1Outcomes: Bool
 
     private final class Sequence: @unchecked Sendable {
         var next: Int64 = 1
     }
 
-    private init(path: String, logger: Logger, writer: SQLiteQueue, readers: SQLiteReadPool, sequence: Sequence) {
+    private init(
+        path: String, logger: Logger, writer: SQLiteQueue, readers: SQLiteReadPool, sequence: Sequence, hasFormat1Outcomes: Bool
+    ) {
         self.path = path
         self.logger = logger
         self.writer = writer
         self.readers = readers
         self.sequence = sequence
+        self.hasFormat1Outcomes = hasFormat1Outcomes
     }
 
     public static func open(path: String, logger: Logger) async throws -> SQLiteReadModelStore {
@@ -51,18 +56,21 @@ public final class SQLiteReadModelStore: ReadModelStore {
             let writer = try await SQLiteQueue.open(
                 label: "EngineSQLite.readmodel.writer", path: path, options: .init(synchronousFull: false, checkpointInBackground: true))
             let sequence = Sequence()
-            let next = try await writer.run { conn -> Int64 in
+            let (next, hasFormat1Outcomes) = try await writer.run { conn -> (Int64, Bool) in
                 try migrate(conn)
                 // max(seq) is one probe of the UNIQUE index on seq, not a scan.
                 let next = try conn.withStatement("SELECT max(seq) FROM orders") { stmt in
                     try stmt.step() && !stmt.isNull(0) ? stmt.int64(0) + 1 : 1
                 }
                 sequence.next = next
-                return next
+                let format1 = try conn.scalarText("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'outcomes_v1'")
+                return (next, format1 != nil)
             }
             let readers = try await SQLiteReadPool.open(label: "EngineSQLite.readmodel", path: path, count: 2)
             logger.info("opened read model", metadata: ["path": "\(path)", "orders": "\(next - 1)"])
-            let store = SQLiteReadModelStore(path: path, logger: logger, writer: writer, readers: readers, sequence: sequence)
+            let store = SQLiteReadModelStore(
+                path: path, logger: logger, writer: writer, readers: readers, sequence: sequence,
+                hasFormat1Outcomes: hasFormat1Outcomes)
             Task { await store.loadOutcomeFilter() }
             return store
         } catch {
@@ -81,7 +89,9 @@ public final class SQLiteReadModelStore: ReadModelStore {
         guard version < schemaVersion else { return }
         try conn.transaction {
             if version == 1 {
-                // Format 1 kept every outcome whole: they stay whole, now beside their order id.
+                // Format 1 kept every outcome whole. They stay where they are, renamed (not
+                // copied: a million of them are gigabytes), and are looked up there after
+                // the new table.
                 try conn.execute(
                     """
                     ALTER TABLE outcomes RENAME TO outcomes_v1;
@@ -89,9 +99,6 @@ public final class SQLiteReadModelStore: ReadModelStore {
                         command_id TEXT PRIMARY KEY,
                         order_id TEXT NOT NULL,
                         outcome_json TEXT) WITHOUT ROWID;
-                    INSERT INTO outcomes(command_id, order_id, outcome_json)
-                        SELECT command_id, json_extract(outcome_json, '$.orderId'), outcome_json FROM outcomes_v1;
-                    DROP TABLE outcomes_v1;
                     PRAGMA user_version = \(schemaVersion);
                     """)
                 return
@@ -359,16 +366,21 @@ public final class SQLiteReadModelStore: ReadModelStore {
     public func outcome(commandId: String) async throws -> CommandOutcome? {
         guard outcomeFilter.mayContain(commandId) else { return nil }
         outcomeReadCount.add(1, ordering: .relaxed)
-        let row = try await read { conn -> (whole: String?, view: String?)? in
-            try conn.withStatement(
+        let row = try await read { [hasFormat1Outcomes] conn -> (whole: String?, view: String?)? in
+            let row = try conn.withStatement(
                 """
                 SELECT c.outcome_json, o.events_json FROM outcomes c LEFT JOIN orders o ON o.order_id = c.order_id
                 WHERE c.command_id = ?
                 """
-            ) { stmt in
+            ) { stmt -> (whole: String?, view: String?)? in
                 stmt.bind(1, commandId)
                 guard try stmt.step() else { return nil }
                 return (stmt.isNull(0) ? nil : stmt.text(0), stmt.isNull(1) ? nil : stmt.text(1))
+            }
+            guard row == nil, hasFormat1Outcomes else { return row }
+            return try conn.withStatement("SELECT outcome_json FROM outcomes_v1 WHERE command_id = ?") { stmt in
+                stmt.bind(1, commandId)
+                return try stmt.step() ? (stmt.text(0), nil) : nil
             }
         }
         guard let row else { return nil }
@@ -418,26 +430,28 @@ public final class SQLiteReadModelStore: ReadModelStore {
     /// (not one long read holding a connection), then lets it answer.
     private func loadOutcomeFilter() async {
         let started = ContinuousClock.now
-        var after: String?
         var loaded = 0
         do {
-            while true {
-                let ids = try await read { [after] conn -> [String] in
-                    let sql =
-                        after == nil
-                        ? "SELECT command_id FROM outcomes ORDER BY command_id LIMIT 10000"
-                        : "SELECT command_id FROM outcomes WHERE command_id > ? ORDER BY command_id LIMIT 10000"
-                    return try conn.withStatement(sql) { stmt in
-                        if let after { stmt.bind(1, after) }
-                        var ids: [String] = []
-                        while try stmt.step() { ids.append(stmt.text(0)) }
-                        return ids
+            for table in hasFormat1Outcomes ? ["outcomes", "outcomes_v1"] : ["outcomes"] {
+                var after: String?
+                while true {
+                    let ids = try await read { [after] conn -> [String] in
+                        let sql =
+                            after == nil
+                            ? "SELECT command_id FROM \(table) ORDER BY command_id LIMIT 10000"
+                            : "SELECT command_id FROM \(table) WHERE command_id > ? ORDER BY command_id LIMIT 10000"
+                        return try conn.withStatement(sql) { stmt in
+                            if let after { stmt.bind(1, after) }
+                            var ids: [String] = []
+                            while try stmt.step() { ids.append(stmt.text(0)) }
+                            return ids
+                        }
                     }
+                    guard let last = ids.last else { break }
+                    outcomeFilter.insert(ids)
+                    loaded += ids.count
+                    after = last
                 }
-                guard let last = ids.last else { break }
-                outcomeFilter.insert(ids)
-                loaded += ids.count
-                after = last
             }
             outcomeFilter.markReady()
             logger.debug("outcome filter loaded", metadata: ["outcomes": "\(loaded)", "elapsed": "\(ContinuousClock.now - started)"])
