@@ -40,8 +40,10 @@ public final class Projector: Sendable {
         var waiters: [(batch: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
     private let writes = Mutex(WriteState())
-    /// Batches published ahead of the store at most.
-    static let maxUnwrittenBatches = 64
+    /// Batches published ahead of the store at most. Their views must stay in the cache
+    /// until written (up to 1,000 records a batch against 20,000 cached views): a view
+    /// evicted before its write would be read back stale from the store.
+    static let maxUnwrittenBatches = 8
 
     public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger) {
         self.engine = engine
