@@ -426,38 +426,47 @@ public final class SQLiteReadModelStore: ReadModelStore {
     /// True once the outcomes stored before this open are in the filter.
     package var outcomeFilterIsLoaded: Bool { outcomeFilter.isReady }
 
-    /// Puts every stored command id into the filter, a page at a time on the read pool
-    /// (not one long read holding a connection), then lets it answer.
+    /// Puts every stored command id into the filter, then lets it answer. On a connection
+    /// of its own with a small page cache, closed after: the scan would otherwise fill the
+    /// read pool's caches with pages nothing else reads (tens of MB at 1M commands).
     private func loadOutcomeFilter() async {
         let started = ContinuousClock.now
-        var loaded = 0
+        let (path, filter) = (path, outcomeFilter)
+        let tables = hasFormat1Outcomes ? ["outcomes", "outcomes_v1"] : ["outcomes"]
         do {
-            for table in hasFormat1Outcomes ? ["outcomes", "outcomes_v1"] : ["outcomes"] {
-                var after: String?
-                while true {
-                    let ids = try await read { [after] conn -> [String] in
-                        let sql =
-                            after == nil
-                            ? "SELECT command_id FROM \(table) ORDER BY command_id LIMIT 10000"
-                            : "SELECT command_id FROM \(table) WHERE command_id > ? ORDER BY command_id LIMIT 10000"
-                        return try conn.withStatement(sql) { stmt in
-                            if let after { stmt.bind(1, after) }
-                            var ids: [String] = []
-                            while try stmt.step() { ids.append(stmt.text(0)) }
-                            return ids
+            let loaded = try await offPool { () -> Int in
+                var options = SQLiteConnection.Options(cacheKiB: 256)
+                options.readOnly = true
+                let conn = try SQLiteConnection(path: path, options: options)
+                defer { conn.close() }
+                var loaded = 0
+                for table in tables {
+                    try conn.withStatement("SELECT command_id FROM \(table)") { stmt in
+                        var ids: [String] = []
+                        ids.reserveCapacity(4096)
+                        while try stmt.step() {
+                            ids.append(stmt.text(0))
+                            if ids.count == 4096 {
+                                filter.insert(ids)
+                                loaded += ids.count
+                                ids.removeAll(keepingCapacity: true)
+                            }
                         }
+                        filter.insert(ids)
+                        loaded += ids.count
                     }
-                    guard let last = ids.last else { break }
-                    outcomeFilter.insert(ids)
-                    loaded += ids.count
-                    after = last
                 }
+                return loaded
             }
-            outcomeFilter.markReady()
+            filter.markReady()
             logger.debug("outcome filter loaded", metadata: ["outcomes": "\(loaded)", "elapsed": "\(ContinuousClock.now - started)"])
         } catch {
-            // Closed meanwhile, or unreadable: every check keeps reading the database.
-            logger.debug("outcome filter not loaded", metadata: ["error": "\(error)"])
+            // Unreadable (or the store closed and its files went): every check keeps
+            // reading the database.
+            let closed = queue.withLock { $0.closed }
+            logger.log(
+                level: closed ? .debug : .warning, "outcome filter not loaded; every outcome check reads the database",
+                metadata: ["error": "\(error)"])
         }
     }
 
