@@ -12,8 +12,8 @@ import Synchronization
 /// Views are stored as JSON (`ReadModelCodec`: the events in the log's DETAILS form; an
 /// order's state is folded from them on read), encoded on the caller's task before the
 /// write so the one writer thread only does SQL. An outcome is stored as the id of the
-/// order whose view holds its event (`ReadModelCodec.outcome(of:in:)` derives it on read):
-/// a copy of the event and history per command was half of the bytes this store wrote.
+/// order whose view holds its event (`ReadModelCodec.outcome(of:in:)` derives it on read),
+/// not as a copy of the event and the history (a row as big as the view, per command).
 /// The checkpoint is its token.
 /// Concurrent `apply` calls are group-committed (see "Group commit" below).
 ///
