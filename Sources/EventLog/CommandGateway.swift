@@ -16,9 +16,10 @@ public struct CommandGateway: Sendable {
     let store: any ReadModelStore
     let projector: Projector
     let topics: Topics
-    /// How long an outcome may take before the command is appended once more (nil:
-    /// never). A repeated command is harmless, and it makes the command handler decide
-    /// again a command whose decision never reached the aggregates table.
+    /// How long an outcome may take before the command is appended once more, and again
+    /// after each such wait (nil: never). A repeated command is harmless, and it makes the
+    /// command handler decide again a command whose decision never reached the aggregates
+    /// table.
     let resendAfter: Duration?
 
     public init(
@@ -43,7 +44,9 @@ public struct CommandGateway: Sendable {
         case .answered(let outcome): return outcome
         case .sent(let listening): ticket = listening
         }
-        if let resendAfter, ContinuousClock.now + resendAfter < deadline {
+        // Again and again: a re-send that lands before the lost decision does (a handler
+        // slow to decide) cannot tell the handler that decision went missing; a later one can.
+        while let resendAfter, ContinuousClock.now + resendAfter < deadline {
             if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) { return outcome }
             try Task.checkCancellation()
             switch try await send(command, checkingTheOrder: false) {

@@ -21,7 +21,8 @@ public final class OrderPipeline: Sendable {
         /// query when ksqlDB runs the aggregation).
         public var aggregateTable: (any AggregateTable)? = nil
         /// How long a command's outcome may take before the gateway appends the command
-        /// once more (`CommandGateway.resendAfter`); nil: never.
+        /// once more, and again after each such wait (`CommandGateway.resendAfter`); nil:
+        /// never.
         public var resendCommandAfter: Duration? = .seconds(3)
         public init() {}
         public static var defaults: Config { Config() }

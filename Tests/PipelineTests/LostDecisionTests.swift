@@ -47,7 +47,7 @@ import Testing
             let commands = try await h.records(h.pipeline.topics.commandsAndEvents).filter {
                 $0.headers["command-id"] == command.commandId
             }
-            #expect(commands.count == 2)  // the command, and its re-send
+            #expect(commands.count >= 2)  // the command, and its re-sends until one was decided again
         }
     }
 }
