@@ -3,12 +3,21 @@ import OrderDomain
 import Synchronization
 
 /// A read-model store whose writes can be held back: `hold()` parks every `apply` until
-/// `release()`. Tests use it to show what callers get while the store is behind.
+/// `release()`; `refuse()` makes them fail. It keeps every update it wrote. Tests use it
+/// to show what callers get while the store is behind, and what its writers hand it.
 final class GatedReadModelStore: ReadModelStore {
+    struct Refused: Error {}
+
     private let inner = InMemoryReadModelStore()
-    private let state = Mutex((held: false, parked: [CheckedContinuation<Void, Never>]()))
+    private let state = Mutex(
+        (held: false, refusing: false, parked: [CheckedContinuation<Void, Never>](), updates: [ReadModelUpdate]()))
 
     func hold() { state.withLock { $0.held = true } }
+    func refuse() { state.withLock { $0.refusing = true } }
+    /// Applies parked by `hold()` right now.
+    var parkedCount: Int { state.withLock { $0.parked.count } }
+    /// The updates written, in order.
+    var updates: [ReadModelUpdate] { state.withLock { $0.updates } }
 
     func release() {
         let parked = state.withLock { s in
@@ -27,6 +36,8 @@ final class GatedReadModelStore: ReadModelStore {
             }
             if !held { c.resume() }
         }
+        if state.withLock({ $0.refusing }) { throw Refused() }
+        state.withLock { $0.updates.append(update) }
         try await inner.apply(update)
     }
 

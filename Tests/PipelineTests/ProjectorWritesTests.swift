@@ -5,47 +5,6 @@ import Testing
 
 @Suite("ProjectorWrites")
 struct ProjectorWritesTests {
-    struct Refused: Error {}
-
-    /// Records every update; `hold()` parks applies until `release()`; `refuse` fails them.
-    final class RecordingStore: ReadModelStore {
-        private let inner = InMemoryReadModelStore()
-        private let state = Mutex((held: false, refuse: false, parked: [CheckedContinuation<Void, Never>](), updates: [ReadModelUpdate]()))
-
-        var updates: [ReadModelUpdate] { state.withLock { $0.updates } }
-        func hold() { state.withLock { $0.held = true } }
-        func refuse() { state.withLock { $0.refuse = true } }
-        func release() {
-            let parked = state.withLock { s in
-                s.held = false
-                defer { s.parked.removeAll() }
-                return s.parked
-            }
-            for c in parked { c.resume() }
-        }
-
-        func apply(_ update: ReadModelUpdate) async throws {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let held = state.withLock { s in
-                    if s.held { s.parked.append(c) }
-                    return s.held
-                }
-                if !held { c.resume() }
-            }
-            if state.withLock({ $0.refuse }) { throw Refused() }
-            state.withLock { $0.updates.append(update) }
-            try await inner.apply(update)
-        }
-
-        var parkedCount: Int { state.withLock { $0.parked.count } }
-        func checkpoint() async throws -> LogPosition? { try await inner.checkpoint() }
-        func view(orderId: String) async throws -> OrderView? { try await inner.view(orderId: orderId) }
-        func outcome(commandId: String) async throws -> CommandOutcome? { try await inner.outcome(commandId: commandId) }
-        func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
-            try await inner.listOrders(status: status, after: cursor, limit: limit)
-        }
-    }
-
     static let t0 = Timestamp(microseconds: 1_618_822_699_818_153)
 
     /// Order `id`'s view after `version` events, and the outcome of its last one.
@@ -71,7 +30,7 @@ struct ProjectorWritesTests {
 
     @Test("batches queued behind a write go out as one update: each order once, newest view, first-touch order")
     func mergesWhatQueued() async throws {
-        let store = RecordingStore()
+        let store = GatedReadModelStore()
         let written = Mutex<[Int]>([])
         let writes = ProjectorWrites(store: store) { batch, _ in written.withLock { $0.append(batch) } }
         store.hold()
@@ -95,7 +54,7 @@ struct ProjectorWritesTests {
 
     @Test("waitForRoom waits while the backlog is at the limit")
     func backlogBound() async throws {
-        let store = RecordingStore()
+        let store = GatedReadModelStore()
         let writes = ProjectorWrites(store: store) { _, _ in }
         store.hold()
         try writes.enqueue(Self.batch(1, [Self.step("o1", 1, at: 1)]))
@@ -116,12 +75,12 @@ struct ProjectorWritesTests {
 
     @Test("a failed write fails every later call")
     func failureEndsTheRun() async throws {
-        let store = RecordingStore()
+        let store = GatedReadModelStore()
         let writes = ProjectorWrites(store: store) { _, _ in }
         store.refuse()
         try writes.enqueue(Self.batch(1, [Self.step("a", 1, at: 1)]))
-        await #expect(throws: Refused.self) { try await writes.drained() }
-        #expect(throws: Refused.self) { try writes.enqueue(Self.batch(2, [Self.step("b", 1, at: 2)])) }
-        await #expect(throws: Refused.self) { try await writes.waitForRoom(below: 10) }
+        await #expect(throws: GatedReadModelStore.Refused.self) { try await writes.drained() }
+        #expect(throws: GatedReadModelStore.Refused.self) { try writes.enqueue(Self.batch(2, [Self.step("b", 1, at: 2)])) }
+        await #expect(throws: GatedReadModelStore.Refused.self) { try await writes.waitForRoom(below: 10) }
     }
 }
