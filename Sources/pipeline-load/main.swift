@@ -95,6 +95,7 @@ struct PipelineLoad: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(seconds)
         let counter = Counter(limit: commands)
         let started = ContinuousClock.now
+        let cpuAtStart = processCPUSeconds()
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
             for _ in 0..<inFlight {
                 group.addTask {
@@ -131,6 +132,7 @@ struct PipelineLoad: AsyncParsableCommand {
             return try await group.reduce(into: []) { $0 += $1 }
         }
         let elapsed = ContinuousClock.now - started
+        let cpu = processCPUSeconds() - cpuAtStart
         let writer = await writerReport()
         processors.cancel()
         _ = await processors.result
@@ -140,10 +142,20 @@ struct PipelineLoad: AsyncParsableCommand {
         let sorted = latencies.sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let line = String(
-            format: "commands=%d seconds=%.2f commands/s=%.0f p50=%.2fms p99=%.2fms p99.9=%.2fms in-flight=%d",
-            sorted.count, secs, Double(sorted.count) / secs, pct(0.5), pct(0.99), pct(0.999), inFlight) + writer
+            format: "commands=%d seconds=%.2f commands/s=%.0f p50=%.2fms p99=%.2fms p99.9=%.2fms in-flight=%d cpu-us/command=%.0f",
+            sorted.count, secs, Double(sorted.count) / secs, pct(0.5), pct(0.99), pct(0.999), inFlight,
+            sorted.isEmpty ? 0 : cpu * 1e6 / Double(sorted.count)) + writer
         if acks { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
     }
+}
+
+/// User plus system CPU time of this whole process (pipeline and load generator) so far:
+/// on a shared machine, CPU per command is steadier than commands per second.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// Hands out at most `limit` permits (0: unlimited) across tasks.
