@@ -6,8 +6,8 @@ import Synchronization
 ///
 /// SQLite's automatic checkpoint runs inside the commit that crosses the threshold: the
 /// writer copies thousands of pages into the database and fsyncs it before its next
-/// batch, a stall of 20–40 ms every second or so here, and a tenth of the log writer's
-/// CPU. Here the writer's WAL hook schedules the copy on this connection instead
+/// batch, a stall of 15–40 ms several times a second under load here, and a tenth of
+/// the log writer's CPU. Here the writer's WAL hook schedules the copy on this connection instead
 /// (PASSIVE: it waits for no lock, so the writer and the readers go on meanwhile). The
 /// writer cannot be left out altogether: SQLite starts the WAL from the beginning again
 /// only when a write transaction begins with every frame copied, and a writer under load
