@@ -88,10 +88,7 @@ public struct CommandGateway: Sendable {
     /// Refuses an update of an order that does not exist (placing needs none).
     private func requireOrder(of command: OrderCommand) async throws {
         if case .place = command.kind { return }
-        // The projector's cache first: an order it wrote a view for exists.
-        var exists = projector.cachedView(orderId: command.orderId)?.order != nil
-        if !exists { exists = try await store.view(orderId: command.orderId)?.order != nil }
-        guard exists else {
+        guard try await projector.view(orderId: command.orderId)?.order != nil else {
             throw OrderRejection(
                 reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
                 expectedVersion: command.expectedVersion, actualVersion: 0)

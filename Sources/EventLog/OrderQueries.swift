@@ -42,19 +42,19 @@ public struct OrderQueries: Sendable {
     /// up yet) or behind (ksqlDB's pull queries are eventually consistent), and a caller
     /// must never see an order older than one this instance already answered with.
     public func order(id: String, minVersion: Int = 0, deadline: ContinuousClock.Instant) async throws -> Order? {
-        var current = try await view(id)?.order
+        var current = try await projector.view(orderId: id)?.order
         if let fromTable = await tableOrder(id), fromTable.version > current?.version ?? 0 { current = fromTable }
         if minVersion <= 0 { return current }
         if let current, current.version >= minVersion { return current }
         // Listen, then read again: a projection between the two reads is not missed.
         let ticket = projector.versions.register(id) { $0 >= minVersion }
-        if let order = try await view(id)?.order, order.version >= minVersion {
+        if let order = try await projector.view(orderId: id)?.order, order.version >= minVersion {
             projector.versions.cancel(ticket)
             return order
         }
         _ = await projector.versions.wait(ticket, timeout: deadline - .now)
         try Task.checkCancellation()
-        let order = try await view(id)?.order
+        let order = try await projector.view(orderId: id)?.order
         guard let order, order.version >= minVersion else {
             throw VersionTimeout(orderId: id, minVersion: minVersion, currentVersion: order?.version ?? 0)
         }
@@ -72,7 +72,7 @@ public struct OrderQueries: Sendable {
 
     /// The order's whole history (errors included), nil if nothing was ever recorded.
     public func events(orderId: String) async throws -> [ProjectedEvent]? {
-        try await view(orderId)?.events
+        try await projector.view(orderId: orderId)?.events
     }
 
     /// The order folded from the table's row; nil without a table, without a row, or
@@ -88,12 +88,6 @@ public struct OrderQueries: Sendable {
                 "the aggregates table did not answer; using the read model", metadata: ["order_id": "\(id)", "error": "\(error)"])
             return nil
         }
-    }
-
-    /// From the projector's cache when it has the order, else from the store.
-    private func view(_ id: String) async throws -> OrderView? {
-        if let cached = projector.cachedView(orderId: id) { return cached }
-        return try await store.view(orderId: id)
     }
 
     /// From the store only, once it holds every batch the projector has published: a

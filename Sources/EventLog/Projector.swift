@@ -59,6 +59,13 @@ public final class Projector: Sendable {
         views.withLock { $0[orderId] }
     }
 
+    /// An order's view: from the cache when it has the order, else from the store (which
+    /// is never ahead of the cache: the cache gets a view before the store does).
+    public func view(orderId: String) async throws -> OrderView? {
+        if let cached = cachedView(orderId: orderId) { return cached }
+        return try await store.view(orderId: orderId)
+    }
+
     /// An outcome published but not yet written to the store.
     public func unwrittenOutcome(commandId: String) -> CommandOutcome? {
         writes.withLock { $0.outcomes[commandId] }
