@@ -8,7 +8,8 @@ import Synchronization
 /// (reading starts at the committed offsets, else the earliest), `.revoked` before the
 /// partitions are given up. The revocation is held back until the next `poll` (or
 /// `close`): the group does not move on until then, so the caller can still commit what
-/// it finished with its current generation.
+/// it finished with its current generation. Before `.assigned` is returned, `onAssigned`
+/// runs (the engine fences the partitions' previous owners there).
 ///
 /// - Important: `poll`, `commit` and `close` run one at a time on the member's own
 ///   queue; librdkafka's consumer calls must not overlap.
@@ -22,6 +23,7 @@ final class KafkaGroupConsumer: GroupConsumer {
     private let logger: Logger
     private let rebalances: Rebalances
     private let onClose: @Sendable () -> Void
+    private let onAssigned: @Sendable (_ partitions: [Int], _ held: Set<Int>) async throws -> Void
 
     /// Rebalance events from the callback (on the poll thread) to `poll`.
     final class Rebalances: Sendable {
@@ -66,8 +68,10 @@ final class KafkaGroupConsumer: GroupConsumer {
 
     init(
         group: String, groupId: String, topic: String, properties: [String: String], logger: Logger,
-        onChange: @escaping @Sendable () -> Void, onClose: @escaping @Sendable () -> Void
+        onChange: @escaping @Sendable () -> Void, onClose: @escaping @Sendable () -> Void,
+        onAssigned: @escaping @Sendable (_ partitions: [Int], _ held: Set<Int>) async throws -> Void = { _, _ in }
     ) throws(LogError) {
+        self.onAssigned = onAssigned
         self.group = group
         self.groupId = groupId
         self.topic = topic
@@ -87,7 +91,7 @@ final class KafkaGroupConsumer: GroupConsumer {
     func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
         try Task.checkCancellation()
         let cancelled = CancelFlag()
-        return try await withTaskCancellationHandler {
+        let result = try await withTaskCancellationHandler {
             try await queue.run { [self] () throws -> GroupPoll in
                 try pollOnQueue(maxRecords: maxRecords, timeout: timeout, cancelled: cancelled)
             }
@@ -95,6 +99,10 @@ final class KafkaGroupConsumer: GroupConsumer {
             cancelled.set()
             client.yield()
         }
+        if case .assigned(let partitions) = result {
+            try await onAssigned(partitions, rebalances.state.withLock { $0.assigned })
+        }
+        return result
     }
 
     /// On `queue`.

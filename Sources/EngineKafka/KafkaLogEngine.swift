@@ -9,6 +9,14 @@ import Synchronization
 ///   engine's), so both engines place a key alike. An append of several records, or
 ///   one that commits a group's offsets, runs in a transaction
 ///   (`rd_kafka_send_offsets_to_transaction`) when `Config.transactions` is on.
+/// - A group's commits run in one transaction per committed partition, each on a
+///   producer of that partition's own `transactional.id`, the same on every instance
+///   (Kafka Streams' first exactly-once design). An instance that is assigned a
+///   partition initializes that producer before reading, which fences the previous
+///   owner's and ends a transaction it left open. A member killed mid-transaction
+///   would otherwise leave that transaction open. read_committed readers of every
+///   partition it wrote to would then read nothing newer until the broker times it
+///   out: after `transaction.timeout.ms` on Kafka, never on tansu.
 /// - Readers assign every partition at explicit offsets; group members subscribe, with
 ///   rebalances reported as `GroupPoll.assigned`/`.revoked`.
 /// - `endOffsets` and the ends used by `latestRecord` are read from the log (see
@@ -37,10 +45,10 @@ public final class KafkaLogEngine: LogEngine {
         /// Prepended to every consumer group name (`joinGroup("order-aggregator")` with
         /// prefix "orders-" is the Kafka group "orders-order-aggregator").
         public var groupIdPrefix: String = ""
-        /// This instance's identity: part of `client.id` and of the producers'
-        /// `transactional.id`s (`<transactionalIdPrefix><instanceId>-<group>`). Give each
-        /// server instance a stable, unique one: a restarted instance then fences its
-        /// predecessor's unfinished transactions.
+        /// This instance's identity: part of `client.id` and of the `transactional.id`
+        /// of appends of several records without a commit
+        /// (`<transactionalIdPrefix><instanceId>`). Give each server instance a stable,
+        /// unique one. Commits use ids of their partitions instead (see the type's notes).
         public var instanceId: String = KafkaLogEngine.randomId()
         public var clientId: String = "orders"
         public var transactionalIdPrefix: String = "orders-"
@@ -85,9 +93,9 @@ public final class KafkaLogEngine: LogEngine {
     private let logger: Logger
     private let control: ControlClient
     private let producer: IdempotentProducer
-    /// Transactional producers by consumer group ("" for appends without a commit):
-    /// each processor's transactions run beside the others', not behind them.
-    private let transactional = Mutex<[String: TransactionalProducer]>([:])
+    /// Transactional producers by the partition whose offsets they commit (and one for
+    /// appends without a commit): the partitions' transactions run beside each other.
+    private let transactional = Mutex<[TransactionScope: TransactionalProducer]>([:])
     private let partitionCounts = Mutex<[String: Int]>([:])
     private let indexes = Mutex<[String: KeyIndex]>([:])
     /// Live group members, by "group/topic", for offset commits and group metadata.
@@ -114,17 +122,48 @@ public final class KafkaLogEngine: LogEngine {
         producer = IdempotentProducer(properties: Self.producerProperties(config, transactionalId: nil), logger: logger)
     }
 
-    /// The transactional producer for a group's commits (`transactional.id`
-    /// `<transactionalIdPrefix><instanceId>-<group>`).
-    private func transactionalProducer(group: String) -> TransactionalProducer {
+    /// The partition of a topic whose offsets a group's transactions commit.
+    struct TransactionScope: Hashable {
+        var group: String
+        var topic: String
+        var partition: Int
+    }
+
+    /// The `transactional.id` of a scope's producer:
+    /// `<transactionalIdPrefix><group id>-<topic>-<partition>`, the same on every
+    /// instance, so the partition's next owner fences it. Without a scope,
+    /// `<transactionalIdPrefix><instanceId>`.
+    static func transactionalId(_ config: Config, _ scope: TransactionScope?) -> String {
+        guard let scope else { return config.transactionalIdPrefix + config.instanceId }
+        return "\(config.transactionalIdPrefix)\(config.groupIdPrefix)\(scope.group)-\(scope.topic)-\(scope.partition)"
+    }
+
+    /// The transactional producer of a scope (see `transactionalId`).
+    private func transactionalProducer(_ scope: TransactionScope?) -> TransactionalProducer {
         transactional.withLock { producers in
-            if let p = producers[group] { return p }
-            let id = config.transactionalIdPrefix + config.instanceId + (group.isEmpty ? "" : "-\(group)")
+            let key = scope ?? TransactionScope(group: "", topic: "", partition: -1)
+            if let p = producers[key] { return p }
             let p = TransactionalProducer(
-                properties: Self.producerProperties(config, transactionalId: id), timeoutMs: config.requestTimeout.milliseconds,
-                logger: logger)
-            producers[group] = p
+                properties: Self.producerProperties(config, transactionalId: Self.transactionalId(config, scope)),
+                timeoutMs: config.requestTimeout.milliseconds, logger: logger)
+            producers[key] = p
             return p
+        }
+    }
+
+    /// A member of `group` on `topic` was assigned `partitions` and now holds `held`:
+    /// fences the partitions' previous owners (see the type's notes) and closes this
+    /// instance's producers of partitions it no longer holds.
+    private func claim(group: String, topic: String, partitions: [Int], held: Set<Int>) async throws {
+        let claimed = partitions.map { transactionalProducer(TransactionScope(group: group, topic: topic, partition: $0)) }
+        let released = transactional.withLock { producers in
+            producers.keys.filter { $0.group == group && $0.topic == topic && !held.contains($0.partition) }
+                .compactMap { producers.removeValue(forKey: $0) }
+        }
+        for p in released { await p.shutdown(flushMs: 0) }
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for p in claimed { tasks.addTask { try await p.claim() } }
+            try await tasks.waitForAll()
         }
     }
 
@@ -197,12 +236,10 @@ public final class KafkaLogEngine: LogEngine {
             return []
         }
         let outcomes: [DeliveryBatch.Outcome]
-        if config.transactions && (commit != nil || outgoing.count > 1) {
-            var offsets: (topic: String, offsets: [Int: Int64], group: RDKafkaGroupMetadata)?
-            if let commit, !commit.offsets.isEmpty {
-                offsets = (commit.topic, commit.offsets, await groupMetadata(commit))
-            }
-            outcomes = try await transactionalProducer(group: commit?.group ?? "").transact(outgoing, offsets: offsets)
+        if config.transactions, let commit, !commit.offsets.isEmpty {
+            outcomes = try await transactPerPartition(outgoing, commit: commit)
+        } else if config.transactions && (commit != nil || outgoing.count > 1) {
+            outcomes = try await transactionalProducer(nil).transact(outgoing, offsets: nil)
         } else {
             outcomes = try await producer.produce(outgoing)
         }
@@ -230,6 +267,43 @@ public final class KafkaLogEngine: LogEngine {
             }
         }
         return addresses
+    }
+
+    /// One transaction per committed partition, on that partition's producer, holding
+    /// the records written to the same partition number: the seed's topics are
+    /// co-partitioned, and a processor writes what it derives from partition p to
+    /// partition p. A commit of one partition takes all the records. Atomic per
+    /// partition: on a failure some partitions may have committed, records and offsets
+    /// together, and the others not.
+    private func transactPerPartition(_ outgoing: [RDKafkaOutgoing], commit: OffsetCommit) async throws -> [DeliveryBatch.Outcome] {
+        var parts: [Int: [Int]] = [:]  // committed partition -> indexes into `outgoing`
+        if commit.offsets.count == 1, let only = commit.offsets.keys.first {
+            parts[only] = Array(outgoing.indices)
+        } else {
+            for p in commit.offsets.keys { parts[p] = [] }
+            for (i, r) in outgoing.enumerated() {
+                guard parts[r.partition] != nil else {
+                    throw LogError(
+                        .corrupt,
+                        "kafka: a record for \(r.topic)[\(r.partition)] in a commit of \(commit.topic) partitions \(commit.offsets.keys.sorted()): each record must go to a committed partition's number")
+                }
+                parts[r.partition]!.append(i)
+            }
+        }
+        let metadata = await groupMetadata(commit)
+        var outcomes = [DeliveryBatch.Outcome?](repeating: nil, count: outgoing.count)
+        try await withThrowingTaskGroup(of: ([Int], [DeliveryBatch.Outcome]).self) { tasks in
+            for (p, indexes) in parts {
+                let producer = transactionalProducer(TransactionScope(group: commit.group, topic: commit.topic, partition: p))
+                let records = indexes.map { outgoing[$0] }
+                let offsets = (topic: commit.topic, offsets: [p: commit.offsets[p]!], group: metadata)
+                tasks.addTask { (indexes, try await producer.transact(records, offsets: offsets)) }
+            }
+            for try await (indexes, results) in tasks {
+                for (i, result) in zip(indexes, results) { outcomes[i] = result }
+            }
+        }
+        return outcomes.map { $0! }
     }
 
     /// The live member's metadata (its generation is checked by the broker), else a
@@ -298,6 +372,10 @@ public final class KafkaLogEngine: LogEngine {
                     if m[key]?.isEmpty == true { m[key] = nil }
                 }
                 assignmentChanged()
+            },
+            onAssigned: { [weak self] partitions, held in
+                guard let self, config.transactions else { return }
+                try await claim(group: group, topic: topic, partitions: partitions, held: held)
             })
         let id = ObjectIdentifier(consumer)
         box.withLock { $0 = id }

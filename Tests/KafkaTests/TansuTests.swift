@@ -254,6 +254,46 @@ extension TansuTests {
         }
     }
 
+    @Test("a partition's next owner ends the transaction its previous owner left open, so read_committed readers go on")
+    func newOwnerEndsAnAbandonedTransaction() async throws {
+        try await withTansu { _, engine in
+            let source = uniqueTopic("src")
+            let sink = uniqueTopic("dst")
+            try await engine.createTopic(source, partitions: 1)
+            try await engine.createTopic(sink, partitions: 1)
+            // Another instance owned source[0] in group "copier" and died inside a
+            // transaction that wrote to sink[0]: the transaction stays open.
+            var other = engine.config
+            other.instanceId = "the-dead-one"
+            let id = KafkaLogEngine.transactionalId(other, .init(group: "copier", topic: source, partition: 0))
+            let dead = try PolledProducer(
+                properties: KafkaLogEngine.producerProperties(other, transactionalId: id), logger: KafkaTestEnvironment.logger,
+                label: "dead")
+            defer { dead.shutdownBlocking(flushMs: 0) }
+            try dead.client.initTransactions(timeoutMs: 10_000)
+            try dead.client.beginTransaction()
+            let open = DeliveryBatch(count: 1)
+            _ = dead.enqueue(
+                [RDKafkaOutgoing(topic: sink, partition: 0, key: bytes("k"), value: bytes("in the open transaction"), headers: [:])],
+                into: open)
+            #expect((try? await open.wait()[0].get()) != nil)
+
+            // A record after it: read_committed readers stop at the open transaction.
+            try await engine.append([OutgoingRecord(topic: sink, key: "k", value: bytes("after"), partition: 0)], commit: nil)
+            let reader = try await engine.openReader(topic: sink, from: [0])
+            #expect(try await read(reader, count: 1, timeout: .seconds(3)).isEmpty)
+
+            // This instance is assigned source[0]: it fences the partition's producer id
+            // before reading, which ends that transaction.
+            let member = try await engine.joinGroup("copier", topic: source)
+            #expect(try await waitForAssignment(member) == [0])
+            let seen = try await read(reader, count: 2, timeout: .seconds(20))
+            #expect(seen.map { String(decoding: $0.value, as: UTF8.self) }.contains("after"))
+            await reader.close()
+            await member.close()
+        }
+    }
+
     @Test("latestRecord: the newest record of a key, through write-through and from another instance")
     func latestRecord() async throws {
         try await withTansu { broker, engine in
