@@ -9,14 +9,16 @@ import Synchronization
 ///   engine's), so both engines place a key alike. An append of several records, or
 ///   one that commits a group's offsets, runs in a transaction
 ///   (`rd_kafka_send_offsets_to_transaction`) when `Config.transactions` is on.
-/// - A group's commits run in one transaction per committed partition, each on a
-///   producer of that partition's own `transactional.id`, the same on every instance
-///   (Kafka Streams' first exactly-once design). An instance that is assigned a
-///   partition initializes that producer before reading, which fences the previous
-///   owner's and ends a transaction it left open. A member killed mid-transaction
-///   would otherwise leave that transaction open. read_committed readers of every
-///   partition it wrote to would then read nothing newer until the broker times it
-///   out: after `transaction.timeout.ms` on Kafka, never on tansu.
+/// - Transactional ids belong to partitions: `<prefix><group id>-<topic>-<partition>`,
+///   the same on every instance. A member that is assigned partitions initializes the
+///   id of each before reading (`claim`), which fences its previous owner and ends a
+///   transaction that owner left open; it then commits on the producer of its lowest
+///   partition, one transaction per batch. A member killed mid-transaction would
+///   otherwise leave that transaction open, and read_committed readers of every
+///   partition it wrote to would read nothing newer until the broker timed it out:
+///   after `transaction.timeout.ms` on Kafka, never on tansu. (One producer per
+///   partition, Kafka Streams' first exactly-once design, fences alike but ran half as
+///   many commands per second on tansu: a transaction per partition per batch.)
 /// - Readers assign every partition at explicit offsets; group members subscribe, with
 ///   rebalances reported as `GroupPoll.assigned`/`.revoked`.
 /// - `endOffsets` and the ends used by `latestRecord` are read from the log (see
@@ -93,9 +95,12 @@ public final class KafkaLogEngine: LogEngine {
     private let logger: Logger
     private let control: ControlClient
     private let producer: IdempotentProducer
-    /// Transactional producers by the partition whose offsets they commit (and one for
-    /// appends without a commit): the partitions' transactions run beside each other.
-    private let transactional = Mutex<[TransactionScope: TransactionalProducer]>([:])
+    /// The transactional producer of each live group member's commits, by
+    /// "group/topic", set when the member claims its partitions.
+    private let claimed = Mutex<[String: TransactionalProducer]>([:])
+    /// Transactional producers for commits of groups without a live member here, and
+    /// ("") for appends of several records without a commit; by group.
+    private let unclaimed = Mutex<[String: TransactionalProducer]>([:])
     private let partitionCounts = Mutex<[String: Int]>([:])
     private let indexes = Mutex<[String: KeyIndex]>([:])
     /// Live group members, by "group/topic", for offset commits and group metadata.
@@ -122,49 +127,59 @@ public final class KafkaLogEngine: LogEngine {
         producer = IdempotentProducer(properties: Self.producerProperties(config, transactionalId: nil), logger: logger)
     }
 
-    /// The partition of a topic whose offsets a group's transactions commit.
-    struct TransactionScope: Hashable {
-        var group: String
-        var topic: String
-        var partition: Int
-    }
-
-    /// The `transactional.id` of a scope's producer:
+    /// The `transactional.id` of a group's partition:
     /// `<transactionalIdPrefix><group id>-<topic>-<partition>`, the same on every
-    /// instance, so the partition's next owner fences it. Without a scope,
-    /// `<transactionalIdPrefix><instanceId>`.
-    static func transactionalId(_ config: Config, _ scope: TransactionScope?) -> String {
-        guard let scope else { return config.transactionalIdPrefix + config.instanceId }
-        return "\(config.transactionalIdPrefix)\(config.groupIdPrefix)\(scope.group)-\(scope.topic)-\(scope.partition)"
+    /// instance, so the partition's next owner fences it. Without a partition (commits
+    /// of a group without a live member here, appends without a commit):
+    /// `<transactionalIdPrefix><instanceId>[-<group>]`.
+    static func transactionalId(_ config: Config, group: String, topic: String, partition: Int?) -> String {
+        guard let partition else {
+            return config.transactionalIdPrefix + config.instanceId + (group.isEmpty ? "" : "-\(group)")
+        }
+        return "\(config.transactionalIdPrefix)\(config.groupIdPrefix)\(group)-\(topic)-\(partition)"
     }
 
-    /// The transactional producer of a scope (see `transactionalId`).
-    private func transactionalProducer(_ scope: TransactionScope?) -> TransactionalProducer {
-        transactional.withLock { producers in
-            let key = scope ?? TransactionScope(group: "", topic: "", partition: -1)
-            if let p = producers[key] { return p }
-            let p = TransactionalProducer(
-                properties: Self.producerProperties(config, transactionalId: Self.transactionalId(config, scope)),
-                timeoutMs: config.requestTimeout.milliseconds, logger: logger)
-            producers[key] = p
+    private func makeTransactionalProducer(id: String) -> TransactionalProducer {
+        TransactionalProducer(
+            properties: Self.producerProperties(config, transactionalId: id), timeoutMs: config.requestTimeout.milliseconds,
+            logger: logger)
+    }
+
+    /// The producer for a commit of `group` (or "" for none): the live member's, else
+    /// this instance's own for the group.
+    private func transactionalProducer(group: String, topic: String) -> TransactionalProducer {
+        if let p = claimed.withLock({ $0["\(group)/\(topic)"] }) { return p }
+        return unclaimed.withLock { producers in
+            if let p = producers[group] { return p }
+            let p = makeTransactionalProducer(id: Self.transactionalId(config, group: group, topic: topic, partition: nil))
+            producers[group] = p
             return p
         }
     }
 
-    /// A member of `group` on `topic` was assigned `partitions` and now holds `held`:
-    /// fences the partitions' previous owners (see the type's notes) and closes this
-    /// instance's producers of partitions it no longer holds.
-    private func claim(group: String, topic: String, partitions: [Int], held: Set<Int>) async throws {
-        let claimed = partitions.map { transactionalProducer(TransactionScope(group: group, topic: topic, partition: $0)) }
-        let released = transactional.withLock { producers in
-            producers.keys.filter { $0.group == group && $0.topic == topic && !held.contains($0.partition) }
-                .compactMap { producers.removeValue(forKey: $0) }
+    /// A member of `group` on `topic` now holds `held` (after an assignment, before it
+    /// reads): initializes the transactional id of every held partition, which fences
+    /// their previous owners and ends transactions they left open, and keeps the
+    /// producer of the lowest for the member's commits. Its previous producer is closed
+    /// first: another member may have claimed that id meanwhile.
+    private func claim(group: String, topic: String, held: Set<Int>) async throws {
+        let key = "\(group)/\(topic)"
+        if let old = claimed.withLock({ $0.removeValue(forKey: key) }) { await old.shutdown(flushMs: 0) }
+        let producers = held.sorted().map {
+            makeTransactionalProducer(id: Self.transactionalId(config, group: group, topic: topic, partition: $0))
         }
-        for p in released { await p.shutdown(flushMs: 0) }
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for p in claimed { tasks.addTask { try await p.claim() } }
-            try await tasks.waitForAll()
+        guard let kept = producers.first else { return }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for p in producers { tasks.addTask { try await p.claim() } }
+                try await tasks.waitForAll()
+            }
+        } catch {
+            for p in producers { await p.shutdown(flushMs: 0) }
+            throw error
         }
+        for p in producers.dropFirst() { await p.shutdown(flushMs: 0) }
+        claimed.withLock { $0[key] = kept }
     }
 
     /// Flushes and closes the producers, stops the key indexes and closes the control
@@ -172,7 +187,9 @@ public final class KafkaLogEngine: LogEngine {
     public func shutdown() async {
         let flushMs = config.deliveryTimeout.milliseconds
         await producer.shutdown(flushMs: flushMs)
-        for p in transactional.withLock({ t -> [TransactionalProducer] in defer { t = [:] }; return Array(t.values) }) {
+        for p in claimed.withLock({ t in defer { t = [:] }; return Array(t.values) })
+            + unclaimed.withLock({ t in defer { t = [:] }; return Array(t.values) })
+        {
             await p.shutdown(flushMs: flushMs)
         }
         for index in indexes.withLock({ i -> [KeyIndex] in defer { i = [:] }; return Array(i.values) }) {
@@ -236,10 +253,13 @@ public final class KafkaLogEngine: LogEngine {
             return []
         }
         let outcomes: [DeliveryBatch.Outcome]
-        if config.transactions, let commit, !commit.offsets.isEmpty {
-            outcomes = try await transactPerPartition(outgoing, commit: commit)
-        } else if config.transactions && (commit != nil || outgoing.count > 1) {
-            outcomes = try await transactionalProducer(nil).transact(outgoing, offsets: nil)
+        if config.transactions && (commit != nil || outgoing.count > 1) {
+            var offsets: (topic: String, offsets: [Int: Int64], group: RDKafkaGroupMetadata)?
+            if let commit, !commit.offsets.isEmpty {
+                offsets = (commit.topic, commit.offsets, await groupMetadata(commit))
+            }
+            let producer = transactionalProducer(group: commit?.group ?? "", topic: commit?.topic ?? "")
+            outcomes = try await producer.transact(outgoing, offsets: offsets)
         } else {
             outcomes = try await producer.produce(outgoing)
         }
@@ -267,43 +287,6 @@ public final class KafkaLogEngine: LogEngine {
             }
         }
         return addresses
-    }
-
-    /// One transaction per committed partition, on that partition's producer, holding
-    /// the records written to the same partition number: the seed's topics are
-    /// co-partitioned, and a processor writes what it derives from partition p to
-    /// partition p. A commit of one partition takes all the records. Atomic per
-    /// partition: on a failure some partitions may have committed, records and offsets
-    /// together, and the others not.
-    private func transactPerPartition(_ outgoing: [RDKafkaOutgoing], commit: OffsetCommit) async throws -> [DeliveryBatch.Outcome] {
-        var parts: [Int: [Int]] = [:]  // committed partition -> indexes into `outgoing`
-        if commit.offsets.count == 1, let only = commit.offsets.keys.first {
-            parts[only] = Array(outgoing.indices)
-        } else {
-            for p in commit.offsets.keys { parts[p] = [] }
-            for (i, r) in outgoing.enumerated() {
-                guard parts[r.partition] != nil else {
-                    throw LogError(
-                        .corrupt,
-                        "kafka: a record for \(r.topic)[\(r.partition)] in a commit of \(commit.topic) partitions \(commit.offsets.keys.sorted()): each record must go to a committed partition's number")
-                }
-                parts[r.partition]!.append(i)
-            }
-        }
-        let metadata = await groupMetadata(commit)
-        var outcomes = [DeliveryBatch.Outcome?](repeating: nil, count: outgoing.count)
-        try await withThrowingTaskGroup(of: ([Int], [DeliveryBatch.Outcome]).self) { tasks in
-            for (p, indexes) in parts {
-                let producer = transactionalProducer(TransactionScope(group: commit.group, topic: commit.topic, partition: p))
-                let records = indexes.map { outgoing[$0] }
-                let offsets = (topic: commit.topic, offsets: [p: commit.offsets[p]!], group: metadata)
-                tasks.addTask { (indexes, try await producer.transact(records, offsets: offsets)) }
-            }
-            for try await (indexes, results) in tasks {
-                for (i, result) in zip(indexes, results) { outcomes[i] = result }
-            }
-        }
-        return outcomes.map { $0! }
     }
 
     /// The live member's metadata (its generation is checked by the broker), else a
@@ -373,9 +356,9 @@ public final class KafkaLogEngine: LogEngine {
                 }
                 assignmentChanged()
             },
-            onAssigned: { [weak self] partitions, held in
+            onAssigned: { [weak self] _, held in
                 guard let self, config.transactions else { return }
-                try await claim(group: group, topic: topic, partitions: partitions, held: held)
+                try await claim(group: group, topic: topic, held: held)
             })
         let id = ObjectIdentifier(consumer)
         box.withLock { $0 = id }

@@ -54,7 +54,7 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "Prefix of the consumer groups the instances share. [env: ORDERS_KAFKA_GROUP]")
     var kafkaGroup = env("ORDERS_KAFKA_GROUP") ?? "orders-"
 
-    @Option(help: "This instance's stable, unique id (transactional ids); default: random. [env: ORDERS_KAFKA_INSTANCE_ID]")
+    @Option(help: "This instance's stable, unique id (in its Kafka client.id); default: random. [env: ORDERS_KAFKA_INSTANCE_ID]")
     var kafkaInstanceId = env("ORDERS_KAFKA_INSTANCE_ID")
 
     @Option(help: "A librdkafka property key=value (TLS, SASL, ...); repeatable.")

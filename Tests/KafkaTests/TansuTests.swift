@@ -259,13 +259,14 @@ extension TansuTests {
         try await withTansu { _, engine in
             let source = uniqueTopic("src")
             let sink = uniqueTopic("dst")
-            try await engine.createTopic(source, partitions: 1)
+            try await engine.createTopic(source, partitions: 2)
             try await engine.createTopic(sink, partitions: 1)
-            // Another instance owned source[0] in group "copier" and died inside a
-            // transaction that wrote to sink[0]: the transaction stays open.
+            // Another instance owned source[1] in group "copier" (so it committed on
+            // partition 1's id) and died inside a transaction that wrote to sink[0]:
+            // the transaction stays open.
             var other = engine.config
             other.instanceId = "the-dead-one"
-            let id = KafkaLogEngine.transactionalId(other, .init(group: "copier", topic: source, partition: 0))
+            let id = KafkaLogEngine.transactionalId(other, group: "copier", topic: source, partition: 1)
             let dead = try PolledProducer(
                 properties: KafkaLogEngine.producerProperties(other, transactionalId: id), logger: KafkaTestEnvironment.logger,
                 label: "dead")
@@ -283,10 +284,10 @@ extension TansuTests {
             let reader = try await engine.openReader(topic: sink, from: [0])
             #expect(try await read(reader, count: 1, timeout: .seconds(3)).isEmpty)
 
-            // This instance is assigned source[0]: it fences the partition's producer id
-            // before reading, which ends that transaction.
+            // This instance is assigned both partitions: it fences their ids before
+            // reading (it commits on partition 0's), which ends that transaction.
             let member = try await engine.joinGroup("copier", topic: source)
-            #expect(try await waitForAssignment(member) == [0])
+            #expect(try await waitForAssignment(member) == [0, 1])
             let seen = try await read(reader, count: 2, timeout: .seconds(20))
             #expect(seen.map { String(decoding: $0.value, as: UTF8.self) }.contains("after"))
             await reader.close()

@@ -147,18 +147,12 @@ final class TransactionalProducer: Sendable {
         return await batch.wait()
     }
 
-    /// Starts over with a fresh producer, initialized for transactions: fences every
-    /// other producer with this `transactional.id`, and so ends (aborts) a transaction
-    /// one of them left open; until then, read_committed consumers of the partitions it
-    /// wrote to read nothing past it. Called when this instance is assigned the partition
-    /// the id belongs to, before it reads from it.
+    /// Initializes the producer for transactions now: fences every other producer with
+    /// this `transactional.id`, and so ends (aborts) a transaction one of them left
+    /// open; until then, read_committed consumers of the partitions it wrote to read
+    /// nothing past it.
     func claim() async throws {
-        try await queue.run { [self] () throws in
-            if let old = current.withLock({ p -> PolledProducer? in defer { p = nil }; return p }) {
-                old.shutdownBlocking(flushMs: 0)
-            }
-            _ = try producer()
-        }
+        try await queue.run { [self] () throws in _ = try producer() }
     }
 
     /// On `queue`: the producer, initialized for transactions.

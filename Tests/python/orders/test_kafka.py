@@ -1,7 +1,7 @@
 """The Kafka engine with several instances sharing the partitions (tansu broker)."""
+import os
 import re
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -13,16 +13,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import DRIVER, Broker, Server, kafka_args, place, update
 
 
-def instances(broker, count, prefix=None, log_level="warning", session_timeout_ms=None):
+def instances(broker, count, base_dir, prefix=None, log_level="warning", session_timeout_ms=None):
     prefix = prefix or f"t{uuid.uuid4().hex[:10]}-"
     servers = []
     for i in range(count):
-        d = tempfile.mkdtemp(prefix=f"orders-kafka-{i}-")
+        d = os.path.join(base_dir, f"instance-{i}")
+        os.mkdir(d)
         extra = kafka_args(broker, prefix, f"{prefix}{i}")
         if session_timeout_ms:
             extra += ["--kafka-property", f"session.timeout.ms={session_timeout_ms}"]
         servers.append(Server(d, extra).start(log_level=log_level))
     return servers
+
+
+def print_logs(servers, lines=60):
+    """On a failure: the end of each instance's log, minus debug lines, for pytest to show."""
+    for i, s in enumerate(servers):
+        tail = [l for l in s.log().splitlines() if " debug " not in l][-lines:]
+        print(f"--- instance {i} ({s.data_dir}) ---", *tail, sep="\n")
 
 
 def stubs(pb, servers):
@@ -36,9 +44,9 @@ def history_versions(stub, pb, order_id):
 
 
 @pytest.mark.parametrize("count", [2, 3])
-def test_instances_share_partitions_and_answer_for_every_order(kafka_broker, pb, count):
+def test_instances_share_partitions_and_answer_for_every_order(kafka_broker, pb, count, data_dir):
     S = pb.m.OrderStatus
-    servers = instances(kafka_broker, count, log_level="debug")
+    servers = instances(kafka_broker, count, data_dir, log_level="debug")
     channels, st = stubs(pb, servers)
     try:
         ids = []
@@ -69,6 +77,9 @@ def test_instances_share_partitions_and_answer_for_every_order(kafka_broker, pb,
                          r"partitions assigned.*command-handler", s.log()):
                 owners += 1
         assert owners >= 2, "the command handler's partitions were not spread over the instances"
+    except BaseException:
+        print_logs(servers)
+        raise
     finally:
         for c in channels:
             c.close()
@@ -86,10 +97,10 @@ def own_broker():
         broker.cleanup()
 
 
-def test_kill9_of_one_instance_under_load(own_broker, pb):
+def test_kill9_of_one_instance_under_load(own_broker, pb, data_dir):
     S = pb.m.OrderStatus
     # A short session timeout: the group notices the dead instance within seconds.
-    servers = instances(own_broker, 3, session_timeout_ms=3000, log_level="debug")
+    servers = instances(own_broker, 3, data_dir, session_timeout_ms=3000, log_level="debug")
     channels, warm = stubs(pb, servers)
     for stub in warm:  # every instance has joined its groups and decides commands
         place(stub, pb)
@@ -148,6 +159,9 @@ def test_kill9_of_one_instance_under_load(own_broker, pb):
         finally:
             for c in channels:
                 c.close()
+    except BaseException:
+        print_logs(servers)
+        raise
     finally:
         stop.set()
         for s in servers:
