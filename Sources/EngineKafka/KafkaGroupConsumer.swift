@@ -9,7 +9,8 @@ import Synchronization
 /// partitions are given up. The revocation is held back until the next `poll` (or
 /// `close`): the group does not move on until then, so the caller can still commit what
 /// it finished with its current generation. Before `.assigned` is returned, `onAssigned`
-/// runs (the engine fences the partitions' previous owners there).
+/// runs with every partition the member now holds (the engine fences their previous
+/// owners there).
 ///
 /// - Important: `poll`, `commit` and `close` run one at a time on the member's own
 ///   queue; librdkafka's consumer calls must not overlap.
@@ -23,7 +24,7 @@ final class KafkaGroupConsumer: GroupConsumer {
     private let logger: Logger
     private let rebalances: Rebalances
     private let onClose: @Sendable () -> Void
-    private let onAssigned: @Sendable (_ partitions: [Int], _ held: Set<Int>) async throws -> Void
+    private let onAssigned: @Sendable (_ held: Set<Int>) async throws -> Void
 
     /// Rebalance events from the callback (on the poll thread) to `poll`.
     final class Rebalances: Sendable {
@@ -69,7 +70,7 @@ final class KafkaGroupConsumer: GroupConsumer {
     init(
         group: String, groupId: String, topic: String, properties: [String: String], logger: Logger,
         onChange: @escaping @Sendable () -> Void, onClose: @escaping @Sendable () -> Void,
-        onAssigned: @escaping @Sendable (_ partitions: [Int], _ held: Set<Int>) async throws -> Void = { _, _ in }
+        onAssigned: @escaping @Sendable (_ held: Set<Int>) async throws -> Void = { _ in }
     ) throws(LogError) {
         self.onAssigned = onAssigned
         self.group = group
@@ -99,8 +100,8 @@ final class KafkaGroupConsumer: GroupConsumer {
             cancelled.set()
             client.yield()
         }
-        if case .assigned(let partitions) = result {
-            try await onAssigned(partitions, rebalances.state.withLock { $0.assigned })
+        if case .assigned = result {
+            try await onAssigned(rebalances.state.withLock { $0.assigned })
         }
         return result
     }

@@ -356,7 +356,7 @@ public final class KafkaLogEngine: LogEngine {
                 }
                 assignmentChanged()
             },
-            onAssigned: { [weak self] _, held in
+            onAssigned: { [weak self] held in
                 guard let self, config.transactions else { return }
                 try await claim(group: group, topic: topic, held: held)
             })
