@@ -669,10 +669,22 @@ private let rdkafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
     // Called from librdkafka's threads: log and return, no librdkafka calls but
     // rd_kafka_opaque.
     guard let handle, let cb = callbacks(rd_kafka_opaque(handle)) else { return }
-    let text = "\(facility.map { String(cString: $0) } ?? ""): \(buffer.map { String(cString: $0) } ?? "")"
+    let facilityName = facility.map { String(cString: $0) } ?? ""
+    let text = "\(facilityName): \(buffer.map { String(cString: $0) } ?? "")"
     switch level {
     case ...3: cb.logger.warning("librdkafka \(text)")
-    case 4...5: cb.logger.info("librdkafka \(text)")
+    case 4...5 where facilityName != "CONFWARN" || firstConfigurationWarning(text):
+        cb.logger.info("librdkafka \(text)")
     default: cb.logger.debug("librdkafka \(text)")
     }
+}
+
+/// Configuration warnings seen so far. Every handle gets the same `--kafka-property` set,
+/// so a consumer-only property draws the same warning from every producer: a
+/// rebalance makes one producer per claimed partition. Each distinct warning is
+/// logged at info once per process, and at debug after that.
+private let configurationWarnings = Mutex<Set<String>>([])
+
+private func firstConfigurationWarning(_ text: String) -> Bool {
+    configurationWarnings.withLock { $0.insert(text).inserted }
 }

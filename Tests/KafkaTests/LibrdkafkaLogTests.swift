@@ -1,0 +1,44 @@
+@testable import EngineKafka
+import Logging
+import Synchronization
+import Testing
+
+/// librdkafka's log lines as the engine passes them on.
+@Suite struct LibrdkafkaLogTests {
+    @Test("a configuration warning every producer repeats is logged at info once per process")
+    func configurationWarningOnce() throws {
+        let lines = CapturedLines()
+        let logger = Logger(label: "captured") { _ in CapturingHandler(lines: lines) }
+        // A consumer-only property on producers (as `--kafka-property` passes it to every
+        // handle): librdkafka warns once per handle, and claims make several handles.
+        let properties = ["bootstrap.servers": "127.0.0.1:1", "check.crcs": "true"]
+        for _ in 0..<3 {
+            try RDKafkaClient(kind: .producer, properties: properties, logger: logger).destroy()
+        }
+        let warnings = lines.all.filter { $0.message.contains("check.crcs") }
+        #expect(warnings.count == 3)
+        #expect(warnings.filter { $0.level == .info }.count == 1)
+    }
+}
+
+final class CapturedLines: Sendable {
+    private let lines = Mutex<[(level: Logger.Level, message: String)]>([])
+    func add(_ level: Logger.Level, _ message: String) { lines.withLock { $0.append((level, message)) } }
+    var all: [(level: Logger.Level, message: String)] { lines.withLock { $0 } }
+}
+
+struct CapturingHandler: LogHandler {
+    let lines: CapturedLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(
+        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
+        function: String, line: UInt
+    ) {
+        lines.add(level, message.description)
+    }
+}
