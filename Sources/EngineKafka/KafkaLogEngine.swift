@@ -169,6 +169,7 @@ public final class KafkaLogEngine: LogEngine {
             makeTransactionalProducer(id: Self.transactionalId(config, group: group, topic: topic, partition: $0))
         }
         guard let kept = producers.first else { return }
+        let started = ContinuousClock.now
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 for p in producers { tasks.addTask { try await p.claim() } }
@@ -180,6 +181,9 @@ public final class KafkaLogEngine: LogEngine {
         }
         for p in producers.dropFirst() { await p.shutdown(flushMs: 0) }
         claimed.withLock { $0[key] = kept }
+        logger.debug(
+            "claimed the partitions' transactional ids",
+            metadata: ["group": "\(group)", "partitions": "\(held.sorted())", "elapsed": "\(ContinuousClock.now - started)"])
     }
 
     /// Flushes and closes the producers, stops the key indexes and closes the control
