@@ -24,26 +24,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "Tests" / "python" / "orders"))
-from conftest import ROOT, Broker, Server, kafka_args, place  # noqa: E402
+from conftest import Broker, Server, generated_stubs, kafka_args, place  # noqa: E402
 
 import grpc  # noqa: E402
-from grpc_tools import protoc  # noqa: E402
-
-
-def generated_stubs():
-    out = tempfile.mkdtemp(prefix="orders-stubs-")
-    include = str(Path(protoc.__file__).parent / "_proto")
-    rc = protoc.main(["protoc", f"-I{ROOT / 'Protos'}", f"-I{include}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", "ridehailing/orders/v1/orders.proto"])
-    if rc != 0:
-        sys.exit("grpc_tools.protoc failed")
-    sys.path.insert(0, out)
-    from ridehailing.orders.v1 import orders_pb2, orders_pb2_grpc
-
-    class PB:
-        m = orders_pb2
-        g = orders_pb2_grpc
-    return PB
 
 
 def main():

@@ -26,7 +26,11 @@ def binary(name: str, env_var: str) -> str:
 
 @pytest.fixture(scope="session")
 def pb():
-    """orders_pb2 / orders_pb2_grpc generated with grpcio-tools into a temp dir."""
+    return generated_stubs()
+
+
+def generated_stubs():
+    """orders_pb2 / orders_pb2_grpc generated with grpcio-tools into a temp dir, as `.m` and `.g`."""
     from grpc_tools import protoc
 
     out = tempfile.mkdtemp(prefix="orders-stubs-")
