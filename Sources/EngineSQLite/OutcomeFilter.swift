@@ -63,11 +63,13 @@ package final class OutcomeFilter: Sendable {
     package func insert(_ ids: some Sequence<String>) {
         let hashed = ids.map(hashes)
         state.withLock { s in
+            var last = s.stages.count - 1
             for (h1, h2) in hashed {
-                if s.stages[s.stages.count - 1].count >= s.stages[s.stages.count - 1].capacity {
-                    s.stages.append(Stage(capacity: s.stages[s.stages.count - 1].capacity * 2))
+                if s.stages[last].count >= s.stages[last].capacity {
+                    s.stages.append(Stage(capacity: s.stages[last].capacity * 2))
+                    last += 1
                 }
-                s.stages[s.stages.count - 1].insert(h1, h2)
+                s.stages[last].insert(h1, h2)
             }
         }
     }
