@@ -35,10 +35,13 @@ public final class Aggregator: Sendable {
 
     public func run() async throws {
         let loop = GroupLoop(engine: engine, group: Self.group, topic: topics.commandsAndEvents, logger: logger)
-        try await loop.run(onAssignmentChange: { cache.withLock { $0.removeAll() } }) { records in
+        try await loop.run(onAssignmentChange: { forget() }) { records in
             try await aggregate(records)
         }
     }
+
+    /// Drops the cached rows (partitions changed hands: another member may have written).
+    func forget() { cache.withLock { $0.removeAll() } }
 
     func aggregate(_ records: [LogRecord]) async throws -> [OutgoingRecord] {
         var out: [OutgoingRecord] = []

@@ -14,10 +14,12 @@ struct GroupLoop: Sendable {
 
     /// Runs until the task is cancelled. `handle` sees the records of one batch in offset
     /// order per partition, and is told when partitions change hands so it can drop
-    /// caches, and where what it returned landed once appended. Engine errors are logged
-    /// and retried with backoff.
+    /// caches, and where what it returned landed once appended. `onAssigned` runs with the
+    /// partitions newly assigned before any of their records is handled; a throw ends the
+    /// member like an engine error. Engine errors are logged and retried with backoff.
     func run(
         onAssignmentChange: @Sendable () async -> Void = {},
+        onAssigned: @Sendable ([Int]) async throws -> Void = { _ in },
         onAppended: @escaping @Sendable ([OutgoingRecord], [RecordAddress]) -> Void = { _, _ in },
         handle: @Sendable ([LogRecord]) async throws -> [OutgoingRecord]
     ) async throws {
@@ -43,6 +45,7 @@ struct GroupLoop: Sendable {
                         inFlight = nil
                         logger.debug("partitions assigned", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
                         await onAssignmentChange()
+                        try await onAssigned(partitions)
                     case .revoked(let partitions):
                         try await inFlight?.value
                         inFlight = nil

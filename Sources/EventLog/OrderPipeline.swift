@@ -13,6 +13,10 @@ public final class OrderPipeline: Sendable {
         /// log's appends once caught up, rather than as polling consumers: the same
         /// records, four hops fewer per command.
         public var deriveInEngine = true
+        /// On an engine that cannot (Kafka), the built-in aggregator, the command handler and
+        /// the integration publisher run as one consumer (`FusedProcessors`): the same
+        /// records, one transaction and one fetch per batch instead of three.
+        public var fuseProcessors = true
         public var heartbeat: Duration = .seconds(5)
         /// Records StreamEvents' shared tail keeps decoded in memory: how far a live
         /// subscriber may fall behind before it goes back to reading the log itself.
@@ -75,10 +79,17 @@ public final class OrderPipeline: Sendable {
             let publisher = IntegrationPublisher(engine: engine, topics: topics, logger: logger)
             if config.builtInAggregator {
                 let aggregator = Aggregator(engine: engine, topics: topics, logger: logger)
-                group.addTask {
-                    try await self.runDerivable([
-                        (aggregator.run, aggregator.derivation), (handler.run, handler.derivation), (publisher.run, publisher.derivation),
-                    ])
+                if config.fuseProcessors && !(engine is any DerivingLogEngine) {
+                    let fused = FusedProcessors(
+                        engine: engine, topics: topics, aggregator: aggregator, handler: handler, publisher: publisher, logger: logger)
+                    group.addTask { try await fused.run() }
+                } else {
+                    group.addTask {
+                        try await self.runDerivable([
+                            (aggregator.run, aggregator.derivation), (handler.run, handler.derivation),
+                            (publisher.run, publisher.derivation),
+                        ])
+                    }
                 }
             } else {
                 group.addTask { try await handler.run() }

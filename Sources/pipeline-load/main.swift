@@ -29,6 +29,8 @@ struct PipelineLoad: AsyncParsableCommand {
     @Option(help: "Kafka: session.timeout.ms of the consumer groups (tansu completes a join after about half of it).")
     var kafkaSessionTimeoutMs = 3000
     @Option(help: "Kafka: extra librdkafka property key=value (repeatable).") var kafkaProperty: [String] = []
+    @Flag(help: "Kafka: run the aggregator, the command handler and the integration publisher as three consumers, not one.")
+    var kafkaUnfused = false
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "warning"
     @Flag(help: "Kafka: start the clock at once, not after a first command went through (the group joins then count).")
     var noWarmUp = false
@@ -42,6 +44,7 @@ struct PipelineLoad: AsyncParsableCommand {
         let close: () async -> Void
         var writerReport: () async -> String = { "" }
         var config = OrderPipeline.Config()
+        config.fuseProcessors = !kafkaUnfused
         if let kafkaBrokers {
             var kafkaConfig = KafkaLogEngine.Config(brokers: kafkaBrokers)
             kafkaConfig.groupIdPrefix = kafkaPrefix

@@ -1,0 +1,121 @@
+import Logging
+
+/// The aggregator, the command handler and the integration publisher as one consumer of
+/// `order-commands-and-events`, on engines that cannot run them inside their appends
+/// (Kafka; `DerivingLogEngine` is the embedded engine's way to the same end).
+///
+/// For every record of a batch the aggregator makes the order's row; the handler and the
+/// publisher take that row as it is written, not after reading it back; the rows, the
+/// decisions and the integration events go out in one atomic append with the aggregator's
+/// offsets. The log holds the same records as with three consumers, with two hops fewer
+/// per entry: on Kafka that is one transaction and one fetch instead of three. A decision
+/// is itself a record of `order-commands-and-events`, aggregated when the loop reaches it.
+///
+/// The handler's and the publisher's groups no longer move. Rows written this way carry
+/// the `handledHeader`; rows without it, left by three separate consumers (a build
+/// before this one), are caught up on when partitions are assigned: read from those
+/// groups' committed offsets up to the first row that carries it, handled, and the
+/// groups' offsets committed past them, before any new record of those partitions.
+struct FusedProcessors: Sendable {
+    /// On an `order-aggregates` row whose decision and integration event were written with
+    /// it.
+    static let handledHeader = "handled-with-row"
+
+    let engine: any LogEngine
+    let topics: Topics
+    let aggregator: Aggregator
+    let handler: CommandHandler
+    let publisher: IntegrationPublisher
+    let logger: Logger
+    /// How long catching up waits for rows before taking a partition as read to its end.
+    var catchUpWait: Duration = .milliseconds(300)
+
+    func run() async throws {
+        let loop = GroupLoop(engine: engine, group: Aggregator.group, topic: topics.commandsAndEvents, logger: logger)
+        try await loop.run(
+            onAssignmentChange: { aggregator.forget() },
+            onAssigned: { partitions in try await catchUp(partitions) },
+            onAppended: { records, addresses in handler.decisions.appended(records, at: addresses) }
+        ) { records in
+            try await handle(records)
+        }
+    }
+
+    func handle(_ records: [LogRecord]) async throws -> [OutgoingRecord] {
+        let rows = try await aggregator.aggregate(records)
+        var out: [OutgoingRecord] = []
+        out.reserveCapacity(rows.count * 3)
+        var derived: [OutgoingRecord] = []
+        for var row in rows {
+            row.headers[Self.handledHeader] = "1"
+            out.append(row)
+            // The row as its consumers would read it; its offset is not known yet, and
+            // neither of them needs it.
+            let written = LogRecord(
+                topic: row.topic, partition: row.partition ?? 0, offset: -1, key: row.key, value: row.value,
+                headers: row.headers, timestamp: 0, memo: row.memo)
+            derived.append(contentsOf: handler.handle([written]))
+            derived.append(contentsOf: publisher.handle([written]))
+        }
+        return out + derived
+    }
+
+    /// Handles the rows of `partitions` that three separate consumers left to the
+    /// handler's or the publisher's group, and commits those groups past them.
+    func catchUp(_ partitions: [Int]) async throws {
+        guard !partitions.isEmpty else { return }
+        let topic = topics.aggregates
+        let handled = try await engine.committedOffsets(group: CommandHandler.group, topic: topic)
+        let published = try await engine.committedOffsets(group: IntegrationPublisher.group, topic: topic)
+        // The other partitions are read from their ends (their records are skipped anyway).
+        var from = try await engine.endOffsets(topic)
+        for p in partitions where p < from.count { from[p] = min(handled[p], published[p]) }
+        let reader = try await engine.openReader(topic: topic, from: from)
+        var reading = Set(partitions)
+        var decisions: [OutgoingRecord] = []
+        var integration: [OutgoingRecord] = []
+        var handlerNext: [Int: Int64] = [:]
+        var publisherNext: [Int: Int64] = [:]
+        do {
+            while !reading.isEmpty {
+                let records = try await reader.next(maxRecords: 1000, timeout: catchUpWait)
+                if records.isEmpty { break }
+                for r in records where reading.contains(r.partition) {
+                    if r.headers[Self.handledHeader] != nil {
+                        reading.remove(r.partition)
+                        continue
+                    }
+                    if r.offset >= handled[r.partition] {
+                        decisions.append(contentsOf: handler.handle([r]))
+                        handlerNext[r.partition] = r.offset + 1
+                    }
+                    if r.offset >= published[r.partition] {
+                        integration.append(contentsOf: publisher.handle([r]))
+                        publisherNext[r.partition] = r.offset + 1
+                    }
+                }
+            }
+        } catch {
+            await reader.close()
+            throw error
+        }
+        await reader.close()
+        if !handlerNext.isEmpty {
+            let landed = try await engine.append(
+                decisions, commit: OffsetCommit(group: CommandHandler.group, topic: topic, offsets: handlerNext), durability: .deferred)
+            handler.decisions.appended(decisions, at: landed)
+        }
+        if !publisherNext.isEmpty {
+            try await engine.append(
+                integration, commit: OffsetCommit(group: IntegrationPublisher.group, topic: topic, offsets: publisherNext),
+                durability: .deferred)
+        }
+        if !handlerNext.isEmpty || !publisherNext.isEmpty {
+            logger.info(
+                "caught up on rows left to the command handler and the integration publisher",
+                metadata: [
+                    "partitions": "\(partitions)", "decisions": "\(decisions.count)", "integration-events": "\(integration.count)",
+                ])
+        }
+    }
+}
