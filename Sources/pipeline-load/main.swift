@@ -29,6 +29,7 @@ struct PipelineLoad: AsyncParsableCommand {
     @Option(help: "Kafka: session.timeout.ms of the consumer groups (tansu completes a join after about half of it).")
     var kafkaSessionTimeoutMs = 3000
     @Option(help: "Kafka: extra librdkafka property key=value (repeatable).") var kafkaProperty: [String] = []
+    @Option(help: "Kafka: partitions per topic (a new prefix: topics that exist keep theirs).") var kafkaPartitions = 10
     @Flag(help: "Kafka: run the aggregator, the command handler and the integration publisher as three consumers, not one.")
     var kafkaUnfused = false
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "warning"
@@ -58,7 +59,7 @@ struct PipelineLoad: AsyncParsableCommand {
             let kafka = try KafkaLogEngine(config: kafkaConfig, logger: logger)
             try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
             let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
-            config.topics = Topics(prefix: kafkaPrefix)
+            config.topics = Topics(prefix: kafkaPrefix, partitions: kafkaPartitions)
             (log, store) = (kafka, readModel)
             close = {
                 await readModel.close()
