@@ -31,7 +31,12 @@ struct FusedProcessors: Sendable {
     var catchUpWait: Duration = .milliseconds(300)
 
     func run() async throws {
-        let loop = GroupLoop(engine: engine, group: Aggregator.group, topic: topics.commandsAndEvents, logger: logger)
+        var loop = GroupLoop(engine: engine, group: Aggregator.group, topic: topics.commandsAndEvents, logger: logger)
+        // A decision is aggregated when the loop reads it back: polling only once the
+        // transaction that wrote it is committed saves a batch's round trip on every
+        // command (on tansu, 353-384 PlaceOrder/s against 255-297 with the next batch
+        // polled while the transaction is in flight).
+        loop.overlapsAppends = false
         try await loop.run(
             onAssignmentChange: { aggregator.forget() },
             onAssigned: { partitions in try await catchUp(partitions) },

@@ -11,6 +11,10 @@ struct GroupLoop: Sendable {
     let logger: Logger
     var maxBatch = 1000
     var pollTimeout: Duration = .milliseconds(500)
+    /// Whether the next batch is polled and handled while the previous one's append is in
+    /// flight. Off for a loop that consumes what it appends itself: its records show up
+    /// only once the append is done, so polling after it gets them a batch earlier.
+    var overlapsAppends = true
 
     /// Runs until the task is cancelled. `handle` sees the records of one batch in offset
     /// order per partition, and is told when partitions change hands so it can drop
@@ -36,6 +40,10 @@ struct GroupLoop: Sendable {
                 var inFlight: Task<Void, any Error>?
                 defer { inFlight?.cancel() }
                 while !Task.isCancelled {
+                    if !overlapsAppends {
+                        try await inFlight?.value
+                        inFlight = nil
+                    }
                     switch try await consumer.poll(maxRecords: maxBatch, timeout: pollTimeout) {
                     case .idle:
                         try await inFlight?.value
