@@ -11,7 +11,7 @@ import Logging
 /// per entry: on Kafka that is one transaction and one fetch instead of three. A decision
 /// is itself a record of `order-commands-and-events`, aggregated when the loop reaches it.
 ///
-/// The handler's and the publisher's groups no longer move. Rows written this way carry
+/// The handler's and the publisher's groups stay where fusing began. Rows written this way carry
 /// the `handledHeader`; rows without it, left by three separate consumers (a build
 /// before this one), are caught up on when partitions are assigned: read from those
 /// groups' committed offsets up to the first row that carries it, handled, and the

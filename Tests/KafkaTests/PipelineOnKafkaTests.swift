@@ -83,6 +83,56 @@ struct PipelineOnKafkaTests {
             _ = engine
         }
     }
+
+    /// Rows an aggregator running alone (a build with three consumers, stopped between
+    /// them) left to the command handler are decided once the fused consumer is assigned
+    /// their partitions: read back from the handler's committed offsets on Kafka.
+    @Test("rows left undecided by a separate aggregator are decided when their partitions are assigned")
+    func leftRowsAreCaughtUpOn() async throws {
+        try await withTansu { _, engine in
+            let topics = Topics(prefix: uniqueTopic("c") + "-", partitions: 2)
+            try await topics.provision(on: engine)
+            let aggregator = Aggregator(engine: engine, topics: topics, logger: KafkaTestEnvironment.logger)
+            let alone = Task { try await aggregator.run() }
+            let commands = (0..<3).map { _ in
+                let request = OrderIdentity.random()
+                return OrderCommand(
+                    commandId: request, orderId: OrderIdentity.orderId(forRequest: request), expectedVersion: 0,
+                    kind: .place(
+                        riderId: OrderIdentity.random(), price: "7.00",
+                        route: [Waypoint(address: "A", lat: 1, lon: 2), Waypoint(address: "B", lat: 3, lon: 4)]))
+            }
+            try await engine.append(
+                commands.map { OutgoingRecord(topic: topics.commandsAndEvents, key: $0.orderId, value: LogFormat.encode(LogFormat.entry($0))) },
+                commit: nil)
+            let rows = try await engine.openReader(topic: topics.aggregates, from: [0, 0])
+            var seen = 0
+            let readBy = ContinuousClock.now + .seconds(30)
+            while seen < 3 && ContinuousClock.now < readBy { seen += try await rows.next(maxRecords: 100, timeout: .milliseconds(500)).count }
+            #expect(seen == 3)
+            await rows.close()
+            alone.cancel()
+            _ = await alone.result
+
+            var config = OrderPipeline.Config()
+            config.topics = topics
+            let store = InMemoryReadModelStore()
+            let pipeline = OrderPipeline(engine: engine, store: store, config: config, logger: KafkaTestEnvironment.logger)
+            let task = Task { try await pipeline.run() }
+            defer { task.cancel() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            var placed = 0
+            while ContinuousClock.now < deadline {
+                placed = 0
+                for c in commands where try await store.view(orderId: c.orderId)?.order?.version == 1 { placed += 1 }
+                if placed == commands.count { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(placed == commands.count)
+            task.cancel()
+            _ = await task.result
+        }
+    }
 }
 
 extension OrderEvent.Kind {
