@@ -27,8 +27,10 @@ struct FusedProcessors: Sendable {
     let handler: CommandHandler
     let publisher: IntegrationPublisher
     let logger: Logger
-    /// How long catching up waits for rows before taking a partition as read to its end.
-    var catchUpWait: Duration = .milliseconds(300)
+    /// How long catching up may take to read the rows it knows are there (past the
+    /// handler's or the publisher's offset, before the end it read at the start); past it
+    /// the member ends, and its successor tries again.
+    var catchUpTimeout: Duration = .seconds(15)
 
     func run() async throws {
         var loop = GroupLoop(engine: engine, group: Aggregator.group, topic: topics.commandsAndEvents, logger: logger)
@@ -69,22 +71,39 @@ struct FusedProcessors: Sendable {
     /// handler's or the publisher's group, and commits those groups past them.
     func catchUp(_ partitions: [Int]) async throws {
         guard !partitions.isEmpty else { return }
+        let started = ContinuousClock.now
         let topic = topics.aggregates
-        let handled = try await engine.committedOffsets(group: CommandHandler.group, topic: topic)
-        let published = try await engine.committedOffsets(group: IntegrationPublisher.group, topic: topic)
+        async let handledOffsets = engine.committedOffsets(group: CommandHandler.group, topic: topic)
+        async let publishedOffsets = engine.committedOffsets(group: IntegrationPublisher.group, topic: topic)
         // The other partitions are read from their ends (their records are skipped anyway).
-        var from = try await engine.endOffsets(topic)
+        async let ends = engine.endOffsets(topic)
+        let (handled, published) = try await (handledOffsets, publishedOffsets)
+        let end = try await ends
+        var from = end
         for p in partitions where p < from.count { from[p] = min(handled[p], published[p]) }
+        // Partitions with no row past those offsets need no read (nobody else writes
+        // their rows now: the assignment fenced their previous owner).
+        var reading = Set(partitions.filter { $0 < from.count && from[$0] < end[$0] })
+        guard !reading.isEmpty else {
+            logger.debug(
+                "no rows left to the command handler or the integration publisher",
+                metadata: ["partitions": "\(partitions)", "elapsed": "\(ContinuousClock.now - started)"])
+            return
+        }
         let reader = try await engine.openReader(topic: topic, from: from)
-        var reading = Set(partitions)
         var decisions: [OutgoingRecord] = []
         var integration: [OutgoingRecord] = []
         var handlerNext: [Int: Int64] = [:]
         var publisherNext: [Int: Int64] = [:]
+        let deadline = ContinuousClock.now + catchUpTimeout
         do {
             while !reading.isEmpty {
-                let records = try await reader.next(maxRecords: 1000, timeout: catchUpWait)
-                if records.isEmpty { break }
+                let records = try await reader.next(maxRecords: 1000, timeout: .milliseconds(200))
+                if records.isEmpty && ContinuousClock.now >= deadline {
+                    throw LogError(
+                        .unavailable,
+                        "could not read \(topic) partitions \(reading.sorted()) to their ends within \(catchUpTimeout) to catch up on rows left to the command handler")
+                }
                 for r in records where reading.contains(r.partition) {
                     if r.headers[Self.handledHeader] != nil {
                         reading.remove(r.partition)
@@ -98,6 +117,7 @@ struct FusedProcessors: Sendable {
                         integration.append(contentsOf: publisher.handle([r]))
                         publisherNext[r.partition] = r.offset + 1
                     }
+                    if r.offset + 1 >= end[r.partition] { reading.remove(r.partition) }
                 }
             }
         } catch {
@@ -115,12 +135,14 @@ struct FusedProcessors: Sendable {
                 integration, commit: OffsetCommit(group: IntegrationPublisher.group, topic: topic, offsets: publisherNext),
                 durability: .deferred)
         }
+        let metadata: Logger.Metadata = [
+            "partitions": "\(partitions)", "decisions": "\(decisions.count)", "integration-events": "\(integration.count)",
+            "elapsed": "\(ContinuousClock.now - started)",
+        ]
         if !handlerNext.isEmpty || !publisherNext.isEmpty {
-            logger.info(
-                "caught up on rows left to the command handler and the integration publisher",
-                metadata: [
-                    "partitions": "\(partitions)", "decisions": "\(decisions.count)", "integration-events": "\(integration.count)",
-                ])
+            logger.info("caught up on rows left to the command handler and the integration publisher", metadata: metadata)
+        } else {
+            logger.debug("no rows left to the command handler or the integration publisher", metadata: metadata)
         }
     }
 }
