@@ -9,11 +9,14 @@ import Logging
 /// decisions and the integration events go out in one atomic append with the aggregator's
 /// offsets. The log holds the same records as with three consumers, with two hops fewer
 /// per entry: on Kafka that is one transaction and one fetch instead of three. A decision
-/// is itself a record of `order-commands-and-events`, aggregated when the loop reaches it.
+/// is itself a record of `order-commands-and-events`, aggregated when the loop reaches it
+/// in the log. (Aggregating it in the transaction that writes it would need its offset
+/// first, and a command appended meanwhile can land before it: the row would list the
+/// two out of offset order, and the command would then be taken as aggregated already.)
 ///
-/// The handler's and the publisher's groups stay where fusing began. Rows written this way carry
-/// the `handledHeader`; rows without it, left by three separate consumers (a build
-/// before this one), are caught up on when partitions are assigned: read from those
+/// The handler's and the publisher's groups stay where fusing began. Rows written this
+/// way carry the `handledHeader`; rows without it, left by three separate consumers (a
+/// build before this one), are caught up on when partitions are assigned: read from those
 /// groups' committed offsets up to the first row that carries it, handled, and the
 /// groups' offsets committed past them, before any new record of those partitions.
 struct FusedProcessors: Sendable {
