@@ -10,7 +10,8 @@ import Synchronization
 /// `close`): the group does not move on until then, so the caller can still commit what
 /// it finished with its current generation. Before `.assigned` is returned, `onAssigned`
 /// runs with every partition the member now holds (the engine fences their previous
-/// owners there).
+/// owners there), and before revoked partitions are given up, `beforeGivingUp` runs with
+/// those it keeps (with cooperative rebalancing a member keeps some and goes on).
 ///
 /// - Important: `poll`, `commit` and `close` run one at a time on the member's own
 ///   queue; librdkafka's consumer calls must not overlap.
@@ -25,6 +26,7 @@ final class KafkaGroupConsumer: GroupConsumer {
     private let rebalances: Rebalances
     private let onClose: @Sendable () -> Void
     private let onAssigned: @Sendable (_ held: Set<Int>) async throws -> Void
+    private let beforeGivingUp: @Sendable (_ kept: Set<Int>) async throws -> Void
 
     /// Rebalance events from the callback (on the poll thread) to `poll`.
     final class Rebalances: Sendable {
@@ -70,9 +72,11 @@ final class KafkaGroupConsumer: GroupConsumer {
     init(
         group: String, groupId: String, topic: String, properties: [String: String], logger: Logger,
         onChange: @escaping @Sendable () -> Void, onClose: @escaping @Sendable () -> Void,
-        onAssigned: @escaping @Sendable (_ held: Set<Int>) async throws -> Void = { _ in }
+        onAssigned: @escaping @Sendable (_ held: Set<Int>) async throws -> Void = { _ in },
+        beforeGivingUp: @escaping @Sendable (_ kept: Set<Int>) async throws -> Void = { _ in }
     ) throws(LogError) {
         self.onAssigned = onAssigned
+        self.beforeGivingUp = beforeGivingUp
         self.group = group
         self.groupId = groupId
         self.topic = topic
@@ -91,6 +95,11 @@ final class KafkaGroupConsumer: GroupConsumer {
 
     func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
         try Task.checkCancellation()
+        // The caller has seen a revocation and committed; before the partitions go (in
+        // this poll), the engine moves the member's commits off any of them.
+        if rebalances.state.withLock({ $0.reportedRevoke != nil }) {
+            try await beforeGivingUp(rebalances.state.withLock { $0.assigned })
+        }
         let cancelled = CancelFlag()
         let result = try await withTaskCancellationHandler {
             try await queue.run { [self] () throws -> GroupPoll in

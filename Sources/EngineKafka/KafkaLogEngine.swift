@@ -61,6 +61,11 @@ public final class KafkaLogEngine: LogEngine {
         /// Group members are declared dead after this long without heartbeats; a low
         /// value speeds up group joins and failover (tests: ~1–3 s).
         public var sessionTimeout: Duration = .seconds(10)
+        /// Cooperative rebalancing (`partition.assignment.strategy=cooperative-sticky`): a
+        /// rebalance moves only the partitions that change owner, and every member goes on
+        /// with the others meanwhile. Off: eager rebalancing, where every member gives up
+        /// all its partitions first (a member's death stalls every partition of the group).
+        public var cooperativeRebalancing = true
         /// Bound on metadata, admin, offset and transaction requests.
         public var requestTimeout: Duration = .seconds(30)
         /// Bound on an append (`message.timeout.ms`): past it, the append fails with
@@ -98,6 +103,8 @@ public final class KafkaLogEngine: LogEngine {
     /// The transactional producer of each live group member's commits, by
     /// "group/topic", set when the member claims its partitions.
     private let claimed = Mutex<[String: TransactionalProducer]>([:])
+    /// The partition whose transactional id each of those producers has.
+    private let claimedPartition = Mutex<[String: Int]>([:])
     /// Transactional producers for commits of groups without a live member here, and
     /// ("") for appends of several records without a commit; by group.
     private let unclaimed = Mutex<[String: TransactionalProducer]>([:])
@@ -182,6 +189,7 @@ public final class KafkaLogEngine: LogEngine {
             throw error
         }
         claimed.withLock { $0[key] = kept }
+        claimedPartition.withLock { $0[key] = held.min() }
         // The others only fenced: closing them (a handle destroy each; about half a second
         // for three groups' claims of 10 partitions on tansu) need not delay reading.
         // `shutdown()` closes those still open.
@@ -196,6 +204,21 @@ public final class KafkaLogEngine: LogEngine {
         logger.debug(
             "claimed the partitions' transactional ids",
             metadata: ["group": "\(group)", "partitions": "\(held.sorted())", "elapsed": "\(ContinuousClock.now - started)"])
+    }
+
+    /// A member of `group` on `topic` is about to give partitions up and keeps `held`:
+    /// when the member's commits ran on the id of a partition it gives up (whose next
+    /// owner fences that id), they move to one it keeps, claimed again first.
+    private func keepClaim(group: String, topic: String, held: Set<Int>) async throws {
+        let key = "\(group)/\(topic)"
+        let current = claimedPartition.withLock { $0[key] }
+        if let current, held.contains(current) { return }
+        if held.isEmpty {
+            claimedPartition.withLock { $0[key] = nil }
+            if let old = claimed.withLock({ $0.removeValue(forKey: key) }) { await old.shutdown(flushMs: 0) }
+            return
+        }
+        try await claim(group: group, topic: topic, held: held)
     }
 
     /// Flushes and closes the producers, stops the key indexes and closes the control
@@ -376,6 +399,10 @@ public final class KafkaLogEngine: LogEngine {
             onAssigned: { [weak self] held in
                 guard let self, config.transactions else { return }
                 try await claim(group: group, topic: topic, held: held)
+            },
+            beforeGivingUp: { [weak self] kept in
+                guard let self, config.transactions else { return }
+                try await keepClaim(group: group, topic: topic, held: kept)
             })
         let id = ObjectIdentifier(consumer)
         box.withLock { $0 = id }
@@ -522,6 +549,7 @@ public final class KafkaLogEngine: LogEngine {
             let session = config.sessionTimeout.milliseconds
             p["session.timeout.ms"] = String(session)
             p["heartbeat.interval.ms"] = String(max(100, session / 4))
+            if config.cooperativeRebalancing { p["partition.assignment.strategy"] = "cooperative-sticky" }
         } else {
             // librdkafka's assign needs a group id; this one never joins or commits.
             p["group.id"] = "\(config.groupIdPrefix)reader-\(config.instanceId)"

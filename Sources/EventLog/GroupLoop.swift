@@ -12,9 +12,13 @@ struct GroupLoop: Sendable {
     var maxBatch = 1000
     var pollTimeout: Duration = .milliseconds(500)
     /// Whether the next batch is polled and handled while the previous one's append is in
-    /// flight. Off for a loop that consumes what it appends itself: its records show up
-    /// only once the append is done, so polling after it gets them a batch earlier.
-    var overlapsAppends = true
+    /// flight; nil: only on an engine that runs derivations in its appends (the embedded
+    /// one, whose fsync the next batch then overlaps). Not on Kafka, where a poll may bring
+    /// an assignment at any time (cooperative rebalancing) and the engine then claims the
+    /// partitions' transactional ids, which must not race an append in flight. Off, too,
+    /// for a loop that consumes what it appends itself: its records show up only once the
+    /// append is done, so polling after it gets them a batch earlier.
+    var overlapsAppends: Bool? = nil
 
     /// Runs until the task is cancelled. `handle` sees the records of one batch in offset
     /// order per partition, and is told when partitions change hands so it can drop
@@ -40,7 +44,7 @@ struct GroupLoop: Sendable {
                 var inFlight: Task<Void, any Error>?
                 defer { inFlight?.cancel() }
                 while !Task.isCancelled {
-                    if !overlapsAppends {
+                    if !(overlapsAppends ?? (engine is any DerivingLogEngine)) {
                         try await inFlight?.value
                         inFlight = nil
                     }

@@ -124,6 +124,10 @@ final class RDKafkaDeliveryTicket: Sendable {
 private final class RDKafkaCallbacks: Sendable {
     let logger: Logger
     let rebalance: (@Sendable (RDKafkaRebalance) -> RDKafkaRevokeHandling)?
+    /// Whether the last rebalance the callback saw was cooperative: `completeRevoke`,
+    /// after the callback, must give the partitions up the same way, and librdkafka may
+    /// not name the protocol any more by then.
+    let cooperative = Atomic<Bool>(false)
     init(logger: Logger, rebalance: (@Sendable (RDKafkaRebalance) -> RDKafkaRevokeHandling)?) {
         self.logger = logger
         self.rebalance = rebalance
@@ -455,7 +459,7 @@ final class RDKafkaClient: @unchecked Sendable {
 
     /// Gives up partitions whose revocation the rebalance handler deferred.
     func completeRevoke(_ partitions: [TopicPartition]) {
-        if Self.isCooperative(handle) {
+        if callbacks.takeUnretainedValue().cooperative.load(ordering: .relaxed) {
             let list = Self.partitionList(partitions)
             defer { rd_kafka_topic_partition_list_destroy(list) }
             if let error = rd_kafka_incremental_unassign(handle, list) { rd_kafka_error_destroy(error) }
@@ -631,6 +635,7 @@ private let rdkafkaRebalanceCallback:
         let cooperative = RDKafkaClient.isCooperative(handle)
         let partitions = RDKafkaClient.partitions(list)
         let handler = callbacks(opaque)?.rebalance
+        callbacks(opaque)?.cooperative.store(cooperative, ordering: .relaxed)
         switch err {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
             if cooperative {
