@@ -69,36 +69,29 @@ def main():
         results = []  # (issued at, latency in s, or None for an error)
         lock = threading.Lock()
 
+        def call(stub, issued):
+            """Places an order and records its latency (None: it failed) by when it was issued."""
+            try:
+                place(stub, pb)
+                outcome = time.time() - issued
+            except grpc.RpcError:
+                outcome = None
+            with lock:
+                results.append((issued, outcome))
+
         def writer(server):
             with grpc.insecure_channel(server.address) as ch:
                 stub = pb.g.OrderServiceStub(ch)
                 while not stop.is_set():
-                    issued = time.time()
-                    try:
-                        place(stub, pb)
-                        outcome = time.time() - issued
-                    except grpc.RpcError:
-                        outcome = None
-                    with lock:
-                        results.append((issued, outcome))
+                    call(stub, time.time())
 
         def scheduled(server, pool):
             with grpc.insecure_channel(server.address) as ch:
                 stub = pb.g.OrderServiceStub(ch)
-
-                def call(issued):
-                    try:
-                        place(stub, pb)
-                        outcome = time.time() - issued
-                    except grpc.RpcError:
-                        outcome = None
-                    with lock:
-                        results.append((issued, outcome))
-
                 pending = []
                 next_at = time.time()
                 while not stop.is_set():
-                    pending.append(pool.submit(call, next_at))
+                    pending.append(pool.submit(call, stub, next_at))
                     next_at += 1 / args.rate
                     time.sleep(max(0.0, next_at - time.time()))
                 concurrent.futures.wait(pending, timeout=60)
