@@ -36,8 +36,9 @@ struct GroupLoop: Sendable {
             do {
                 let consumer = try await engine.joinGroup(group, topic: topic)
                 defer { Task { await consumer.close() } }
-                // One append in flight while the next batch is polled and handled: the
-                // batch's work overlaps the previous batch's fsync. Appends stay in order
+                // One append in flight while the next batch is polled and handled (where
+                // `overlapsAppends` allows): the batch's work overlaps the previous batch's
+                // fsync. Appends stay in order
                 // (each starts after the previous finished), and a failed one ends this
                 // member, whose successor resumes from the committed offsets (and clears
                 // the handler's caches on `.assigned`).
