@@ -105,7 +105,8 @@ struct FusedProcessors: Sendable {
                 if records.isEmpty && ContinuousClock.now >= deadline {
                     throw LogError(
                         .unavailable,
-                        "could not read \(topic) partitions \(reading.sorted()) to their ends within \(catchUpTimeout) to catch up on rows left to the command handler")
+                        "could not read \(topic) partitions \(reading.sorted()) to their ends within "
+                            + "\(catchUpTimeout) to catch up on rows left to the command handler")
                 }
                 for r in records where reading.contains(r.partition) {
                     if r.headers[Self.handledHeader] != nil {
@@ -130,7 +131,8 @@ struct FusedProcessors: Sendable {
         await reader.close()
         if !handlerNext.isEmpty {
             let landed = try await engine.append(
-                decisions, commit: OffsetCommit(group: CommandHandler.group, topic: topic, offsets: handlerNext), durability: .deferred)
+                decisions, commit: OffsetCommit(group: CommandHandler.group, topic: topic, offsets: handlerNext),
+                durability: .deferred)
             handler.decisions.appended(decisions, at: landed)
         }
         if !publisherNext.isEmpty {

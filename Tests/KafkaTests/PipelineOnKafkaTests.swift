@@ -103,12 +103,16 @@ struct PipelineOnKafkaTests {
                         route: [Waypoint(address: "A", lat: 1, lon: 2), Waypoint(address: "B", lat: 3, lon: 4)]))
             }
             try await engine.append(
-                commands.map { OutgoingRecord(topic: topics.commandsAndEvents, key: $0.orderId, value: LogFormat.encode(LogFormat.entry($0))) },
+                commands.map {
+                    OutgoingRecord(topic: topics.commandsAndEvents, key: $0.orderId, value: LogFormat.encode(LogFormat.entry($0)))
+                },
                 commit: nil)
             let rows = try await engine.openReader(topic: topics.aggregates, from: [0, 0])
             var seen = 0
             let readBy = ContinuousClock.now + .seconds(30)
-            while seen < 3 && ContinuousClock.now < readBy { seen += try await rows.next(maxRecords: 100, timeout: .milliseconds(500)).count }
+            while seen < 3 && ContinuousClock.now < readBy {
+                seen += try await rows.next(maxRecords: 100, timeout: .milliseconds(500)).count
+            }
             #expect(seen == 3)
             await rows.close()
             alone.cancel()

@@ -44,7 +44,9 @@ import Testing
         let alone = Task { try await aggregator.run() }
         let commands = (0..<4).map { _ in Harness.placeCommand() }
         try await engine.append(
-            commands.map { OutgoingRecord(topic: topics.commandsAndEvents, key: $0.orderId, value: LogFormat.encode(LogFormat.entry($0))) },
+            commands.map {
+                OutgoingRecord(topic: topics.commandsAndEvents, key: $0.orderId, value: LogFormat.encode(LogFormat.entry($0)))
+            },
             commit: nil)
         try await waitUntil { try await engine.endOffsets(topics.aggregates).reduce(0, +) == 4 }
         alone.cancel()
