@@ -100,11 +100,9 @@ public final class KafkaLogEngine: LogEngine {
     private let logger: Logger
     private let control: ControlClient
     private let producer: IdempotentProducer
-    /// The transactional producer of each live group member's commits, by
-    /// "group/topic", set when the member claims its partitions.
-    private let claimed = Mutex<[String: TransactionalProducer]>([:])
-    /// The partition whose transactional id each of those producers has.
-    private let claimedPartition = Mutex<[String: Int]>([:])
+    /// The transactional producer of each live group member's commits, with the partition
+    /// whose id it has, by "group/topic", set when the member claims its partitions.
+    private let claimed = Mutex<[String: (producer: TransactionalProducer, partition: Int)]>([:])
     /// Transactional producers for commits of groups without a live member here, and
     /// ("") for appends of several records without a commit; by group.
     private let unclaimed = Mutex<[String: TransactionalProducer]>([:])
@@ -157,7 +155,7 @@ public final class KafkaLogEngine: LogEngine {
     /// The producer for a commit of `group` (or "" for none): the live member's, else
     /// this instance's own for the group.
     private func transactionalProducer(group: String, topic: String) -> TransactionalProducer {
-        if let p = claimed.withLock({ $0["\(group)/\(topic)"] }) { return p }
+        if let p = claimed.withLock({ $0["\(group)/\(topic)"]?.producer }) { return p }
         return unclaimed.withLock { producers in
             if let p = producers[group] { return p }
             let p = makeTransactionalProducer(id: Self.transactionalId(config, group: group, topic: topic, partition: nil))
@@ -173,8 +171,9 @@ public final class KafkaLogEngine: LogEngine {
     /// first: another member may have claimed that id meanwhile.
     private func claim(group: String, topic: String, held: Set<Int>) async throws {
         let key = "\(group)/\(topic)"
-        if let old = claimed.withLock({ $0.removeValue(forKey: key) }) { await old.shutdown(flushMs: 0) }
-        let producers = held.sorted().map {
+        if let old = claimed.withLock({ $0.removeValue(forKey: key) }) { await old.producer.shutdown(flushMs: 0) }
+        let partitions = held.sorted()
+        let producers = partitions.map {
             makeTransactionalProducer(id: Self.transactionalId(config, group: group, topic: topic, partition: $0))
         }
         guard let kept = producers.first else { return }
@@ -188,8 +187,7 @@ public final class KafkaLogEngine: LogEngine {
             for p in producers { await p.shutdown(flushMs: 0) }
             throw error
         }
-        claimed.withLock { $0[key] = kept }
-        claimedPartition.withLock { $0[key] = held.min() }
+        claimed.withLock { $0[key] = (kept, partitions[0]) }
         // The others only fenced: closing them (a handle destroy each; about half a second
         // for three groups' claims of 10 partitions on tansu) need not delay reading.
         // `shutdown()` closes those still open.
@@ -208,16 +206,10 @@ public final class KafkaLogEngine: LogEngine {
 
     /// A member of `group` on `topic` is about to give partitions up and keeps `held`:
     /// when the member's commits ran on the id of a partition it gives up (whose next
-    /// owner fences that id), they move to one it keeps, claimed again first.
+    /// owner fences that id), they move to one it keeps, claimed again first (none when
+    /// it keeps none).
     private func keepClaim(group: String, topic: String, held: Set<Int>) async throws {
-        let key = "\(group)/\(topic)"
-        let current = claimedPartition.withLock { $0[key] }
-        if let current, held.contains(current) { return }
-        if held.isEmpty {
-            claimedPartition.withLock { $0[key] = nil }
-            if let old = claimed.withLock({ $0.removeValue(forKey: key) }) { await old.shutdown(flushMs: 0) }
-            return
-        }
+        if let current = claimed.withLock({ $0["\(group)/\(topic)"]?.partition }), held.contains(current) { return }
         try await claim(group: group, topic: topic, held: held)
     }
 
@@ -226,7 +218,7 @@ public final class KafkaLogEngine: LogEngine {
     public func shutdown() async {
         let flushMs = config.deliveryTimeout.milliseconds
         await producer.shutdown(flushMs: flushMs)
-        for p in claimed.withLock({ t in defer { t = [:] }; return Array(t.values) })
+        for p in claimed.withLock({ t in defer { t = [:] }; return t.values.map(\.producer) })
             + unclaimed.withLock({ t in defer { t = [:] }; return Array(t.values) })
             + closingFencers.withLock({ Array($0.values) })
         {
