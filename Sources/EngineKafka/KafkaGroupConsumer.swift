@@ -97,8 +97,8 @@ final class KafkaGroupConsumer: GroupConsumer {
         try Task.checkCancellation()
         // The caller has seen a revocation and committed; before the partitions go (in
         // this poll), the engine moves the member's commits off any of them.
-        if rebalances.state.withLock({ $0.reportedRevoke != nil }) {
-            try await beforeGivingUp(rebalances.state.withLock { $0.assigned })
+        if let kept = rebalances.state.withLock({ $0.reportedRevoke != nil ? $0.assigned : nil }) {
+            try await beforeGivingUp(kept)
         }
         let cancelled = CancelFlag()
         let result = try await withTaskCancellationHandler {

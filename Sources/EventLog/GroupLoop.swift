@@ -32,6 +32,7 @@ struct GroupLoop: Sendable {
         handle: @Sendable ([LogRecord]) async throws -> [OutgoingRecord]
     ) async throws {
         var backoff: Duration = .milliseconds(50)
+        let overlaps = overlapsAppends ?? (engine is any DerivingLogEngine)
         while !Task.isCancelled {
             do {
                 let consumer = try await engine.joinGroup(group, topic: topic)
@@ -45,7 +46,7 @@ struct GroupLoop: Sendable {
                 var inFlight: Task<Void, any Error>?
                 defer { inFlight?.cancel() }
                 while !Task.isCancelled {
-                    if !(overlapsAppends ?? (engine is any DerivingLogEngine)) {
+                    if !overlaps {
                         try await inFlight?.value
                         inFlight = nil
                     }
