@@ -67,7 +67,8 @@ struct FusedProcessors: Sendable {
             derived.append(contentsOf: handler.handle([written]))
             derived.append(contentsOf: publisher.handle([written]))
         }
-        return out + derived
+        out.append(contentsOf: derived)
+        return out
     }
 
     /// Handles the rows of `partitions` that three separate consumers left to the
