@@ -41,22 +41,50 @@ public struct CommandGateway: Sendable {
         try OrderValidation.validate(command)
         var ticket: Waiters<String, CommandOutcome>.Ticket
         switch try await send(command, checkingTheOrder: true) {
-        case .answered(let outcome): return outcome
+        case .answered(let outcome): return try Self.answering(command, with: outcome)
         case .sent(let listening): ticket = listening
         }
         // Again and again: a re-send that lands before the lost decision does (a handler
         // slow to decide) cannot tell the handler that decision went missing; a later one can.
         while let resendAfter, ContinuousClock.now + resendAfter < deadline {
-            if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) { return outcome }
+            if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) {
+                return try Self.answering(command, with: outcome)
+            }
             try Task.checkCancellation()
             switch try await send(command, checkingTheOrder: false) {
-            case .answered(let outcome): return outcome
+            case .answered(let outcome): return try Self.answering(command, with: outcome)
             case .sent(let listening): ticket = listening
             }
         }
-        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) {
+            return try Self.answering(command, with: outcome)
+        }
         try Task.checkCancellation()
-        return try await outcome(of: command.commandId, deadline: deadline)
+        return try Self.answering(command, with: try await outcome(of: command.commandId, deadline: deadline))
+    }
+
+    /// `outcome`, recorded under `command`'s id, if it answers `command`: the same order,
+    /// the same kind of command, the same expected version (the payload is not compared: a
+    /// retried PlaceOrder returns the first order). Otherwise the request_id was used
+    /// before for another command, and answering with that command's outcome would report
+    /// on an order the caller never named: refused, naming the field.
+    static func answering(_ command: OrderCommand, with outcome: CommandOutcome) throws(OrderRejection) -> CommandOutcome {
+        let answered: (type: String, expectedVersion: Int)
+        switch outcome.event.kind {
+        case .placed: answered = ("PlaceOrder", 0)
+        case .accepted: answered = ("AcceptOrder", outcome.event.version - 1)
+        case .completed: answered = ("CompleteOrder", outcome.event.version - 1)
+        case .cancelled: answered = ("CancelOrder", outcome.event.version - 1)
+        case .rejected(let rejection): answered = (rejection.commandType, rejection.expectedVersion)
+        }
+        guard outcome.orderId != command.orderId || answered.type != command.typeName
+            || answered.expectedVersion != command.expectedVersion
+        else { return outcome }
+        throw OrderRejection(
+            reason: .invalidArgument,
+            message: "request_id '\(command.commandId.prefix(64))' was used before for \(answered.type) of order \(outcome.orderId) "
+                + "at version \(answered.expectedVersion); a retry must repeat that command, another command needs a new request_id",
+            field: "request_id", commandType: command.typeName, expectedVersion: command.expectedVersion, actualVersion: 0)
     }
 
     private enum Sent {

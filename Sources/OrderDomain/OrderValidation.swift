@@ -47,6 +47,14 @@ public enum OrderValidation {
         }
     }
 
+    /// A UUID written with capital letters in lowercase, the form every id is stored and
+    /// compared in (RFC 9562: UUIDs are case-insensitive on input, lowercase on output;
+    /// Swift's `UUID().uuidString` is uppercase). Any other text as it is.
+    public static func canonicalUUID(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "F") }), isUUID(text) else { return text }
+        return text.lowercased()
+    }
+
     /// UUID text: 8-4-4-4-12 hexadecimal digits.
     public static func isUUID(_ text: String) -> Bool {
         // Over the string's own UTF-8 bytes: copying them into an Array cost an allocation

@@ -83,7 +83,8 @@ public struct OrderServiceDefinition: Sendable {
         let requestId = req.requestID.isEmpty ? OrderIdentity.random() : req.requestID
         let command = OrderCommand(
             commandId: requestId, orderId: OrderIdentity.orderId(forRequest: requestId), expectedVersion: 0,
-            kind: .place(riderId: req.riderID, price: req.price, route: req.route.map(ProtoMapping.waypoint)))
+            kind: .place(
+                riderId: OrderValidation.canonicalUUID(req.riderID), price: req.price, route: req.route.map(ProtoMapping.waypoint)))
         let outcome = try await submit(command, ctx)
         var res = Ridehailing_Orders_V1_PlaceOrderResponse()
         res.orderID = outcome.orderId
@@ -97,7 +98,7 @@ public struct OrderServiceDefinition: Sendable {
     {
         let kind: OrderCommand.Kind
         switch req.status {
-        case .accepted: kind = .accept(driverId: req.driverID)
+        case .accepted: kind = .accept(driverId: OrderValidation.canonicalUUID(req.driverID))
         case .completed: kind = .complete
         case .cancelled: kind = .cancel
         case .placed, .unspecified, .UNRECOGNIZED:
@@ -108,7 +109,8 @@ public struct OrderServiceDefinition: Sendable {
             throw StatusMapping.invalidArgument(field: "driver_id", "driver_id is only for ORDER_STATUS_ACCEPTED")
         }
         let command = OrderCommand(
-            commandId: req.requestID.isEmpty ? OrderIdentity.random() : req.requestID, orderId: req.orderID,
+            commandId: req.requestID.isEmpty ? OrderIdentity.random() : req.requestID,
+            orderId: OrderValidation.canonicalUUID(req.orderID),
             expectedVersion: Int(req.version), kind: kind)
         let outcome = try await submit(command, ctx)
         var res = Ridehailing_Orders_V1_UpdateOrderResponse()
@@ -131,7 +133,8 @@ public struct OrderServiceDefinition: Sendable {
     /// `getOrder`.
     func cachedOrder(_ req: Ridehailing_Orders_V1_GetOrderRequest) throws -> EncodedMessage<Ridehailing_Orders_V1_Order>? {
         try checkGetOrder(req)
-        guard let order = pipeline.queries.cachedOrder(id: req.orderID, minVersion: Int(req.minVersion)) else { return nil }
+        let orderId = OrderValidation.canonicalUUID(req.orderID)
+        guard let order = pipeline.queries.cachedOrder(id: orderId, minVersion: Int(req.minVersion)) else { return nil }
         return mappedOrders.encoded(for: order)
     }
 
@@ -140,8 +143,9 @@ public struct OrderServiceDefinition: Sendable {
     {
         try checkGetOrder(req)
         let deadline = ContinuousClock.now + timeout(ctx)
-        guard let order = try await pipeline.queries.order(id: req.orderID, minVersion: Int(req.minVersion), deadline: deadline) else {
-            throw GRPCStatus(.notFound, "Order \(req.orderID) not found")
+        let orderId = OrderValidation.canonicalUUID(req.orderID)
+        guard let order = try await pipeline.queries.order(id: orderId, minVersion: Int(req.minVersion), deadline: deadline) else {
+            throw StatusMapping.orderNotFound(req.orderID)
         }
         return mappedOrders.encoded(for: order)
     }
@@ -153,8 +157,9 @@ public struct OrderServiceDefinition: Sendable {
 
     func getOrderEvents(_ req: Ridehailing_Orders_V1_GetOrderEventsRequest) async throws -> Ridehailing_Orders_V1_GetOrderEventsResponse {
         try checkOrderId(req.orderID, field: "order_id")
-        guard let events = try await pipeline.queries.events(orderId: req.orderID), !events.isEmpty else {
-            throw GRPCStatus(.notFound, "Order \(req.orderID) not found")
+        let orderId = OrderValidation.canonicalUUID(req.orderID)
+        guard let events = try await pipeline.queries.events(orderId: orderId), !events.isEmpty else {
+            throw StatusMapping.orderNotFound(req.orderID)
         }
         var res = Ridehailing_Orders_V1_GetOrderEventsResponse()
         res.events = events.map(ProtoMapping.event)
@@ -211,7 +216,8 @@ public struct OrderServiceDefinition: Sendable {
         }
         let subscription = try await pipeline.subscribe(
             start: start,
-            filter: .init(orderId: req.orderID.isEmpty ? nil : req.orderID, eventTypes: Set(req.eventTypes)))
+            filter: .init(
+                orderId: req.orderID.isEmpty ? nil : OrderValidation.canonicalUUID(req.orderID), eventTypes: Set(req.eventTypes)))
         defer { Task { await subscription.close() } }
         while let delivery = try await subscription.nextDelivery() {
             var res = Ridehailing_Orders_V1_StreamEventsResponse()

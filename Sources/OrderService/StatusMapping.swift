@@ -43,6 +43,16 @@ enum StatusMapping {
         }
     }
 
+    /// NOT_FOUND for a read of an unknown order, with the same `ErrorInfo` reason as a
+    /// command's (its metadata names the order).
+    static func orderNotFound(_ orderId: String) -> GRPCStatus {
+        var info = Google_Rpc_ErrorInfo()
+        info.reason = OrderRejection.Reason.notFound.rawValue
+        info.domain = domain
+        info.metadata = ["order_id": orderId]
+        return GRPCStatus(.notFound, "Order \(orderId) not found", details: [pack(info)])
+    }
+
     static func invalidArgument(field: String, _ message: String) -> GRPCStatus {
         var violation = Google_Rpc_BadRequest.FieldViolation()
         violation.field = field

@@ -3,6 +3,14 @@ import OrderDomain
 
 @Suite("OrderValidation.isUUID")
 struct UUIDTests {
+    @Test func canonicalFormIsLowercase() {
+        #expect(OrderValidation.canonicalUUID("D4E5F6A7-B8C9-4DAE-8F01-23456789ABCD") == "d4e5f6a7-b8c9-4dae-8f01-23456789abcd")
+        #expect(OrderValidation.canonicalUUID("d4E5f6A7-b8C9-4dAe-8F01-23456789aBcD") == "d4e5f6a7-b8c9-4dae-8f01-23456789abcd")
+        #expect(OrderValidation.canonicalUUID("6f1c1b7e-3a8e-4c55-9d0f-2b8f4a0e5c11") == "6f1c1b7e-3a8e-4c55-9d0f-2b8f4a0e5c11")
+        // Not a UUID: left as it is, so a validation message quotes what was sent.
+        #expect(OrderValidation.canonicalUUID("NOT-A-UUID") == "NOT-A-UUID")
+    }
+
     @Test(arguments: [
         "6f1c1b7e-3a8e-4c55-9d0f-2b8f4a0e5c11",
         "D4E5F6A7-B8C9-4DAE-8F01-23456789ABCD",

@@ -99,7 +99,7 @@ def test_concurrent_updates_one_winner_and_retry_applies_once(stub, pb):
     assert again.order.version == 2
     loser = requests[results.index("ABORTED")]
     with pytest.raises(grpc.RpcError) as e:  # a retried loser gets its first outcome back, too
-        update(stub, pb, order_id, S.ORDER_STATUS_CANCELLED, 2, request_id=loser)
+        update(stub, pb, order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=str(uuid.uuid4()), request_id=loser)
     assert e.value.code() == grpc.StatusCode.ABORTED
     history = stub.GetOrderEvents(pb.m.GetOrderEventsRequest(order_id=order_id), timeout=5).events
     assert [e.event_type for e in history].count("OrderAcceptedEvent") == 1
@@ -184,6 +184,84 @@ def test_unknown_order_not_found_and_not_created(stub, pb):
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
     listed = stub.ListOrders(pb.m.ListOrdersRequest(page_size=1000), timeout=5).orders
     assert ghost not in [o.id for o in listed]
+
+
+def test_not_found_on_reads_carries_error_info(stub, pb):
+    ghost = str(uuid.uuid4())
+    for call in (lambda: stub.GetOrder(pb.m.GetOrderRequest(order_id=ghost), timeout=5),
+                 lambda: stub.GetOrderEvents(pb.m.GetOrderEventsRequest(order_id=ghost), timeout=5)):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        info = error_info(e.value)
+        assert info is not None and info.reason == "NOT_FOUND" and info.metadata["order_id"] == ghost
+
+
+def test_a_request_id_reused_for_another_command_is_refused(stub, pb):
+    """A request_id answers the one command it was first used for; another command with it
+    is refused (INVALID_ARGUMENT naming request_id), not answered with the first one's
+    outcome, which is about another order or another kind of command."""
+    S = pb.m.OrderStatus
+    a, b = place(stub, pb).order_id, place(stub, pb).order_id
+    rid = str(uuid.uuid4())
+    assert update(stub, pb, a, S.ORDER_STATUS_CANCELLED, 1, request_id=rid).order.id == a
+    refused = [
+        lambda: update(stub, pb, b, S.ORDER_STATUS_CANCELLED, 1, request_id=rid),  # another order
+        lambda: update(stub, pb, a, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER, request_id=rid),  # another command
+        lambda: update(stub, pb, a, S.ORDER_STATUS_CANCELLED, 2, request_id=rid),  # another version
+        lambda: place(stub, pb, request_id=rid),  # another RPC
+    ]
+    for call in refused:
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert bad_request_fields(e.value) == ["request_id"] and a in e.value.details()
+    # The retry itself still returns the first outcome; b was left alone.
+    assert update(stub, pb, a, S.ORDER_STATUS_CANCELLED, 1, request_id=rid).order.version == 2
+    assert stub.GetOrder(pb.m.GetOrderRequest(order_id=b), timeout=5).status == S.ORDER_STATUS_PLACED
+
+    # A rejection is an outcome too: reusing its id on an order where the command would
+    # apply is refused, not answered ABORTED with the other order's versions.
+    rejected = str(uuid.uuid4())
+    with pytest.raises(grpc.RpcError) as e:
+        update(stub, pb, a, S.ORDER_STATUS_CANCELLED, 1, request_id=rejected)  # a is at version 2
+    assert e.value.code() == grpc.StatusCode.ABORTED
+    with pytest.raises(grpc.RpcError) as e:
+        update(stub, pb, b, S.ORDER_STATUS_CANCELLED, 1, request_id=rejected)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_fields(e.value) == ["request_id"]
+
+    # NOT_FOUND records nothing, so its id may go on to another command; the first call
+    # retried then is refused rather than answered with that command's order.
+    ghost, rid = str(uuid.uuid4()), str(uuid.uuid4())
+    with pytest.raises(grpc.RpcError) as e:
+        update(stub, pb, ghost, S.ORDER_STATUS_CANCELLED, 1, request_id=rid)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert update(stub, pb, b, S.ORDER_STATUS_CANCELLED, 1, request_id=rid).order.id == b
+    with pytest.raises(grpc.RpcError) as e:
+        update(stub, pb, ghost, S.ORDER_STATUS_CANCELLED, 1, request_id=rid)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_fields(e.value) == ["request_id"]
+
+
+def test_uuids_are_case_insensitive(stub, pb):
+    """UUIDs in capitals (Swift's UUID().uuidString) name the same order, rider and driver."""
+    S = pb.m.OrderStatus
+    placed = place(stub, pb, rider_id=RIDER.upper())
+    assert placed.order.rider_id == RIDER
+    upper = placed.order_id.upper()
+    assert upper != placed.order_id
+    assert stub.GetOrder(pb.m.GetOrderRequest(order_id=upper), timeout=5).id == placed.order_id
+    assert [e.version for e in stub.GetOrderEvents(pb.m.GetOrderEventsRequest(order_id=upper), timeout=5).events] == [1]
+    accepted = update(stub, pb, upper, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER.upper())
+    assert accepted.order.id == placed.order_id and accepted.order.driver_id == DRIVER and accepted.order.version == 2
+    stream = stub.StreamEvents(pb.m.StreamEventsRequest(from_start=True, order_id=upper), timeout=10)
+    got = []
+    for res in stream:
+        if res.WhichOneof("kind") == "caught_up":
+            break
+        if res.WhichOneof("kind") == "event":
+            got.append(res.event.version)
+    stream.cancel()
+    assert got == [1, 2]
 
 
 def test_get_order_min_version_waits_within_deadline(stub, pb):
