@@ -282,14 +282,9 @@ public final class SQLiteLogEngine: LogEngine {
             throw LogError(.unknownTopic, "topic '\(topic)' needs at least one partition, got \(partitions)")
         }
         if catalog.isClosed { throw LogError(.closed, "the log engine is closed") }
-        if let existing = catalog.topic(topic) {
-            if existing.partitions != partitions {
-                logger.warning(
-                    "topic exists with another partition count; keeping it",
-                    metadata: ["topic": "\(topic)", "partitions": "\(existing.partitions)", "asked": "\(partitions)"])
-            }
-            return
-        }
+        // An existing topic keeps its partitions; the caller compares (`Topics.provision`
+        // refuses a mismatch).
+        if catalog.topic(topic) != nil { return }
         let state = writerState
         let catalog = catalog
         let keyIndexed = options.keyIndexedTopics?.contains(topic) ?? true

@@ -21,15 +21,19 @@ public struct CommandGateway: Sendable {
     /// command handler decide again a command whose decision never reached the aggregates
     /// table.
     let resendAfter: Duration?
+    /// Commands one order takes (`OrderPipeline.Config.maxCommandsPerOrder`).
+    let maxCommandsPerOrder: Int
 
     public init(
-        engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics, resendAfter: Duration? = .seconds(3)
+        engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics, resendAfter: Duration? = .seconds(3),
+        maxCommandsPerOrder: Int = 100
     ) {
         self.engine = engine
         self.store = store
         self.projector = projector
         self.topics = topics
         self.resendAfter = resendAfter
+        self.maxCommandsPerOrder = maxCommandsPerOrder
     }
 
     /// Submits `command` and returns its outcome: the first outcome ever recorded for its
@@ -113,13 +117,26 @@ public struct CommandGateway: Sendable {
         }
     }
 
-    /// Refuses an update of an order that does not exist (placing needs none).
+    /// Refuses an update of an order that does not exist (placing needs none), and one of
+    /// an order that has taken `maxCommandsPerOrder` commands: every command adds two
+    /// entries to the order's aggregates lists, which each of its rows carries whole, so
+    /// an order hammered with commands (a client retrying a stale version in a loop)
+    /// would cost disk in the square of their number. ksqlDB's COLLECT_LIST stops at
+    /// `ksql.functions.collect_list.limit` entries (1000 on Confluent Cloud) and would
+    /// silently leave later commands undecided; refusing them up front is the clear form.
     private func requireOrder(of command: OrderCommand) async throws {
         if case .place = command.kind { return }
-        guard try await projector.view(orderId: command.orderId)?.order != nil else {
+        guard let view = try await projector.view(orderId: command.orderId), let order = view.order else {
             throw OrderRejection(
                 reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
                 expectedVersion: command.expectedVersion, actualVersion: 0)
+        }
+        // Every decided command left one event, an ErrorEvent for a refused one.
+        guard view.events.count < maxCommandsPerOrder else {
+            throw OrderRejection(
+                reason: .tooManyCommands,
+                message: "Order \(command.orderId) has taken \(view.events.count) commands, the most one order takes; nothing was written",
+                commandType: command.typeName, expectedVersion: command.expectedVersion, actualVersion: order.version)
         }
     }
 

@@ -28,6 +28,9 @@ public final class OrderPipeline: Sendable {
         /// once more, and again after each such wait (`CommandGateway.resendAfter`); nil:
         /// never.
         public var resendCommandAfter: Duration? = .seconds(3)
+        /// Commands one order takes; later ones are refused (RESOURCE_EXHAUSTED) before
+        /// anything is written (see `CommandGateway.requireOrder`).
+        public var maxCommandsPerOrder = 100
         public init() {}
         public static var defaults: Config { Config() }
     }
@@ -49,7 +52,8 @@ public final class OrderPipeline: Sendable {
         self.logger = logger
         projector = Projector(engine: engine, store: store, topics: config.topics, logger: logger)
         gateway = CommandGateway(
-            engine: engine, store: store, projector: projector, topics: config.topics, resendAfter: config.resendCommandAfter)
+            engine: engine, store: store, projector: projector, topics: config.topics, resendAfter: config.resendCommandAfter,
+            maxCommandsPerOrder: config.maxCommandsPerOrder)
         queries = OrderQueries(store: store, projector: projector, table: config.aggregateTable, logger: logger)
         // Ticks wake idle subscribers so their heartbeats go out within a fifth of the period.
         let tick = min(max(config.heartbeat / 5, .milliseconds(10)), .seconds(1))

@@ -36,6 +36,9 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). [env: ORDERS_MAX_MESSAGE_BYTES]")
     var maxMessageBytes: Int = env("ORDERS_MAX_MESSAGE_BYTES").flatMap { Int($0) } ?? 4 << 20
 
+    @Option(help: "Commands one order takes; later ones get RESOURCE_EXHAUSTED, nothing written. [env: ORDERS_MAX_COMMANDS_PER_ORDER]")
+    var maxCommandsPerOrder: Int = env("ORDERS_MAX_COMMANDS_PER_ORDER").flatMap { Int($0) } ?? 100
+
     @Option(help: "trace, debug, info, notice, warning, error or critical. [env: ORDERS_LOG_LEVEL]")
     var logLevel: Logger.Level = env("ORDERS_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
 
@@ -70,6 +73,7 @@ struct OrdersServer: AsyncParsableCommand {
     func validate() throws {
         guard partitions >= 1, partitions <= 1000 else { throw ValidationError("--partitions must be within 1...1000") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
+        guard maxCommandsPerOrder >= 2 else { throw ValidationError("--max-commands-per-order must be at least 2") }
         _ = try hostPort()
         guard kafkaPartitions >= 1, kafkaReplication >= 1 else {
             throw ValidationError("--kafka-partitions and --kafka-replication must be at least 1")
@@ -116,6 +120,7 @@ struct OrdersServer: AsyncParsableCommand {
         let log: any LogEngine
         let store: SQLiteReadModelStore
         var pipelineConfig = OrderPipeline.Config()
+        pipelineConfig.maxCommandsPerOrder = maxCommandsPerOrder
         var close: @Sendable () async -> Void
         var ksqlDB: KsqlDBClient? = nil
         switch engine {
@@ -126,6 +131,15 @@ struct OrdersServer: AsyncParsableCommand {
                 directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [pipelineConfig.topics.aggregates]))
             (log, store) = (embedded.log, embedded.readModel)
             close = { await embedded.close() }
+            // Local and at once: data written with another partition count stops the server
+            // here, before it announces a port (on Kafka the pipeline provisions, retrying
+            // while the brokers are away).
+            do {
+                try await pipelineConfig.topics.provision(on: embedded.log)
+            } catch {
+                await embedded.close()
+                throw error
+            }
         case .kafka:
             // Kafka holds the logs; this instance keeps its own read model of every order.
             var config = KafkaLogEngine.Config(brokers: kafkaBrokers)

@@ -1,0 +1,60 @@
+"""What the server refuses up front: commands past an order's limit, and data written with
+another partition count (before it announces a port)."""
+import os
+import subprocess
+import uuid
+
+import grpc
+import pytest
+
+from conftest import Server, binary, place, update
+from test_scenario import error_info
+
+
+def test_an_order_takes_a_limited_number_of_commands(data_dir, pb):
+    """Each command adds two entries to the order's aggregates lists, which every row of the
+    order carries whole: past --max-commands-per-order, commands are refused before anything
+    is written, and the order's history stops growing."""
+    server = Server(data_dir, extra=["--max-commands-per-order", "5"]).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb.g.OrderServiceStub(channel)
+            S = pb.m.OrderStatus
+            order_id = place(stub, pb).order_id
+            refused = []
+            for _ in range(4):  # COMPLETED is not allowed from PLACED: an ErrorEvent each
+                rid = str(uuid.uuid4())
+                with pytest.raises(grpc.RpcError) as e:
+                    update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 1, request_id=rid)
+                assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                refused.append(rid)
+            with pytest.raises(grpc.RpcError) as e:
+                update(stub, pb, order_id, S.ORDER_STATUS_CANCELLED, 1)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
+            info = error_info(e.value)
+            assert info is not None and info.reason == "TOO_MANY_COMMANDS" and info.metadata["actual_version"] == "1"
+            # A retry of a command the order took still gets its first outcome.
+            with pytest.raises(grpc.RpcError) as e:
+                update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 1, request_id=refused[0])
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            events = stub.GetOrderEvents(pb.m.GetOrderEventsRequest(order_id=order_id), timeout=5).events
+            assert [e.event_type for e in events] == ["OrderPlacedEvent"] + ["ErrorEvent"] * 4
+            # Other orders are not affected.
+            other = place(stub, pb).order_id
+            assert update(stub, pb, other, S.ORDER_STATUS_CANCELLED, 1).order.version == 2
+    finally:
+        server.kill()
+
+
+def test_data_with_another_partition_count_stops_the_server_before_it_listens(data_dir, pb):
+    server = Server(data_dir).start()
+    with grpc.insecure_channel(server.address) as channel:
+        place(pb.g.OrderServiceStub(channel), pb)
+    server.kill()
+    with open(os.path.join(data_dir, "server.log"), "ab") as log:
+        run = subprocess.run(
+            [binary("orders-server", "ORDERS_SERVER_BIN"), "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+             "--partitions", "3"], stdout=subprocess.PIPE, stderr=log, timeout=60)
+    assert run.returncode != 0
+    assert b"listening" not in run.stdout
+    assert "has 10 partitions, configured 3" in server.log()
