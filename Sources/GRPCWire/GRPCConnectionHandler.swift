@@ -514,18 +514,28 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         session?.submitResponse(streamID: call.streamID, headers: ResponseHeaders.httpError(status), withBody: false)
     }
 
+    /// The codec a request's content-type asks for; nil for one that is not gRPC's (HTTP
+    /// 415). PROTOCOL-HTTP2.md: "application/grpc" [("+proto" / "+json" / {custom})], and
+    /// media types are case-insensitive (RFC 9110 §8.3.1). A subtype this server has no
+    /// codec for is served as protobuf, as grpc-go and grpc-java do.
     static func parseContentType(_ value: UnsafeRawBufferPointer) -> GRPCContentType? {
         // The usual value, compared at once (the generic parse below is costly per request).
         if value.equals("application/grpc" as StaticString) { return .grpc }
         // Parameters (";charset=…") do not change the codec.
         let type = value.prefix(while: { $0 != UInt8(ascii: ";") }).trimmingSpaces()
         let base = "application/grpc".utf8
-        guard type.starts(with: base) else { return nil }
+        guard type.count >= base.count, zip(type, base).allSatisfy({ Self.lowercased($0) == $1 }) else { return nil }
         let rest = type.dropFirst(base.count)
         if rest.isEmpty { return .grpc }
-        if rest.elementsEqual("+proto".utf8) { return .grpcProto }
-        if rest.elementsEqual("+json".utf8) { return .grpcJSON }
-        return nil
+        guard rest.first == UInt8(ascii: "+") else { return nil }  // "application/grpcx" is another type
+        let subtype = rest.dropFirst().lazy.map(Self.lowercased)
+        if subtype.elementsEqual("proto".utf8) { return .grpcProto }
+        if subtype.elementsEqual("json".utf8) { return .grpcJSON }
+        return .grpc
+    }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte
     }
 
     static func describe(_ address: SocketAddress) -> String {

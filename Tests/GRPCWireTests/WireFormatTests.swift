@@ -279,3 +279,31 @@ import Testing
         #expect(queue.popFirst() == 5)
     }
 }
+
+@Suite struct ContentTypeTests {
+    private func parse(_ text: String) -> GRPCContentType? {
+        Array(text.utf8).withUnsafeBytes { GRPCConnectionHandler.parseContentType($0) }
+    }
+
+    @Test func grpcTypesInAnyCaseWithAnySubtype() {
+        #expect(parse("application/grpc") == .grpc)
+        #expect(parse("application/grpc+proto") == .grpcProto)
+        #expect(parse("application/grpc+json") == .grpcJSON)
+        #expect(parse("application/grpc; charset=utf-8") == .grpc)
+        // RFC 9110: media types are case-insensitive.
+        #expect(parse("Application/gRPC") == .grpc)
+        #expect(parse("APPLICATION/GRPC+PROTO") == .grpcProto)
+        #expect(parse("application/grpc+JSON") == .grpcJSON)
+        // Another codec's name: served as protobuf, as grpc-go and grpc-java do.
+        #expect(parse("application/grpc+x-custom") == .grpc)
+        #expect(parse("application/grpc+") == .grpc)
+    }
+
+    @Test func otherTypesAreNotGRPC() {
+        #expect(parse("application/grpcx") == nil)
+        #expect(parse("application/grp") == nil)
+        #expect(parse("text/plain") == nil)
+        #expect(parse("application/json") == nil)
+        #expect(parse("") == nil)
+    }
+}
