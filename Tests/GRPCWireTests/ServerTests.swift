@@ -96,6 +96,26 @@ import Testing
         }
     }
 
+    @Test func unaryDeadlineWithTheResponseStuckBehindFlowControlResetsWithCancel() async throws {
+        try await withTestServer { server in
+            // The handler answers at once, but with a zero window its response can never
+            // leave: the call must still end at its deadline, not hold the response for as
+            // long as the connection lives.
+            let received = RawHTTP2.Received()
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                sending: RawHTTP2.preface + RawHTTP2.settings([(0x4, 0)])
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Echo", endStream: false, extra: [("grpc-timeout", "200m")])
+                    + RawHTTP2.data(stream: 1, try framed(stringValue("stuck")), endStream: true),
+                received: received)
+            #expect(await server.probe.wait { received.frames.contains { $0.stream == 1 && $0.type == 3 } })
+            let reset = received.frames.first { $0.stream == 1 && $0.type == 3 }
+            #expect(reset?.payload == [0, 0, 0, 8])  // CANCEL
+            #expect(!received.frames.contains { $0.stream == 1 && $0.type == 0 })  // no DATA ever left
+            try await channel.close()
+        }
+    }
+
     @Test func oversizeMessageIsResourceExhaustedBeforeBuffering() async throws {
         try await withTestServer(configure: { $0.maxReceiveMessageBytes = 1024 }) { server in
             var big = Google_Protobuf_BytesValue()

@@ -306,8 +306,12 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         guard !finished else { return }
         finished = true
         counters.record(status.code)
-        deadlineTimer?.cancel()
-        deadlineTimer = nil
+        // The deadline still holds for responses queued behind flow control: a client
+        // that never reads must not keep them (and the stream) for the connection's life.
+        if outbound.isEmpty {
+            deadlineTimer?.cancel()
+            deadlineTimer = nil
+        }
         if status.code != .ok { failure = status }
         // Nobody may wait any more once the call is over.
         if let waiter = inboundWaiter {
@@ -359,10 +363,18 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     /// after the trailers: grpc C-core clients then report CANCELLED instead of the trailers'
     /// DEADLINE_EXCEEDED (interop timeout_on_sleeping_server failed 14 times in 60 that way).
     /// When response messages are still queued behind flow control, the status could wait
-    /// indefinitely, so the stream is reset with RST_STREAM(CANCEL) at once instead.
+    /// indefinitely, so the stream is reset with RST_STREAM(CANCEL) at once instead; so too
+    /// for a call whose handler already answered but whose response has not left yet.
     func deadlineExpired() {
         deadlineTimer = nil
-        guard !finished, !closed else { return }
+        guard !closed else { return }
+        if finished {
+            // The handler answered, but its response is still queued behind flow control.
+            guard !outbound.isEmpty else { return }
+            connection.session?.resetStream(streamID: streamID, code: .cancel)
+            connection.scheduleFlush()
+            return
+        }
         let status = GRPCStatus(.deadlineExceeded, "Deadline exceeded")
         discardingInput = true
         task?.cancel()
