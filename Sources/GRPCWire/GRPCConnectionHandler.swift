@@ -232,6 +232,10 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         draining = true
         // GOAWAY names the last stream we saw: those keep running, newer ones are refused.
         session.goAway(code: .noError)
+        // Except the calls of methods that end at once (subscriptions, resumed elsewhere).
+        for call in calls.values {
+            if let status = call.method?.endingOnShutdown, !call.finished { call.fail(status) }
+        }
         graceTimer = loop.assumeIsolated().scheduleTask(in: TimeAmount(gracePeriod)) {
             self.logger.debug("Grace period over; closing with calls in flight", metadata: ["calls": "\(self.calls.count)"])
             self.close()

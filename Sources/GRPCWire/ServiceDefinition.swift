@@ -66,14 +66,22 @@ public struct ServiceDefinition: Sendable {
     }
 
     /// One request, a stream of responses.
+    ///
+    /// `endingOnShutdown`: the status its calls end with as soon as the server begins a
+    /// graceful shutdown, rather than after the grace period, for a stream that never ends
+    /// by itself and that clients resume elsewhere (a subscription). Nil: they get the grace
+    /// period like any call.
     public mutating func serverStreaming<Req: SwiftProtobuf.Message, Res: SwiftProtobuf.Message>(
         _ method: String,
+        endingOnShutdown: GRPCStatus? = nil,
         _ handler: @escaping @Sendable (Req, ResponseStream<Res>, ServerContext) async throws -> Void
     ) {
-        methods[method] = RegisteredMethod(kind: .serverStreaming) { call, context in
-            let request: Req = try call.decode(call.unaryRequest!)
-            try await handler(request, ResponseStream(call: call), context)
-        }
+        methods[method] = RegisteredMethod(
+            kind: .serverStreaming,
+            run: { call, context in
+                let request: Req = try call.decode(call.unaryRequest!)
+                try await handler(request, ResponseStream(call: call), context)
+            }, endingOnShutdown: endingOnShutdown)
     }
 
     /// A stream of requests, one response (sent after the handler returns).
@@ -118,11 +126,14 @@ struct RegisteredMethod: Sendable {
     let run: Body
     /// The synchronous fast path, when the method has one.
     let immediate: Immediate?
+    /// Ends calls in flight with this status when a graceful shutdown begins.
+    let endingOnShutdown: GRPCStatus?
 
-    init(kind: Kind, run: @escaping Body, immediate: Immediate? = nil) {
+    init(kind: Kind, run: @escaping Body, immediate: Immediate? = nil, endingOnShutdown: GRPCStatus? = nil) {
         self.kind = kind
         self.run = run
         self.immediate = immediate
+        self.endingOnShutdown = endingOnShutdown
     }
 }
 

@@ -43,7 +43,13 @@ public struct OrderServiceDefinition: Sendable {
         s.unary("ListOrders") { (req: Ridehailing_Orders_V1_ListOrdersRequest, ctx) in
             try await mapped { try await listOrders(req) }
         }
-        s.serverStreaming("StreamEvents") {
+        // A subscription never ends by itself: on shutdown it ends at once, so subscribers
+        // resume (after_position) on another instance instead of waiting out the grace period.
+        s.serverStreaming(
+            "StreamEvents",
+            endingOnShutdown: GRPCStatus(
+                .unavailable, "the server is shutting down; resume with after_position set to the last position processed")
+        ) {
             (req: Ridehailing_Orders_V1_StreamEventsRequest, stream: ResponseStream<Ridehailing_Orders_V1_StreamEventsResponse>, ctx) in
             try await mapped { try await streamEvents(req, stream) }
         }

@@ -344,6 +344,22 @@ import Testing
         }
     }
 
+    @Test func gracefulShutdownEndsSubscriptionsAtOnce() async throws {
+        try await withTestServer { server in
+            async let subscription = nghttp(
+                port: server.port, path: "/test.Test/Subscribe", body: try framed(Google_Protobuf_Empty()))
+            #expect(await server.probe.wait { server.probe.sent.load(ordering: .relaxed) == 1 })
+            let started = ContinuousClock.now
+            server.server.beginGracefulShutdown()
+            let out = try await subscription
+            // Not after the grace period (10 s): at once, with a status the client can act on.
+            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(out.contains("grpc-status: 14"))
+            #expect(out.contains("grpc-message: shutting down; resume elsewhere"))
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
+        }
+    }
+
     @Test func gracefulShutdownLetsInFlightCallsFinish() async throws {
         try await withTestServer { server in
             async let slow = nghttp(port: server.port, path: "/test.Test/SlowOK", body: try framed(Google_Protobuf_Empty()))

@@ -111,6 +111,19 @@ func testService(probe: Probe) -> ServiceDefinition {
             throw error
         }
     }
+    // A subscription: one message, then nothing until the call ends; on a graceful
+    // shutdown it ends at once with UNAVAILABLE.
+    service.serverStreaming("Subscribe", endingOnShutdown: GRPCStatus(.unavailable, "shutting down; resume elsewhere")) {
+        (_: Google_Protobuf_Empty, responses: ResponseStream<Google_Protobuf_Empty>, _: ServerContext) in
+        try await responses.send(Google_Protobuf_Empty())
+        probe.sent.add(1, ordering: .relaxed)
+        do {
+            try await Task.sleep(for: .seconds(60))
+        } catch {
+            probe.cancelled.add(1, ordering: .relaxed)
+            throw error
+        }
+    }
     // One message prepared for every call (a broadcast): each call sends it twice, in its
     // own codec; `x-gzip` asks for compressed messages.
     let broadcast = EncodedMessage(Google_Protobuf_StringValue.with { $0.value = "broadcast" })

@@ -1,4 +1,5 @@
 """StreamEvents: history, caught_up once, live events, filters, resume after a position."""
+import os
 import queue
 import threading
 import uuid
@@ -97,3 +98,32 @@ def test_bad_stream_requests(stub, pb):
         with pytest.raises(grpc.RpcError) as e:
             list(stub.StreamEvents(req, timeout=5))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_shutdown_ends_subscriptions_at_once_with_unavailable(data_dir, pb):
+    """SIGTERM: a subscription ends at once with UNAVAILABLE (resume elsewhere), not after
+    the 10 s grace period with the connection torn down under it."""
+    import signal
+    import time
+
+    from conftest import Server
+
+    server = Server(data_dir).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb.g.OrderServiceStub(channel)
+            place(stub, pb)
+            call = stub.StreamEvents(pb.m.StreamEventsRequest(from_start=True), timeout=30)
+            for r in call:
+                if r.WhichOneof("kind") == "caught_up":
+                    break
+            started = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            with pytest.raises(grpc.RpcError) as e:
+                for _ in call:
+                    pass
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+            assert "after_position" in e.value.details()
+            assert time.monotonic() - started < 5
+    finally:
+        server.kill()
