@@ -17,7 +17,7 @@ public final class Aggregator: Sendable {
     let logger: Logger
     /// The latest entries per order, so consecutive records of an order need no lookup.
     /// Valid only while this member owns the partitions; cleared on any change.
-    private let cache = Mutex(BoundedCache<String, Row>(capacity: 50_000))
+    private let cache: Mutex<BoundedCache<String, Row>>
 
     struct Row: Sendable {
         /// The row's lists, encoded (the next row appends one entry).
@@ -27,10 +27,11 @@ public final class Aggregator: Sendable {
         var history: OrderHistory
     }
 
-    public init(engine: any LogEngine, topics: Topics, logger: Logger) {
+    public init(engine: any LogEngine, topics: Topics, logger: Logger, cacheCapacity: Int = 50_000) {
         self.engine = engine
         self.topics = topics
         self.logger = logger
+        cache = Mutex(BoundedCache(capacity: cacheCapacity))
     }
 
     public func run() async throws {
@@ -46,19 +47,26 @@ public final class Aggregator: Sendable {
     func aggregate(_ records: [LogRecord]) async throws -> [OutgoingRecord] {
         var out: [OutgoingRecord] = []
         out.reserveCapacity(records.count)
-        // The rows of orders not in the cache, in one round trip (new orders have none).
-        let missing = cache.withLock { c in
-            var keys: Set<String> = []
-            for r in records where c[r.key] == nil { keys.insert(r.key) }
-            return keys
+        // Every order's row as the batch starts, taken from the cache at once (the rows
+        // this batch makes go into the cache and may push out another order of the same
+        // batch before its turn), the others from the log in one round trip (new orders
+        // have none). Rows made in the batch go on from this map.
+        let (cached, missing) = cache.withLock { c in
+            var cached: [String: Row] = [:]
+            var missing: Set<String> = []
+            for r in records where cached[r.key] == nil && !missing.contains(r.key) {
+                if let row = c[r.key] { cached[r.key] = row } else { missing.insert(r.key) }
+            }
+            return (cached, missing)
         }
-        var loaded: [String: Row?] = [:]
+        var rows = cached
         for (key, record) in try await engine.latestRecords(topic: topics.aggregates, keys: missing) {
-            loaded[key] = row(from: record)
+            rows[key] = row(from: record)
         }
         for record in records {
-            let row = cache.withLock({ $0[record.key] }) ?? loaded[record.key] ?? nil
-            if let next = next(after: row, record) { out.append(next) }
+            guard let (next, row) = next(after: rows[record.key], record) else { continue }
+            out.append(next)
+            rows[record.key] = row
         }
         return out
     }
@@ -71,14 +79,14 @@ public final class Aggregator: Sendable {
             derive: { record, latest in
                 var row = self.cache.withLock { $0[record.key] }
                 if row == nil, let stored = try latest(self.topics.aggregates, record.key) { row = self.row(from: stored) }
-                return self.next(after: row, record).map { [$0] } ?? []
+                return self.next(after: row, record).map { [$0.record] } ?? []
             },
             reset: { self.cache.withLock { $0.removeAll() } })
     }
 
     /// The row `record` makes of the order's row before it (nil: none yet), remembered in
     /// the cache; nil when the record is skipped (unreadable, or aggregated already).
-    private func next(after row: Row?, _ record: LogRecord) -> OutgoingRecord? {
+    private func next(after row: Row?, _ record: LogRecord) -> (record: OutgoingRecord, row: Row)? {
         let memo = record.memo as? LogFormat.EntryMemo
         let entry: LogFormat.Entry
         do {
@@ -97,10 +105,12 @@ public final class Aggregator: Sendable {
         // the command handler fill; the analysis goes out the same two ways.
         let analysis = AggregateRow.appending(entry, decoded: memo?.decoded, to: row?.history ?? OrderHistory(orderId: record.key))
         if !engine.keepsMemos { AggregateRow.remember(analysis, orderId: record.key, value: value) }
-        cache.withLock { $0[record.key] = Row(lists: lists, sourceOffset: record.offset, history: analysis.history) }
-        return OutgoingRecord(
+        let made = Row(lists: lists, sourceOffset: record.offset, history: analysis.history)
+        cache.withLock { $0[record.key] = made }
+        let outgoing = OutgoingRecord(
             topic: topics.aggregates, key: record.key, value: value,
             headers: [Self.sourceOffsetHeader: String(record.offset)], partition: record.partition, memo: analysis)
+        return (outgoing, made)
     }
 
     private func row(from record: LogRecord) -> Row? {
@@ -117,45 +127,6 @@ public final class Aggregator: Sendable {
             // stop the partition, and say so.
             logger.error("unreadable aggregate row; restarting its list", metadata: ["key": "\(key)", "error": "\(error)"])
             return nil
-        }
-    }
-}
-
-/// A map that forgets its oldest entries beyond `capacity`.
-struct BoundedCache<Key: Hashable, Value> {
-    let capacity: Int
-    private var values: [Key: Value] = [:]
-    private var order: [Key] = []
-    private var head = 0
-
-    init(capacity: Int) { self.capacity = capacity }
-
-    subscript(key: Key) -> Value? {
-        get { values[key] }
-        set {
-            if let newValue {
-                if values.updateValue(newValue, forKey: key) == nil { order.append(key) }
-                if values.count > capacity { evict() }
-            } else {
-                values[key] = nil
-            }
-        }
-    }
-
-    mutating func removeAll() {
-        values.removeAll()
-        order.removeAll()
-        head = 0
-    }
-
-    private mutating func evict() {
-        while values.count > capacity, head < order.count {
-            values[order[head]] = nil
-            head += 1
-        }
-        if head > capacity {
-            order.removeFirst(head)
-            head = 0
         }
     }
 }

@@ -31,6 +31,8 @@ public final class OrderPipeline: Sendable {
         /// Commands one order takes; later ones are refused (RESOURCE_EXHAUSTED) before
         /// anything is written (see `CommandGateway.requireOrder`).
         public var maxCommandsPerOrder = 100
+        /// Views the projector keeps in memory (tests make it small).
+        var viewCacheCapacity = 20_000
         public init() {}
         public static var defaults: Config { Config() }
     }
@@ -50,7 +52,8 @@ public final class OrderPipeline: Sendable {
         self.store = store
         self.config = config
         self.logger = logger
-        projector = Projector(engine: engine, store: store, topics: config.topics, logger: logger)
+        projector = Projector(
+            engine: engine, store: store, topics: config.topics, logger: logger, viewCacheCapacity: config.viewCacheCapacity)
         gateway = CommandGateway(
             engine: engine, store: store, projector: projector, topics: config.topics, resendAfter: config.resendCommandAfter,
             maxCommandsPerOrder: config.maxCommandsPerOrder)

@@ -24,7 +24,7 @@ public final class Projector: Sendable {
     let versions = Waiters<String, Int>()
     private let state = Mutex(ProgressState())
     /// Views this projector wrote: it is the store's only writer, so they stay current.
-    private let views = Mutex(BoundedCache<String, OrderView>(capacity: 20_000))
+    private let views: Mutex<BoundedCache<String, OrderView>>
 
     private struct ProgressState {
         var position: LogPosition?
@@ -41,15 +41,17 @@ public final class Projector: Sendable {
     }
     private let writes = Mutex(WriteState())
     /// Batches published ahead of the store at most. Their views must stay in the cache
-    /// until written (up to 1,000 records a batch against 20,000 cached views): a view
-    /// evicted before its write would be read back stale from the store.
+    /// until written (up to 1,000 records a batch against 20,000 cached views, the least
+    /// recently written evicted first): a view evicted before its write would be read back
+    /// stale from the store.
     static let maxUnwrittenBatches = 8
 
-    public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger) {
+    public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger, viewCacheCapacity: Int = 20_000) {
         self.engine = engine
         self.store = store
         self.topics = topics
         self.logger = logger
+        views = Mutex(BoundedCache(capacity: viewCacheCapacity))
     }
 
     /// The view of an order as this projector last wrote it, if still cached: queries
