@@ -211,6 +211,12 @@ extension SQLiteLogEngine {
             var touched: Set<TopicPartition> = []
             var failed: (index: Int, error: any Error)?
             writerState.uncommittedLatest.removeAll(keepingCapacity: true)
+            // A failed fsync stops the log (see `WALSyncer`) for appends that queued before
+            // it too: committed now, they would be reported written though never durable.
+            if let failure = syncer.failure {
+                fail(calls, failure)
+                return
+            }
             do {
                 try conn.begin(.immediate)
             } catch {

@@ -111,6 +111,16 @@ package final class WALSyncer: Sendable {
 
     /// Stops starting fsyncs until `release()` (tests: the window between a commit and
     /// its fsync, which is otherwise a few hundred microseconds).
+    /// Stops the log as a failed fsync does, without one (for tests).
+    package func fail(_ error: LogError) {
+        let waiting = state.withLock { s -> [Waiter] in
+            s.failure = error
+            defer { s.waiting = [] }
+            return s.waiting
+        }
+        for w in waiting { w.continuation.resume(throwing: error) }
+    }
+
     package func hold() {
         state.withLock { $0.held = true }
     }

@@ -1,4 +1,4 @@
-import EngineSQLite
+@testable import EngineSQLite
 import EventLog
 import Foundation
 import Synchronization
@@ -6,6 +6,29 @@ import Testing
 
 @Suite("SQLiteLogEngine durability (WALSyncer) and tail cache")
 struct SQLiteDurabilityTests {
+    @Test("a failed fsync stops the log for appends already queued too")
+    func failedSyncStopsQueuedAppends() async throws {
+        try await withTemporaryDirectory { dir in
+            let engine = try await openLog(dir)
+            try await engine.createTopic("t", partitions: 1)
+            // The writer busy: the next append queues behind it.
+            let blocker = DispatchSemaphore(value: 0)
+            engine.writer.async { _ in blocker.wait() }
+            let append = Task {
+                try await engine.append([OutgoingRecord(topic: "t", key: "k", value: bytes("a"))], commit: nil, durability: .deferred)
+            }
+            let queued = ContinuousClock.now + .seconds(10)
+            while engine.queue.withLock({ $0.pending.isEmpty }), ContinuousClock.now < queued {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            engine.syncer.fail(LogError(.io, "fdatasync failed (simulated)"))
+            blocker.signal()
+            await #expect(throws: LogError.self) { try await append.value }
+            #expect(try await engine.endOffsets("t") == [0])
+            await engine.close()
+        }
+    }
+
     @Test("deferred appends reach group consumers at once, plain readers only after the fsync")
     func deferredVisibility() async throws {
         try await withTemporaryDirectory { dir in
