@@ -109,8 +109,6 @@ package final class WALSyncer: Sendable {
         }
     }
 
-    /// Stops starting fsyncs until `release()` (tests: the window between a commit and
-    /// its fsync, which is otherwise a few hundred microseconds).
     /// Stops the log as a failed fsync does, without one (for tests).
     package func fail(_ error: LogError) {
         let waiting = state.withLock { s -> [Waiter] in
@@ -121,6 +119,8 @@ package final class WALSyncer: Sendable {
         for w in waiting { w.continuation.resume(throwing: error) }
     }
 
+    /// Stops starting fsyncs until `release()` (tests: the window between a commit and
+    /// its fsync, which is otherwise a few hundred microseconds).
     package func hold() {
         state.withLock { $0.held = true }
     }

@@ -151,7 +151,7 @@ public struct OrderServiceDefinition: Sendable {
         let deadline = ContinuousClock.now + timeout(ctx)
         let orderId = OrderValidation.canonicalUUID(req.orderID)
         guard let order = try await pipeline.queries.order(id: orderId, minVersion: Int(req.minVersion), deadline: deadline) else {
-            throw StatusMapping.orderNotFound(req.orderID)
+            throw StatusMapping.orderNotFound(orderId)
         }
         return mappedOrders.encoded(for: order)
     }
@@ -165,7 +165,7 @@ public struct OrderServiceDefinition: Sendable {
         try checkOrderId(req.orderID, field: "order_id")
         let orderId = OrderValidation.canonicalUUID(req.orderID)
         guard let events = try await pipeline.queries.events(orderId: orderId), !events.isEmpty else {
-            throw StatusMapping.orderNotFound(req.orderID)
+            throw StatusMapping.orderNotFound(orderId)
         }
         var res = Ridehailing_Orders_V1_GetOrderEventsResponse()
         res.events = events.map(ProtoMapping.event)
