@@ -1,6 +1,13 @@
 /// The input rules of DESIGN §3, checked before a command is written anywhere:
 /// a command that fails them changes nothing.
 public enum OrderValidation {
+    /// Bounds on a route. Every row of an order's aggregates carries its placement twice
+    /// (the command and the event): unbounded, one PlaceOrder could make rows no broker
+    /// takes (Kafka's message.max.bytes is 1 MB by default). At these bounds a placement
+    /// is at most about 100 KB.
+    public static let maxWaypoints = 100
+    public static let maxAddressBytes = 1000
+
     /// Throws the first rule the command breaks, naming the request field.
     public static func validate(_ command: OrderCommand) throws(OrderRejection) {
         func fail(_ field: String, _ message: String) -> OrderRejection {
@@ -21,12 +28,17 @@ public enum OrderValidation {
             }
             if !isUUID(riderId) { throw fail("rider_id", "rider_id must be a UUID, got '\(clip(riderId))'") }
             if let problem = priceProblem(price) { throw fail("price", problem) }
-            if route.count < 2 {
-                throw fail("route", "a route needs at least 2 waypoints, got \(route.count)")
+            if route.count < 2 || route.count > maxWaypoints {
+                throw fail("route", "a route has 2 to \(maxWaypoints) waypoints, got \(route.count)")
             }
             for (i, point) in route.enumerated() {
                 if point.address.allSatisfy({ $0.isWhitespace }) {
                     throw fail("route[\(i)].address", "route[\(i)].address must not be empty")
+                }
+                if point.address.utf8.count > maxAddressBytes {
+                    throw fail(
+                        "route[\(i)].address",
+                        "route[\(i)].address is at most \(maxAddressBytes) bytes of UTF-8, got \(point.address.utf8.count)")
                 }
                 if !(point.lat >= -90 && point.lat <= 90) {
                     throw fail("route[\(i)].lat", "route[\(i)].lat must be within [-90, 90], got \(point.lat)")

@@ -128,4 +128,31 @@ struct MockClusterTests {
             }
         }
     }
+
+    @Test("a transactional append with a record librdkafka refuses commits nothing")
+    func refusedRecordAbortsTheTransaction() async throws {
+        try await withMock { engine, cluster in
+            let source = uniqueTopic("src")
+            let sink = uniqueTopic("dst")
+            try cluster.createTopic(source, partitions: 1)
+            try cluster.createTopic(sink, partitions: 1)
+            try await engine.append([OutgoingRecord(topic: source, key: "k", value: bytes("v"))], commit: nil)
+            let member = try await engine.joinGroup("tx", topic: source)
+            _ = try await waitForAssignment(member)
+            // Over message.max.bytes (1,000,000 by default): refused when produced.
+            let tooLarge = [UInt8](repeating: 0x78, count: 1_200_000)
+            await #expect(throws: LogError.self) {
+                try await engine.append(
+                    [OutgoingRecord(topic: sink, key: "k", value: bytes("small")), OutgoingRecord(topic: sink, key: "k", value: tooLarge)],
+                    commit: OffsetCommit(group: "tx", topic: source, offsets: [0: 1]))
+            }
+            await member.close()
+            // The small record was aborted with the transaction: a read_committed reader
+            // finds nothing to read (an abort marker at most).
+            let reader = try await engine.openReader(topic: sink, from: [0])
+            let records = try await reader.next(maxRecords: 10, timeout: .seconds(2))
+            await reader.close()
+            #expect(records.isEmpty)
+        }
+    }
 }

@@ -127,6 +127,17 @@ struct ValidationTests {
         expectValid(Fixture.place(route: Fixture.route + Fixture.route))
     }
 
+    @Test func routeAndAddressesAreBounded() {
+        let stop = Fixture.route[0]
+        expectValid(Fixture.place(route: Array(repeating: stop, count: OrderValidation.maxWaypoints)))
+        expectInvalid(Fixture.place(route: Array(repeating: stop, count: OrderValidation.maxWaypoints + 1)), field: "route")
+        var route = Fixture.route
+        route[1].address = String(repeating: "я", count: OrderValidation.maxAddressBytes / 2)  // 2 bytes each
+        expectValid(Fixture.place(route: route))
+        route[1].address += "x"
+        expectInvalid(Fixture.place(route: route), field: "route[1].address")
+    }
+
     @Test(arguments: ["", " ", "   ", "\t", "\n", " \t\r\n ", "\u{00A0}", "\u{2003}"])
     func blankAddress(_ address: String) {
         var route = Fixture.route

@@ -96,6 +96,15 @@ final class DeliveryBatch: Sendable {
         if let (w, outcomes) = resume { w.resume(returning: outcomes) }
     }
 
+    /// The first failure recorded so far: a record librdkafka refused when it was
+    /// produced (too large, unknown partition), or a delivery that failed.
+    var firstFailure: RDKafkaError? {
+        state.withLock { s in
+            for case .failure(let error)? in s.outcomes { return error }
+            return nil
+        }
+    }
+
     /// Every outcome, once all are in (librdkafka reports every record, bounded by
     /// message.timeout.ms).
     func wait() async -> [Outcome] {

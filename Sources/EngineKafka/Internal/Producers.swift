@@ -183,13 +183,17 @@ final class TransactionalProducer: Sendable {
         let client = producer.client
         try client.beginTransaction()
         let batch = DeliveryBatch(count: records.count)
-        do {
+        do throws(RDKafkaError) {
             var next = 0
             while true {
                 next = producer.enqueue(records, from: next, into: batch)
                 if next == records.count { break }
                 usleep(1000)  // on the transactions queue: the local queue is full
             }
+            // A record librdkafka refused at once (too large, say) is not part of the
+            // transaction, and commit_transaction would commit the others and the offsets
+            // past its source without it: the batch's output would be lost for good.
+            if let refused = batch.firstFailure { throw refused }
             if let offsets, !offsets.offsets.isEmpty {
                 try client.sendOffsetsToTransaction(
                     topic: offsets.topic, offsets: offsets.offsets, group: offsets.group, timeoutMs: timeoutMs)
