@@ -55,10 +55,15 @@ final class KafkaGroupConsumer: GroupConsumer {
                     s.events.append(.assigned(partitions.map(\.partition).sorted()))
                     s.assigned.formUnion(partitions.map(\.partition))
                     return .now
-                case .revoke(let partitions):
+                case .revoke(let partitions, let lost):
                     s.assigned.subtract(partitions.map(\.partition))
                     if s.closing { return .now }
                     s.events.append(.revoked(partitions.map(\.partition).sorted()))
+                    // A lost assignment is given up in the callback (there is nothing to
+                    // commit against). Queued for the later release as well, it would be
+                    // released again after a new assignment handed the partitions back, and
+                    // they would go unread while the group thinks this member reads them.
+                    if lost { return .now }
                     s.pendingRevoke = (s.pendingRevoke ?? []) + partitions
                     return .deferred
                 }

@@ -156,3 +156,20 @@ struct MockClusterTests {
         }
     }
 }
+
+/// The rebalance bookkeeping between librdkafka's callback and `poll`, without a broker.
+@Suite struct RebalanceBookkeepingTests {
+    @Test("a lost assignment is given up at once, not again after it is handed back")
+    func lostAssignmentIsNotReleasedTwice() {
+        let rebalances = KafkaGroupConsumer.Rebalances(onChange: {})
+        let partition = [TopicPartition("t", 0)]
+        #expect(rebalances.handle(.assign(partition)) == .now)
+        #expect(rebalances.handle(.revoke(partition, lost: true)) == .now)
+        #expect(rebalances.handle(.assign(partition)) == .now)
+        // Nothing left for the next poll to release: the partition stays assigned.
+        #expect(rebalances.state.withLock { $0.pendingRevoke == nil && $0.assigned == [0] })
+        // A revocation that is not lost waits for the caller to commit first.
+        #expect(rebalances.handle(.revoke(partition, lost: false)) == .deferred)
+        #expect(rebalances.state.withLock { $0.pendingRevoke?.map(\.partition) == [0] && $0.assigned.isEmpty })
+    }
+}

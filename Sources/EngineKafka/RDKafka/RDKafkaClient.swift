@@ -100,7 +100,9 @@ struct RDKafkaOutgoing: Sendable {
 /// A consumer-group rebalance, as the rebalance callback saw it.
 enum RDKafkaRebalance: Sendable {
     case assign([TopicPartition])
-    case revoke([TopicPartition])
+    /// `lost`: the assignment was lost (the session timed out); the callback gives the
+    /// partitions up at once, whatever the handler answers.
+    case revoke([TopicPartition], lost: Bool)
 }
 
 /// What a rebalance handler wants done with a revocation.
@@ -648,7 +650,7 @@ private let rdkafkaRebalanceCallback:
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             // A lost assignment (session timed out) cannot be committed against anyway.
             let lost = rd_kafka_assignment_lost(handle) != 0
-            let handling = handler?(.revoke(partitions)) ?? .now
+            let handling = handler?(.revoke(partitions, lost: lost)) ?? .now
             if handling == .deferred && !lost {
                 rd_kafka_yield(handle)  // return from consumerPoll so the caller sees it
             } else if cooperative {
