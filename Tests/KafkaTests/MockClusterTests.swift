@@ -91,18 +91,27 @@ struct MockClusterTests {
         }
     }
 
+    /// A source topic holding `records` records and an empty sink, both of `partitions`
+    /// partitions, and a member of group "tx" on the source, assigned.
+    func copyingSetup(_ engine: KafkaLogEngine, _ cluster: RDKafkaMockCluster, partitions: Int, records: Int) async throws
+        -> (source: String, sink: String, member: any GroupConsumer)
+    {
+        let source = uniqueTopic("src")
+        let sink = uniqueTopic("dst")
+        try cluster.createTopic(source, partitions: partitions)
+        try cluster.createTopic(sink, partitions: partitions)
+        for i in 0..<records {
+            try await engine.append([OutgoingRecord(topic: source, key: "k\(i)", value: bytes("v\(i)"))], commit: nil)
+        }
+        let member = try await engine.joinGroup("tx", topic: source)
+        _ = try await waitForAssignment(member)
+        return (source, sink, member)
+    }
+
     @Test("a transactional append with an offset commit delivers its records; the end excludes markers")
     func transactionalCommit() async throws {
         try await withMock { engine, cluster in
-            let source = uniqueTopic("src")
-            let sink = uniqueTopic("dst")
-            try cluster.createTopic(source, partitions: 2)
-            try cluster.createTopic(sink, partitions: 2)
-            for i in 0..<4 {
-                try await engine.append([OutgoingRecord(topic: source, key: "k\(i)", value: bytes("v\(i)"))], commit: nil)
-            }
-            let member = try await engine.joinGroup("tx", topic: source)
-            _ = try await waitForAssignment(member)
+            let (source, sink, member) = try await copyingSetup(engine, cluster, partitions: 2, records: 4)
             var copied: [LogRecord] = []
             let deadline = ContinuousClock.now + .seconds(20)
             while copied.count < 4 && ContinuousClock.now < deadline {
@@ -132,13 +141,7 @@ struct MockClusterTests {
     @Test("a transactional append with a record librdkafka refuses commits nothing")
     func refusedRecordAbortsTheTransaction() async throws {
         try await withMock { engine, cluster in
-            let source = uniqueTopic("src")
-            let sink = uniqueTopic("dst")
-            try cluster.createTopic(source, partitions: 1)
-            try cluster.createTopic(sink, partitions: 1)
-            try await engine.append([OutgoingRecord(topic: source, key: "k", value: bytes("v"))], commit: nil)
-            let member = try await engine.joinGroup("tx", topic: source)
-            _ = try await waitForAssignment(member)
+            let (source, sink, member) = try await copyingSetup(engine, cluster, partitions: 1, records: 1)
             // Over message.max.bytes (1,000,000 by default): refused when produced.
             let tooLarge = [UInt8](repeating: 0x78, count: 1_200_000)
             await #expect(throws: LogError.self) {
