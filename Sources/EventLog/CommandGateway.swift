@@ -41,30 +41,31 @@ public struct CommandGateway: Sendable {
     /// (`.rejected`); invalid input and unknown orders are refused before anything is
     /// written (thrown `OrderRejection`).
     public func submit(_ command: OrderCommand, timeout: Duration) async throws -> CommandOutcome {
-        let deadline = ContinuousClock.now + timeout
         try OrderValidation.validate(command)
+        return try Self.answering(command, with: try await firstOutcome(of: command, within: timeout))
+    }
+
+    /// The outcome recorded under `command`'s id, appending the command unless there is one.
+    private func firstOutcome(of command: OrderCommand, within timeout: Duration) async throws -> CommandOutcome {
+        let deadline = ContinuousClock.now + timeout
         var ticket: Waiters<String, CommandOutcome>.Ticket
         switch try await send(command, checkingTheOrder: true) {
-        case .answered(let outcome): return try Self.answering(command, with: outcome)
+        case .answered(let outcome): return outcome
         case .sent(let listening): ticket = listening
         }
         // Again and again: a re-send that lands before the lost decision does (a handler
         // slow to decide) cannot tell the handler that decision went missing; a later one can.
         while let resendAfter, ContinuousClock.now + resendAfter < deadline {
-            if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) {
-                return try Self.answering(command, with: outcome)
-            }
+            if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) { return outcome }
             try Task.checkCancellation()
             switch try await send(command, checkingTheOrder: false) {
-            case .answered(let outcome): return try Self.answering(command, with: outcome)
+            case .answered(let outcome): return outcome
             case .sent(let listening): ticket = listening
             }
         }
-        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) {
-            return try Self.answering(command, with: outcome)
-        }
+        if let outcome = await projector.outcomes.wait(ticket, timeout: deadline - .now) { return outcome }
         try Task.checkCancellation()
-        return try Self.answering(command, with: try await outcome(of: command.commandId, deadline: deadline))
+        return try await outcome(of: command.commandId, deadline: deadline)
     }
 
     /// `outcome`, recorded under `command`'s id, if it answers `command`: the same order,
