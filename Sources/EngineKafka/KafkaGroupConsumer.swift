@@ -122,7 +122,7 @@ final class KafkaGroupConsumer: GroupConsumer {
 
     /// On `queue`.
     private func pollOnQueue(maxRecords: Int, timeout: Duration, cancelled: CancelFlag) throws -> GroupPoll {
-        if rebalances.state.withLock({ $0.closing }) { throw LogError(.closed, "group consumer closed") }
+        try Self.refuseOnceClosing(rebalances)
         // The caller has seen the revocation and committed: let the rebalance go on.
         if let revoked = rebalances.state.withLock({ s -> [TopicPartition]? in
             defer { s.reportedRevoke = nil }
@@ -160,7 +160,8 @@ final class KafkaGroupConsumer: GroupConsumer {
 
     func commit(_ offsets: [Int: Int64]) async throws {
         guard !offsets.isEmpty else { return }
-        try await queue.run { [client, topic, groupId] () throws in
+        try await queue.run { [client, topic, groupId, rebalances] () throws in
+            try Self.refuseOnceClosing(rebalances)
             do throws(RDKafkaError) {
                 try client.commit(topic: topic, offsets: offsets)
             } catch {
@@ -170,8 +171,17 @@ final class KafkaGroupConsumer: GroupConsumer {
     }
 
     /// The member's group metadata (generation, member id) for a transactional commit.
-    func groupMetadata() async -> RDKafkaGroupMetadata? {
-        await queue.run { [client] in client.groupMetadata() }
+    func groupMetadata() async throws -> RDKafkaGroupMetadata? {
+        try await queue.run { [client, rebalances] () throws in
+            try Self.refuseOnceClosing(rebalances)
+            return client.groupMetadata()
+        }
+    }
+
+    /// On `queue`: once `close` began, the handle is (or is about to be) destroyed, and
+    /// nothing may be committed in the name of a member that is leaving the group.
+    private static func refuseOnceClosing(_ rebalances: Rebalances) throws(LogError) {
+        if rebalances.state.withLock({ $0.closing }) { throw LogError(.closed, "group consumer closed") }
     }
 
     func close() async {
@@ -180,6 +190,8 @@ final class KafkaGroupConsumer: GroupConsumer {
             return !s.closing
         }
         guard first else { return }
+        // Out of the engine's members at once: nothing commits through a leaving member.
+        onClose()
         client.yield()
         await queue.run { [client, rebalances] in
             // A revocation still held back is given up now; leaving the group revokes the rest.
@@ -194,6 +206,5 @@ final class KafkaGroupConsumer: GroupConsumer {
             client.consumerClose()
             client.destroy()
         }
-        onClose()
     }
 }

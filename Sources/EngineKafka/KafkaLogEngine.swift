@@ -288,7 +288,7 @@ public final class KafkaLogEngine: LogEngine {
         if config.transactions && (commit != nil || outgoing.count > 1) {
             var offsets: (topic: String, offsets: [Int: Int64], group: RDKafkaGroupMetadata)?
             if let commit, !commit.offsets.isEmpty {
-                offsets = (commit.topic, commit.offsets, await groupMetadata(commit))
+                offsets = (commit.topic, commit.offsets, try await groupMetadata(commit))
             }
             let producer = transactionalProducer(group: commit?.group ?? "", topic: commit?.topic ?? "")
             outcomes = try await producer.transact(outgoing, offsets: offsets)
@@ -322,9 +322,9 @@ public final class KafkaLogEngine: LogEngine {
     }
 
     /// The live member's metadata (its generation is checked by the broker), else a
-    /// generation-less one for the group.
-    private func groupMetadata(_ commit: OffsetCommit) async -> RDKafkaGroupMetadata {
-        if let member = member(group: commit.group, topic: commit.topic), let metadata = await member.groupMetadata() {
+    /// generation-less one for the group. Throws when the member is closing.
+    private func groupMetadata(_ commit: OffsetCommit) async throws -> RDKafkaGroupMetadata {
+        if let member = member(group: commit.group, topic: commit.topic), let metadata = try await member.groupMetadata() {
             return metadata
         }
         return RDKafkaGroupMetadata(groupId: config.groupIdPrefix + commit.group)

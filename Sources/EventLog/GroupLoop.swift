@@ -34,64 +34,108 @@ struct GroupLoop: Sendable {
         var backoff: Duration = .milliseconds(50)
         let overlaps = overlapsAppends ?? (engine is any DerivingLogEngine)
         while !Task.isCancelled {
+            let consumer: any GroupConsumer
             do {
-                let consumer = try await engine.joinGroup(group, topic: topic)
-                defer { Task { await consumer.close() } }
-                // One append in flight while the next batch is polled and handled (where
-                // `overlapsAppends` allows): the batch's work overlaps the previous batch's
-                // fsync. Appends stay in order
-                // (each starts after the previous finished), and a failed one ends this
-                // member, whose successor resumes from the committed offsets (and clears
-                // the handler's caches on `.assigned`).
-                var inFlight: Task<Void, any Error>?
-                defer { inFlight?.cancel() }
-                while !Task.isCancelled {
-                    if !overlaps {
-                        try await inFlight?.value
-                        inFlight = nil
-                    }
-                    switch try await consumer.poll(maxRecords: maxBatch, timeout: pollTimeout) {
-                    case .idle:
-                        try await inFlight?.value
-                        inFlight = nil
-                    case .assigned(let partitions):
-                        try await inFlight?.value
-                        inFlight = nil
-                        logger.debug("partitions assigned", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
-                        await onAssignmentChange()
-                        try await onAssigned(partitions)
-                    case .revoked(let partitions):
-                        try await inFlight?.value
-                        inFlight = nil
-                        logger.debug("partitions revoked", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
-                        await onAssignmentChange()
-                    case .records(let records):
-                        let out = try await handle(records)
-                        var offsets: [Int: Int64] = [:]
-                        for r in records { offsets[r.partition] = max(offsets[r.partition] ?? 0, r.offset + 1) }
-                        try await inFlight?.value
-                        let commit = OffsetCommit(group: group, topic: topic, offsets: offsets)
-                        let engine = engine
-                        inFlight = Task {
-                            if out.isEmpty {
-                                try await consumer.commit(offsets)
-                            } else {
-                                // Derived from the log and behind it: a crash that takes
-                                // these back takes their offsets too, and the batch is redone.
-                                onAppended(out, try await engine.append(out, commit: commit, durability: .deferred))
-                            }
-                        }
-                        backoff = .milliseconds(50)
-                    }
-                }
-            } catch is CancellationError {
-                return
+                consumer = try await engine.joinGroup(group, topic: topic)
             } catch {
                 if Task.isCancelled { return }
-                logger.error("\(group) failed, retrying in \(backoff)", metadata: ["error": "\(error)"])
+                logger.error("\(group) could not join, retrying in \(backoff)", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
+                continue
+            }
+            // One append in flight while the next batch is polled and handled (where
+            // `overlapsAppends` allows): the batch's work overlaps the previous batch's
+            // fsync. Appends stay in order (each starts after the previous finished), and a
+            // failed one ends this member, whose successor resumes from the committed
+            // offsets (and clears the handler's caches on `.assigned`).
+            let inFlight = InFlightAppend()
+            let failure: (any Error)?
+            do {
+                try await serve(
+                    consumer, inFlight: inFlight, overlaps: overlaps, resetBackoff: { backoff = .milliseconds(50) },
+                    onAssignmentChange: onAssignmentChange, onAssigned: onAssigned, onAppended: onAppended, handle: handle)
+                failure = nil
+            } catch {
+                failure = error
+            }
+            // The member goes only once its last append is over: the append may still
+            // commit through it (Kafka: its group metadata, its offsets), and a successor
+            // joining meanwhile would be a second member of the group in this process.
+            await inFlight.settle()
+            await consumer.close()
+            guard let failure else { return }
+            if failure is CancellationError || Task.isCancelled { return }
+            logger.error("\(group) failed, retrying in \(backoff)", metadata: ["error": "\(failure)"])
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    /// One member's life: polls and handles batches until cancelled or until anything fails.
+    private func serve(
+        _ consumer: any GroupConsumer, inFlight: InFlightAppend, overlaps: Bool, resetBackoff: () -> Void,
+        onAssignmentChange: @Sendable () async -> Void,
+        onAssigned: @Sendable ([Int]) async throws -> Void,
+        onAppended: @escaping @Sendable ([OutgoingRecord], [RecordAddress]) -> Void,
+        handle: @Sendable ([LogRecord]) async throws -> [OutgoingRecord]
+    ) async throws {
+        while !Task.isCancelled {
+            if !overlaps { try await inFlight.finish() }
+            switch try await consumer.poll(maxRecords: maxBatch, timeout: pollTimeout) {
+            case .idle:
+                try await inFlight.finish()
+            case .assigned(let partitions):
+                try await inFlight.finish()
+                logger.debug("partitions assigned", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
+                await onAssignmentChange()
+                try await onAssigned(partitions)
+            case .revoked(let partitions):
+                try await inFlight.finish()
+                logger.debug("partitions revoked", metadata: ["group": "\(group)", "partitions": "\(partitions)"])
+                await onAssignmentChange()
+            case .records(let records):
+                let out = try await handle(records)
+                var offsets: [Int: Int64] = [:]
+                for r in records { offsets[r.partition] = max(offsets[r.partition] ?? 0, r.offset + 1) }
+                try await inFlight.finish()
+                let commit = OffsetCommit(group: group, topic: topic, offsets: offsets)
+                let engine = engine
+                inFlight.start { [offsets] in
+                    if out.isEmpty {
+                        try await consumer.commit(offsets)
+                    } else {
+                        // Derived from the log and behind it: a crash that takes these
+                        // back takes their offsets too, and the batch is redone.
+                        onAppended(out, try await engine.append(out, commit: commit, durability: .deferred))
+                    }
+                }
+                resetBackoff()
             }
         }
+    }
+}
+
+/// The loop's one append in flight (a task), owned by the loop's task alone.
+private final class InFlightAppend {
+    private var task: Task<Void, any Error>?
+
+    func start(_ body: @escaping @Sendable () async throws -> Void) {
+        precondition(task == nil, "an append is already in flight")
+        task = Task(operation: body)
+    }
+
+    /// Waits for the append in flight, if any; rethrows its failure.
+    func finish() async throws {
+        guard let task else { return }
+        self.task = nil
+        try await task.value
+    }
+
+    /// Waits for the append in flight, if any, whatever its outcome (the member is ending).
+    func settle() async {
+        guard let task else { return }
+        self.task = nil
+        _ = await task.result
     }
 }
