@@ -500,6 +500,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Response headers or trailers nghttp2 could not send (too large): the call cannot
+    /// end with a status any more, so it ends with RST_STREAM(INTERNAL_ERROR).
+    func h2HeadersNotSent(streamID: Int32, reason: NGHTTP2Error) {
+        logger.warning(
+            "response headers not sent, resetting the stream",
+            metadata: ["stream": "\(streamID)", "path": "\(call(streamID)?.path ?? "")", "reason": "\(reason)"])
+        session?.resetStream(streamID: streamID, code: .internalError)
+    }
+
     func h2ReadData(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> NGHTTP2DataRead {
         guard let call = call(streamID) else { return .resetStream }
         return call.readData(into: buffer)

@@ -91,6 +91,7 @@ final class NGHTTP2Session {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, onDataChunk)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, onStreamClose)
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, onFrameSent)
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, onFrameNotSent)
         nghttp2_session_callbacks_set_error_callback2(callbacks, onError)
 
         var option: OpaquePointer?
@@ -411,6 +412,21 @@ private func onFrameSent(
     let type = frame.pointee.hd.type
     if type == headersType || type == dataType, frame.pointee.hd.flags & endStreamFlag != 0 {
         withHandler(userData) { $0.h2SentEndStream(streamID: frame.pointee.hd.stream_id) }
+    }
+    return 0
+}
+
+/// nghttp2 drops a response HEADERS frame it cannot send (a header block over its 64 KiB
+/// `max_send_header_block_length`) without closing the stream, so the client would wait
+/// for a status for ever: the stream is reset instead.
+private func onFrameNotSent(
+    _ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ code: Int32, _ userData: UnsafeMutableRawPointer?
+) -> Int32 {
+    let frame = frame!
+    if frame.pointee.hd.type == headersType, frame.pointee.hd.stream_id > 0 {
+        withHandler(userData) {
+            $0.h2HeadersNotSent(streamID: frame.pointee.hd.stream_id, reason: NGHTTP2Error(code: Int(code)))
+        }
     }
     return 0
 }

@@ -157,6 +157,25 @@ import Testing
         }
     }
 
+    /// nghttp2 cannot send a header block over 64 KiB and drops it silently: a status
+    /// message is cut well below that, and metadata that still does not fit resets the
+    /// stream, rather than leaving the client without a status until its deadline.
+    @Test func statusMessagesAreCutAndOversizeTrailersResetTheStream() async throws {
+        try await withTestServer { server in
+            var size = Google_Protobuf_Int64Value()
+            size.value = 70_000
+            let long = try await nghttp(port: server.port, path: "/test.Test/LongStatus", body: try framed(size), timeout: 5)
+            #expect(long.contains("grpc-status: 3"), "\(long.suffix(300))")
+            #expect(long.contains("%E2%80%A6(truncated)"))
+            let big = try await nghttp(port: server.port, path: "/test.Test/BigTrailers", body: try framed(size), timeout: 5)
+            #expect(big.contains("error_code=INTERNAL_ERROR"), "\(big.suffix(300))")
+            // Trailers that fit still go out.
+            size.value = 100
+            let small = try await nghttp(port: server.port, path: "/test.Test/BigTrailers", body: try framed(size), timeout: 5)
+            #expect(small.contains("grpc-status: 0"))
+        }
+    }
+
     @Test func unaryWithoutMessageIsUnimplemented() async throws {
         try await withTestServer { server in
             let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: [])

@@ -46,7 +46,7 @@ enum ResponseHeaders {
         }
         headers.add("grpc-status", String(status.code.rawValue))
         if !status.message.isEmpty {
-            headers.add("grpc-message", PercentEncoding.encode(status.message))
+            headers.add("grpc-message", PercentEncoding.encode(bounded(status.message)))
         }
         if let rich = status.richStatus, let bytes: [UInt8] = try? rich.serializedBytes() {
             headers.add("grpc-status-details-bin", Base64.encode(bytes))
@@ -54,6 +54,20 @@ enum ResponseHeaders {
         append(metadata, to: &headers)
         append(status.trailers, to: &headers)
         return headers
+    }
+
+    /// The most of a status message that is sent, in UTF-8 bytes before percent-encoding
+    /// (which can triple it): nghttp2 cannot send a header block over 64 KiB, and a status
+    /// message echoing a huge input (Health/Check's service name) helps no one.
+    static let maxMessageBytes = 8 * 1024
+
+    /// `message`, cut at a character boundary to `maxMessageBytes` and marked as cut.
+    static func bounded(_ message: String) -> String {
+        guard message.utf8.count > maxMessageBytes else { return message }
+        let bytes = Array(message.utf8)
+        var end = maxMessageBytes
+        while end > 0 && bytes[end] & 0xC0 == 0x80 { end -= 1 }  // not inside a character
+        return String(decoding: bytes[..<end], as: UTF8.self) + " …(truncated)"
     }
 
     /// A Trailers-Only error that also lists the encodings we accept (unsupported grpc-encoding).

@@ -82,6 +82,14 @@ func testService(probe: Probe) -> ServiceDefinition {
     service.unary("Fail") { (_: Google_Protobuf_Empty, _: ServerContext) -> Google_Protobuf_Empty in
         throw PlainFailure()
     }
+    // A status message or metadata of the size the request asks for (Int64Value).
+    service.unary("LongStatus") { (request: Google_Protobuf_Int64Value, _: ServerContext) -> Google_Protobuf_Empty in
+        throw GRPCStatus(.invalidArgument, String(repeating: "é", count: Int(request.value) / 2))
+    }
+    service.unary("BigTrailers") { (request: Google_Protobuf_Int64Value, context: ServerContext) -> Google_Protobuf_Empty in
+        context.response.addTrailing("x-big", String(repeating: "t", count: Int(request.value)))
+        return Google_Protobuf_Empty()
+    }
     service.unary("Rich") { (_: Google_Protobuf_Empty, _: ServerContext) -> Google_Protobuf_Empty in
         var info = Google_Rpc_ErrorInfo()
         info.reason = "TEST"
