@@ -65,9 +65,11 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     private let logger: Logger
     private var position: LogPosition
     private var caughtUpTarget: LogPosition?
-    /// When a record last arrived (or a heartbeat went out): on the ring, heartbeats are
-    /// timed by this clock, woken by the tail's ticks.
-    private var quietSince = ContinuousClock.now
+    /// When an item last went to the subscriber: a heartbeat is due `heartbeat` after it,
+    /// also while records flow that its filter skips (a filtered subscriber on a busy log
+    /// would otherwise hear nothing, not even where it stands). On the ring, woken by the
+    /// tail's ticks.
+    private var lastDelivered = ContinuousClock.now
     private var pending: [Delivery] = []
     private var pendingIndex = 0
 
@@ -146,6 +148,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
         while true {
             if pendingIndex < pending.count {
                 defer { pendingIndex += 1 }
+                lastDelivered = .now
                 return pending[pendingIndex]
             }
             pending.removeAll(keepingCapacity: true)
@@ -173,10 +176,10 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
                 return TailRing.Entry(
                     partition: record.partition, offset: record.offset, event: wanted ? StreamHub.event(in: record) : nil)
             })
+            heartbeatIfDue()
         }
         if let hub, let (cursor, generation) = hub.attach(hubId, at: position.offsets) {
             source = .hub(cursor: cursor, generation: generation)
-            quietSince = .now
             await reader.close()
         }
     }
@@ -186,14 +189,11 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
         switch hub.read(from: cursor, generation: generation, max: 256) {
         case .entries(let entries, let next):
             source = .hub(cursor: next, generation: generation)
-            quietSince = .now
             consume(entries)
+            heartbeatIfDue()
         case .idle:
-            if ContinuousClock.now - quietSince >= heartbeat {
-                quietSince = .now
-                pending.append(Delivery(item: .heartbeat(position)))
-                return
-            }
+            heartbeatIfDue()
+            if !pending.isEmpty { return }
             await hub.wait(hubId, after: cursor, generation: generation)
         case .lagged: try await fallBack(from: hub, lagged: true)
         case .reset: try await fallBack(from: hub, lagged: false)
@@ -220,6 +220,14 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
                 pending.append(Delivery(item: .event(ProjectedEvent(event: event, position: position)), shared: shared))
             }
             checkCaughtUp()
+        }
+    }
+
+    /// A heartbeat with the position, when nothing is queued and nothing went out for
+    /// `heartbeat`.
+    private func heartbeatIfDue() {
+        if pending.isEmpty && ContinuousClock.now - lastDelivered >= heartbeat {
+            pending.append(Delivery(item: .heartbeat(position)))
         }
     }
 

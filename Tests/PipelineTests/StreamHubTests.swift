@@ -203,6 +203,43 @@ import Testing
         }
     }
 
+    /// A filtered subscriber hears a heartbeat while events it does not want flow, on its
+    /// own reader (history) as on the shared tail (live), carrying its advancing position.
+    @Test func filteredSubscribersGetHeartbeatsWhileOtherEventsFlow() async throws {
+        var config = OrderPipeline.Config.defaults
+        config.heartbeat = .milliseconds(300)
+        try await Harness.run(config: config) { h in
+            let placing = Task {
+                while !Task.isCancelled { _ = try await h.place() }
+            }
+            defer { placing.cancel() }
+            try await Task.sleep(for: .milliseconds(200))
+            for start in [EventSubscription.Start.beginning, .end] {
+                let sub = try await h.pipeline.subscribe(start: start, filter: .init(eventTypes: ["OrderCancelledEvent"]))
+                // Read for at most 3 s: without heartbeats, `next()` would not return at all.
+                let reading = Task {
+                    var heartbeats: [LogPosition] = []
+                    while heartbeats.count < 2, let item = try await sub.next() {
+                        if case .heartbeat(let p) = item { heartbeats.append(p) }
+                    }
+                    return heartbeats
+                }
+                let timer = Task {
+                    try await Task.sleep(for: .seconds(3))
+                    reading.cancel()
+                }
+                let heartbeats = (try? await reading.value) ?? []
+                timer.cancel()
+                #expect(heartbeats.count == 2, "\(start): heartbeats while orders are placed")
+                if heartbeats.count == 2 {
+                    #expect(zip(heartbeats[0].offsets, heartbeats[1].offsets).allSatisfy { $0 <= $1 })
+                    #expect(heartbeats[0] != heartbeats[1], "the position moves on with the skipped events")
+                }
+                await sub.close()
+            }
+        }
+    }
+
     /// Caught-up subscribers receive a live event identically (same event, same position
     /// after it), whatever their filters: they share one `SharedDelivery` per event, and
     /// what the RPC layer makes from it (the encoded response) is made once. A shared
