@@ -259,7 +259,11 @@ import Testing
         }
     }
 
-    @Test func sendSuspendsWhileTheClientDoesNotRead() async throws {
+    /// One sender, or two tasks sending on the same response stream at once: each waits
+    /// while the client does not read, and the reset wakes every one of them.
+    @Test(arguments: ["Flood", "ParallelFlood"])
+    func sendSuspendsWhileTheClientDoesNotRead(method: String) async throws {
+        let senders = method == "Flood" ? 1 : 2
         try await withTestServer { server in
             let group = MultiThreadedEventLoopGroup.singleton
             // SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may not send a single DATA byte.
@@ -267,19 +271,20 @@ import Testing
             let channel = try await RawHTTP2.connect(
                 port: server.port, group: group,
                 sending: RawHTTP2.preface + RawHTTP2.settings([(0x4, 0)])
-                    + RawHTTP2.headers(stream: 1, path: "/test.Test/Flood", endStream: false)
+                    + RawHTTP2.headers(stream: 1, path: "/test.Test/\(method)", endStream: false)
                     + RawHTTP2.data(stream: 1, request, endStream: true))
             try await Task.sleep(for: .milliseconds(500))
             // 16 KiB messages against a 64 KiB buffer: a handful of sends complete, then
             // `send` waits, instead of 1,000 messages (16 MiB) piling up in the server.
             let sent = server.probe.sent.load(ordering: .relaxed)
-            #expect(sent >= 1 && sent <= 5, "sent \(sent)")
+            #expect(sent >= 1 && sent <= 5 + senders, "sent \(sent)")
             // Another client is served meanwhile.
             let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("other")))
             #expect(out.contains("grpc-status: 0"))
-            // Resetting the stream wakes the suspended send with an error.
+            // Resetting the stream wakes the suspended sends with an error.
             try await RawHTTP2.send(RawHTTP2.reset(stream: 1), on: channel)
-            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == 1 })
+            #expect(await server.probe.wait { server.probe.cancelled.load(ordering: .relaxed) == senders })
+            if senders > 1 { #expect(await server.probe.wait { server.probe.handlerReturned.load(ordering: .relaxed) == 1 }) }
             try await channel.close()
         }
     }

@@ -74,7 +74,9 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var requestCount = 0
     /// Complete messages of a client-streaming call not yet taken by the handler.
     var inbound = MessageQueue<FramedMessage>()
-    var inboundWaiter: UnsafeContinuation<FramedMessage?, any Error>?
+    /// Readers waiting for a request message, first come first served: a request
+    /// stream is `Sendable`, so several tasks may wait at once, and none may be lost.
+    var inboundWaiters: [UnsafeContinuation<FramedMessage?, any Error>] = []
     /// Stream-window bytes received but not yet reported consumed (handler is behind).
     var unconsumedBytes = 0
     /// END_STREAM was received.
@@ -92,7 +94,9 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var pendingStatus: GRPCStatus?
     /// nghttp2 parked our data provider (it returned DEFERRED): resume it when data comes.
     var dataDeferred = false
-    var sendWaiter: UnsafeContinuation<Void, any Error>?
+    /// Senders waiting for the client to read (more than one when several tasks send on
+    /// one response stream): all go on together once the queue drained enough.
+    var sendWaiters: [UnsafeContinuation<Void, any Error>] = []
     /// The call has ended from the server's side: status queued or stream reset.
     var finished = false
     /// The stream is closed at the HTTP/2 level.
@@ -145,7 +149,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             if outboundBytes > Self.outboundHighWater {
                 try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                     // Still on the loop: nothing can run between the check and this line.
-                    self.sendWaiter = continuation
+                    self.sendWaiters.append(continuation)
                 }
             }
         } else {
@@ -154,7 +158,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
                     do {
                         try self.enqueueOnLoop(message)
                         if self.outboundBytes > Self.outboundHighWater {
-                            self.sendWaiter = continuation
+                            self.sendWaiters.append(continuation)
                         } else {
                             continuation.resume()
                         }
@@ -171,7 +175,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         if loop.inEventLoop {
             if let message = try pollInbound() { return message }
             if requestEnded { return nil }
-            return try await withUnsafeThrowingContinuation { self.inboundWaiter = $0 }
+            return try await withUnsafeThrowingContinuation { self.inboundWaiters.append($0) }
         }
         return try await withUnsafeThrowingContinuation { continuation in
             loop.execute {
@@ -181,13 +185,25 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
                     } else if self.requestEnded {
                         continuation.resume(returning: nil)
                     } else {
-                        self.inboundWaiter = continuation
+                        self.inboundWaiters.append(continuation)
                     }
                 } catch {
                     continuation.resume(throwing: error)
                 }
             }
         }
+    }
+
+    /// Resumes every waiting reader and sender with `status`.
+    private func failWaiters(_ status: @autoclosure () -> GRPCStatus) {
+        if inboundWaiters.isEmpty && sendWaiters.isEmpty { return }
+        let status = status()
+        let readers = inboundWaiters
+        let senders = sendWaiters
+        inboundWaiters = []
+        sendWaiters = []
+        for waiter in readers { waiter.resume(throwing: status) }
+        for waiter in senders { waiter.resume(throwing: status) }
     }
 
     // MARK: - Task side: codecs (touch only immutable fields)
@@ -314,14 +330,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         }
         if status.code != .ok { failure = status }
         // Nobody may wait any more once the call is over.
-        if let waiter = inboundWaiter {
-            inboundWaiter = nil
-            waiter.resume(throwing: status.code == .ok ? GRPCStatus(.cancelled, "The call has ended") : status)
-        }
-        if let waiter = sendWaiter {
-            sendWaiter = nil
-            waiter.resume(throwing: status.code == .ok ? GRPCStatus(.cancelled, "The call has ended") : status)
-        }
+        failWaiters(status.code == .ok ? GRPCStatus(.cancelled, "The call has ended") : status)
         guard !closed, let session = connection.session else { return }
         if !responseHeadersSent {
             // Trailers-Only: one HEADERS frame with END_STREAM.
@@ -398,15 +407,9 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             counters.record(.cancelled)
             failure = status
             task?.cancel()
-            if let waiter = inboundWaiter {
-                inboundWaiter = nil
-                waiter.resume(throwing: status)
-            }
-            if let waiter = sendWaiter {
-                sendWaiter = nil
-                waiter.resume(throwing: status)
-            }
+            failWaiters(status)
         }
+        failWaiters(GRPCStatus(.cancelled, "The call has ended"))
         outbound.removeAll()
         outboundBytes = 0
         inbound.removeAll()
@@ -416,6 +419,8 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     /// Pops the next buffered request message; throws if the call failed.
     private func pollInbound() throws -> FramedMessage? {
         if let failure { throw failure }
+        // Ended by the handler (OK): a read now would wait for ever.
+        if finished { throw GRPCStatus(.cancelled, "The call has ended") }
         guard let message = inbound.popFirst() else { return nil }
         if inbound.isEmpty, unconsumedBytes > 0 {
             // The handler caught up: let the client send more.
@@ -441,9 +446,8 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
                 }
                 requestCount += 1
                 if streaming {
-                    if let waiter = inboundWaiter {
-                        inboundWaiter = nil
-                        waiter.resume(returning: message)
+                    if !inboundWaiters.isEmpty {
+                        inboundWaiters.removeFirst().resume(returning: message)
                     } else {
                         inbound.append(message)
                     }
@@ -482,10 +486,9 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             return false
         }
         if method.kind.clientStreams {
-            if let waiter = inboundWaiter {
-                inboundWaiter = nil
-                waiter.resume(returning: nil)
-            }
+            let waiters = inboundWaiters
+            inboundWaiters = []
+            for waiter in waiters { waiter.resume(returning: nil) }
             return false
         }
         if requestCount != 1 {
@@ -527,10 +530,11 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             if done { outbound.removeFirst() } else { break }
         }
         outboundBytes -= written
-        if let waiter = sendWaiter, outboundBytes <= Self.outboundHighWater / 2 {
-            sendWaiter = nil
-            // Resuming only enqueues the task; it runs after nghttp2 returns.
-            waiter.resume()
+        if !sendWaiters.isEmpty, outboundBytes <= Self.outboundHighWater / 2 {
+            let waiters = sendWaiters
+            sendWaiters = []
+            // Resuming only enqueues the tasks; they run after nghttp2 returns.
+            for waiter in waiters { waiter.resume() }
         }
         if outbound.isEmpty, let status = pendingStatus {
             pendingStatus = nil

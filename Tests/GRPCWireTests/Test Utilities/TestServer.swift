@@ -16,6 +16,7 @@ final class Probe: Sendable {
     let cancelled = Atomic<Int>(0)
     let sent = Atomic<Int>(0)
     let finished = Atomic<Int>(0)
+    let handlerReturned = Atomic<Int>(0)
     /// Immediate-path calls that ran outside any task (on the connection's loop, directly).
     let immediateWithoutTask = Atomic<Int>(0)
 
@@ -118,6 +119,28 @@ func testService(probe: Probe) -> ServiceDefinition {
             probe.cancelled.add(1, ordering: .relaxed)
             throw error
         }
+    }
+    // Two tasks sending on one response stream at once (it is Sendable); the handler
+    // returns once both stopped.
+    service.serverStreaming("ParallelFlood") {
+        (_: Google_Protobuf_Empty, responses: ResponseStream<Google_Protobuf_BytesValue>, _: ServerContext) in
+        var message = Google_Protobuf_BytesValue()
+        message.value = Data(count: 16 * 1024)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<2 {
+                group.addTask { [message] in
+                    do {
+                        for _ in 0..<1000 {
+                            try await responses.send(message)
+                            probe.sent.add(1, ordering: .relaxed)
+                        }
+                    } catch {
+                        probe.cancelled.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+        }
+        probe.handlerReturned.add(1, ordering: .relaxed)
     }
     // A subscription: one message, then nothing until the call ends; on a graceful
     // shutdown it ends at once with UNAVAILABLE.
