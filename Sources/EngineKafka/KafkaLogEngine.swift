@@ -522,6 +522,9 @@ public final class KafkaLogEngine: LogEngine {
         return p.merging(config.properties) { $1 }
     }
 
+    /// The most a reader (no group) prefetches, in KiB.
+    static let readerPrefetchKiB = 4096
+
     static func consumerProperties(
         _ config: Config, group: String?, partitionEOF: Bool, fetchWait: Duration, lazy: Bool = false
     ) -> [String: String] {
@@ -547,6 +550,12 @@ public final class KafkaLogEngine: LogEngine {
             p["group.id"] = "\(config.groupIdPrefix)reader-\(config.instanceId)"
             // Readers start at explicit offsets; one the log lacks is an error, not a jump.
             p["auto.offset.reset"] = "error"
+            // Each StreamEvents subscriber behind the tail has a reader of its own: with
+            // librdkafka's defaults (64 MiB, 100,000 messages) twenty that do not read
+            // held 1.2 GB of prefetched records; these cap one at a few MiB.
+            p["queued.max.messages.kbytes"] = String(Self.readerPrefetchKiB)
+            p["queued.min.messages"] = "1000"
+            p["fetch.max.bytes"] = String(Self.readerPrefetchKiB * 1024)
         }
         return p.merging(config.properties) { $1 }
     }

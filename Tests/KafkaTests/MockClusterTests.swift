@@ -176,3 +176,17 @@ struct MockClusterTests {
         #expect(rebalances.state.withLock { $0.pendingRevoke?.map(\.partition) == [0] && $0.assigned.isEmpty })
     }
 }
+
+/// A reader (each StreamEvents subscriber behind the tail has one) prefetches a few MiB,
+/// not librdkafka's default 64 MiB: twenty subscribers that did not read held 1.2 GB.
+@Suite struct ReaderPrefetchTests {
+    @Test func readersPrefetchLittleAndGroupMembersKeepTheDefaults() {
+        let config = KafkaLogEngine.Config(brokers: "127.0.0.1:9092")
+        let reader = KafkaLogEngine.consumerProperties(config, group: nil, partitionEOF: false, fetchWait: .milliseconds(100))
+        #expect(Int(reader["queued.max.messages.kbytes"] ?? "") ?? .max <= 4096)
+        #expect(Int(reader["fetch.max.bytes"] ?? "") ?? .max <= 4 << 20)
+        #expect(Int(reader["queued.min.messages"] ?? "") ?? .max <= 1000)
+        let member = KafkaLogEngine.consumerProperties(config, group: "g", partitionEOF: false, fetchWait: .milliseconds(100))
+        #expect(member["queued.max.messages.kbytes"] == nil)
+    }
+}
