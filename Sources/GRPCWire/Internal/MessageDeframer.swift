@@ -24,7 +24,7 @@ struct MessageDeframer {
     private var header: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0)
     private var headerCount = 0
     /// The message being assembled once its header is known.
-    private var body: [UInt8] = []
+    private(set) var body: [UInt8] = []
     private var bodyLength = 0
     private var compressed = false
 
@@ -67,7 +67,8 @@ struct MessageDeframer {
                     compressed = header.0 == 1
                     bodyLength = length
                     body = []
-                    body.reserveCapacity(length)
+                    // Not all of an announced length up front: a prefix alone costs little.
+                    body.reserveCapacity(min(length, 64 * 1024))
                     if length == 0 {
                         headerCount = 0
                         try emit(FramedMessage(compressed: compressed, bytes: []))
