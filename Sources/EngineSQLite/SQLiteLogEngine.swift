@@ -330,6 +330,11 @@ public final class SQLiteLogEngine: LogEngine {
         return ends
     }
 
+    public func durableEndOffsets(_ topic: String) async throws -> [Int64] {
+        guard let ends = catalog.ends(topic, durableOnly: true) else { throw LogError.unknownTopic(topic) }
+        return ends
+    }
+
     @discardableResult
     public func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
         if let failure = syncer.failure { throw failure }

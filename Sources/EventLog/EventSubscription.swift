@@ -80,7 +80,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
         engine: any LogEngine, topics: Topics, start: Start, filter: Filter, heartbeat: Duration = .seconds(5),
         hub: StreamHub? = nil, logger: Logger
     ) async throws -> EventSubscription {
-        let end = try await engine.endOffsets(topics.aggregates)
+        let end = try await engine.durableEndOffsets(topics.aggregates)
         let from: [Int64] =
             switch start {
             case .beginning: Array(repeating: 0, count: end.count)

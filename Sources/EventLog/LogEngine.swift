@@ -156,6 +156,10 @@ public protocol LogEngine: Sendable {
     /// the next record gets (Kafka's transaction markers take offsets too), and possibly
     /// past the durable prefix a plain reader has reached (embedded: not fsync'd yet).
     func endOffsets(_ topic: String) async throws -> [Int64]
+    /// `endOffsets` up to the durable prefix only: what a subscriber may be told it has
+    /// seen. A position past records not yet fsync'd would, after a power loss, skip the
+    /// new records that reuse their offsets.
+    func durableEndOffsets(_ topic: String) async throws -> [Int64]
     /// Reads every partition of `topic` from the given offsets (index = partition) without
     /// joining a group: subscriptions, projections local to this instance. Delivers
     /// durable records only.
@@ -177,6 +181,8 @@ public protocol LogEngine: Sendable {
 
 extension LogEngine {
     public var keepsMemos: Bool { false }
+    /// Committed is durable on engines that acknowledge only durable appends (Kafka, acks=all).
+    public func durableEndOffsets(_ topic: String) async throws -> [Int64] { try await endOffsets(topic) }
     /// Appends durably (see `append(_:commit:durability:)`).
     @discardableResult
     public func append(_ records: [OutgoingRecord], commit: OffsetCommit?) async throws -> [RecordAddress] {

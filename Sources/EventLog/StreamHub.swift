@@ -145,7 +145,7 @@ public final class StreamHub: Sendable {
     }
 
     private func session() async throws {
-        let start = try await engine.endOffsets(topic)
+        let start = try await engine.durableEndOffsets(topic)
         let reader = try await engine.openReader(topic: topic, from: start)
         let starting = state.withLock { s in
             s.generation += 1

@@ -209,7 +209,7 @@ public struct OrderServiceDefinition: Sendable {
                 throw StatusMapping.invalidArgument(
                     field: "after_position", "after_position is not a position this server returned")
             }
-            let end = try await pipeline.engine.endOffsets(pipeline.topics.aggregates)
+            let end = try await pipeline.engine.durableEndOffsets(pipeline.topics.aggregates)
             guard zip(position.offsets, end).allSatisfy({ $0 <= $1 }) else {
                 throw StatusMapping.invalidArgument(field: "after_position", "after_position is ahead of the event log")
             }

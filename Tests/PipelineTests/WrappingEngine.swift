@@ -14,6 +14,7 @@ extension WrappingEngine {
         try await inner.append(records, commit: commit, durability: durability)
     }
     func endOffsets(_ topic: String) async throws -> [Int64] { try await inner.endOffsets(topic) }
+    func durableEndOffsets(_ topic: String) async throws -> [Int64] { try await inner.durableEndOffsets(topic) }
     func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
         try await inner.openReader(topic: topic, from: offsets)
     }
