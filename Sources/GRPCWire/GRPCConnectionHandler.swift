@@ -325,12 +325,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         return found
     }
 
-    /// One request header. Returns false to reset the stream (header list too large).
+    /// One request header. Returns false to reset the stream.
     func h2Header(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
         guard let call = call(streamID) else { return true }
-        // RFC 9113 §6.5.2 accounting: name + value + 32 per field.
+        // RFC 9113 §6.5.2 accounting: name + value + 32 per field. Past the limit the rest
+        // is ignored and the call answered RESOURCE_EXHAUSTED once the block is complete
+        // (a reset would reach the client as an unexplained INTERNAL).
         call.headerBytes += name.count + value.count + 32
-        if call.headerBytes > runtime.http2Settings.maxHeaderListSize { return false }
+        if call.headerBytes > runtime.http2Settings.maxHeaderListSize { return true }
         guard let first = name.first else { return true }
         if first == UInt8(ascii: ":") {
             if name.equals(":path") {
@@ -408,6 +410,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         previousMetadata = call.metadata
         if endStream { call.requestEnded = true }
+        let limit = runtime.http2Settings.maxHeaderListSize
+        if call.headerBytes > limit {
+            call.fail(GRPCStatus(.resourceExhausted, "The request's header list is larger than the limit of \(limit) bytes"))
+            return
+        }
         guard call.isPost else {
             respondWithHTTPError(call, "405")
             return

@@ -176,6 +176,18 @@ import Testing
         }
     }
 
+    /// Request headers past the advertised SETTINGS_MAX_HEADER_LIST_SIZE get a status that
+    /// says so, not a reset the client can only report as INTERNAL.
+    @Test func oversizeRequestHeadersAreResourceExhausted() async throws {
+        try await withTestServer { server in
+            let out = try await nghttp(
+                port: server.port, path: "/test.Test/Echo", body: try framed(stringValue("x")),
+                headers: ["content-type: application/grpc", "x-big: " + String(repeating: "b", count: 20_000)], timeout: 5)
+            #expect(out.contains("grpc-status: 8"), "\(out.suffix(400))")
+            #expect(out.contains("header list is larger than the limit"))
+        }
+    }
+
     @Test func unaryWithoutMessageIsUnimplemented() async throws {
         try await withTestServer { server in
             let out = try await nghttp(port: server.port, path: "/test.Test/Echo", body: [])
