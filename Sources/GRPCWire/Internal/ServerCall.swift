@@ -79,6 +79,13 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var inboundWaiters: [UnsafeContinuation<FramedMessage?, any Error>] = []
     /// Stream-window bytes received but not yet reported consumed (handler is behind).
     var unconsumedBytes = 0
+    /// Request bytes of a client-streaming call kept as they came, not yet deframed: once
+    /// `maxQueuedMessages` wait for the handler, later bytes stay raw, so a stream of tiny
+    /// messages costs its window's bytes and not many times that in per-message objects.
+    /// Non-empty only while `inbound` is not.
+    var raw: [UInt8] = []
+    var rawStart = 0
+    static let maxQueuedMessages = 64
     /// END_STREAM was received.
     var requestEnded = false
     /// After an error the rest of the body is dropped.
@@ -413,6 +420,8 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         outbound.removeAll()
         outboundBytes = 0
         inbound.removeAll()
+        raw = []
+        rawStart = 0
         task = nil
     }
 
@@ -422,6 +431,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         // Ended by the handler (OK): a read now would wait for ever.
         if finished { throw GRPCStatus(.cancelled, "The call has ended") }
         guard let message = inbound.popFirst() else { return nil }
+        if rawStart < raw.count, inbound.count < Self.maxQueuedMessages / 2 { deframeRaw() }
         if inbound.isEmpty, unconsumedBytes > 0 {
             // The handler caught up: let the client send more.
             connection.session?.consumeStream(streamID: streamID, count: unconsumedBytes)
@@ -438,6 +448,39 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             return
         }
         let streaming = method.kind.clientStreams
+        if streaming && (rawStart < raw.count || inbound.count >= Self.maxQueuedMessages) {
+            raw.append(contentsOf: chunk)
+            unconsumedBytes += chunk.count
+            return
+        }
+        deframe(chunk, streaming: streaming)
+        // Flow control: consume now unless complete messages are piling up unread, in which
+        // case the bytes are reported when the handler takes them (pollInbound).
+        if streaming && !inbound.isEmpty && !finished {
+            unconsumedBytes += chunk.count
+        } else {
+            connection.session?.consumeStream(streamID: streamID, count: chunk.count)
+        }
+    }
+
+    /// Deframes kept raw bytes until `maxQueuedMessages` wait again or none is left.
+    private func deframeRaw() {
+        while rawStart < raw.count && inbound.count < Self.maxQueuedMessages && !finished {
+            let end = min(raw.count, rawStart + 4096)
+            raw.withUnsafeBytes { deframe(UnsafeRawBufferPointer(rebasing: $0[rawStart..<end]), streaming: true) }
+            rawStart = end
+        }
+        guard rawStart == raw.count else { return }
+        raw = []
+        rawStart = 0
+        if requestEnded && !finished && deframer.hasPartialMessage {
+            fail(GRPCStatus(.internalError, "The request ended in the middle of a message"))
+        }
+    }
+
+    /// Runs request bytes through the deframer: messages to waiting readers, the queue, or
+    /// the unary request; a framing error fails the call.
+    private func deframe(_ chunk: UnsafeRawBufferPointer, streaming: Bool) {
         do {
             try deframer.process(chunk) { message in
                 if message.compressed && !requestGzip {
@@ -468,19 +511,14 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         } catch {
             fail(GRPCStatus(mapping: error))
         }
-        // Flow control: consume now unless complete messages are piling up unread, in which
-        // case the bytes are reported when the handler takes them (pollInbound).
-        if streaming && !inbound.isEmpty && !finished {
-            unconsumedBytes += chunk.count
-        } else {
-            connection.session?.consumeStream(streamID: streamID, count: chunk.count)
-        }
     }
 
     /// END_STREAM from the client. Returns true when a unary-request call is now ready to run.
     func receiveEnd() -> Bool {
         requestEnded = true
         guard !finished, let method else { return false }
+        // With bytes still raw, the end is seen once they are deframed (`deframeRaw`).
+        if rawStart < raw.count { return false }
         if deframer.hasPartialMessage {
             fail(GRPCStatus(.internalError, "The request ended in the middle of a message"))
             return false

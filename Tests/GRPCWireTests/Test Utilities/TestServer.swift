@@ -96,6 +96,19 @@ func testService(probe: Probe) -> ServiceDefinition {
         info.reason = "TEST"
         throw GRPCStatus(.failedPrecondition, "rich failure", details: [try Google_Protobuf_Any(message: info)])
     }
+    // Reads only after a while (the requests pile up meanwhile), then checks they came in
+    // order ("0", "1", …) and says how many in the trailer x-count.
+    service.clientStreaming("CountLater") {
+        (requests: RequestStream<Google_Protobuf_StringValue>, context: ServerContext) -> Google_Protobuf_Empty in
+        try await Task.sleep(for: .milliseconds(300))
+        var count = 0
+        for try await request in requests {
+            guard request.value == String(count) else { throw GRPCStatus(.dataLoss, "message \(count) was \(request.value)") }
+            count += 1
+        }
+        context.response.addTrailing("x-count", String(count))
+        return Google_Protobuf_Empty()
+    }
     service.bidirectionalStreaming("Wait") {
         (requests: RequestStream<Google_Protobuf_Empty>, _: ResponseStream<Google_Protobuf_Empty>, _: ServerContext) in
         do {
