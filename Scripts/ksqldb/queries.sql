@@ -26,9 +26,13 @@
 -- reference the existing topics; ksqlDB uses an existing topic as is when its
 -- partition count matches PARTITIONS.
 --
--- Topic names and PARTITIONS: orders-server substitutes its
+-- Topic names, object names and PARTITIONS: orders-server substitutes its
 -- --kafka-topic-prefix and --kafka-partitions; this file shows the defaults
--- (no prefix, 10 partitions).
+-- (no prefix, 10 partitions). With a prefix, the stream and the table carry it
+-- too, upper-cased, every character but a letter, digit or _ made _:
+-- --kafka-topic-prefix staging- gives STAGING_ORDER_COMMANDS_AND_EVENTS and
+-- STAGING_ORDER_AGGREGATES, so deployments with different prefixes on one
+-- ksqlDB do not share objects.
 
 CREATE STREAM IF NOT EXISTS ORDER_COMMANDS_AND_EVENTS (
   ORDER_ID STRING KEY,

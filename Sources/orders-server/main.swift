@@ -159,10 +159,11 @@ struct OrdersServer: AsyncParsableCommand {
             logger.info("kafka engine", metadata: ["brokers": "\(kafkaBrokers)", "librdkafka": "\(KafkaLogEngine.librdkafkaVersion)"])
             if let ksqldbUrl {
                 pipelineConfig.builtInAggregator = false
-                ksqlDB = KsqlDBClient(config: .init(url: ksqldbUrl), logger: logger)
-                pipelineConfig.aggregateTable = ksqlDB
+                let client = KsqlDBClient(config: .init(url: ksqldbUrl, topicPrefix: kafkaTopicPrefix), logger: logger)
+                ksqlDB = client
+                pipelineConfig.aggregateTable = client
                 logger.info(
-                    "ksqlDB runs the aggregation (ORDER_AGGREGATES); the built-in aggregator is off",
+                    "ksqlDB runs the aggregation (\(client.config.names.table)); the built-in aggregator is off",
                     metadata: ["ksqldb-url": "\(ksqldbUrl)"])
             }
         }
@@ -231,8 +232,9 @@ struct KsqlDBProvisioning: Service {
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
-        try await client.provision(statements: KsqlDBClient.statements(topics: topics))
-        logger.info("ksqlDB provisioned: ORDER_COMMANDS_AND_EVENTS and ORDER_AGGREGATES run in ksqlDB")
+        let names = client.config.names
+        try await client.provision(statements: KsqlDBClient.statements(topics: topics, names: names))
+        logger.info("ksqlDB provisioned: \(names.stream) and \(names.table) run in ksqlDB")
     }
 }
 

@@ -18,8 +18,20 @@ final class KsqlDBFakeServer: Sendable {
     }
 
     struct Response: Sendable {
+        enum Action: Sendable {
+            case answer
+            /// Close the connection without answering (curl: "Empty reply from server").
+            case drop
+            /// Never answer; the connection stays open until `stop` (and the server
+            /// accepts no other connection meanwhile).
+            case hang
+        }
         var status: Int
         var body: String
+        var action: Action = .answer
+
+        static let drop = Response(status: 0, body: "", action: .drop)
+        static let hang = Response(status: 0, body: "", action: .hang)
     }
 
     let port: Int
@@ -57,13 +69,16 @@ final class KsqlDBFakeServer: Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
     var requests: [Request] { state.withLock { $0.requests } }
 
+    /// Wakes the accept loop, which closes the socket: closing it here could let its number
+    /// be reused by another test's server before the loop's next `accept`, which would
+    /// then answer that server's clients from this script.
     func stop() {
         state.withLock { $0.stopped = true }
         shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
     }
 
     private func acceptLoop() {
+        defer { close(fd) }
         while true {
             let client = accept(fd, nil, nil)
             if client < 0 {
@@ -109,12 +124,20 @@ final class KsqlDBFakeServer: Sendable {
             $0.requests.append(request)
             return $0.script.isEmpty ? Response(status: 500, body: #"{"message":"script exhausted"}"#) : $0.script.removeFirst()
         }
+        switch response.action {
+        case .answer: break
+        case .drop: return
+        case .hang:
+            while !state.withLock({ $0.stopped }) { usleep(10_000) }
+            return
+        }
         let body = Array(response.body.utf8)
         let head = "HTTP/1.1 \(response.status) X\r\nContent-Type: application/vnd.ksql.v1+json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         let bytes = Array(head.utf8) + body
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a client that gave up on a large body must not SIGPIPE the tests.
+            let n = bytes[sent...].withUnsafeBufferPointer { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { return }
             sent += n
         }

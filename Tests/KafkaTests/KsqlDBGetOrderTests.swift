@@ -49,14 +49,14 @@ struct KsqlDBGetOrderTests {
         return .init(status: 200, body: String(decoding: body, as: UTF8.self))
     }
 
-    func queries(table: KsqlDBFakeServer, readModel: OrderView?) async throws -> OrderQueries {
+    func queries(table: KsqlDBFakeServer, readModel: OrderView?, pullQueryTimeout: Duration = .seconds(2)) async throws -> OrderQueries {
         let store = InMemoryReadModelStore()
         if let readModel {
             try await store.apply(ReadModelUpdate(views: [readModel], outcomes: [], checkpoint: LogPosition(offsets: [1])))
         }
         let projector = Projector(engine: InMemoryLogEngine(), store: store, topics: Topics(partitions: 1), logger: Self.logger)
         var config = KsqlDBClient.Config(url: table.url)
-        config.pullQueryTimeout = .seconds(2)
+        config.pullQueryTimeout = pullQueryTimeout
         return OrderQueries(store: store, projector: projector, table: KsqlDBClient(config: config, logger: Self.logger), logger: Self.logger)
     }
 
@@ -88,6 +88,29 @@ struct KsqlDBGetOrderTests {
         defer { server.stop() }
         let order = try await queries(table: server, readModel: view).order(id: Self.orderId, deadline: .now + .seconds(5))
         #expect(order == state)
+    }
+
+    /// A ksqlDB that never answers costs each of many concurrent GetOrders at most the pull
+    /// query's limit, counted from its call (not from when a thread got to it).
+    @Test func aHungTableCostsEachCallerAtMostTheLimit() async throws {
+        let (_, state, view) = Self.history(accepted: false)
+        let server = try KsqlDBFakeServer(script: [.hang])
+        defer { server.stop() }
+        let queries = try await queries(table: server, readModel: view, pullQueryTimeout: .seconds(1))
+        let results = try await withThrowingTaskGroup(of: (Duration, Order?).self) { group in
+            for _ in 0..<32 {
+                group.addTask {
+                    let start = ContinuousClock.now
+                    let order = try await queries.order(id: Self.orderId, deadline: .now + .seconds(10))
+                    return (ContinuousClock.now - start, order)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.count == 32)
+        #expect(results.allSatisfy { $0.1 == state })
+        let slowest = results.map { $0.0 }.max() ?? .zero
+        #expect(slowest < .milliseconds(1500), "the slowest GetOrder took \(slowest)")
     }
 
     @Test func minVersionIsSatisfiedByTheTable() async throws {

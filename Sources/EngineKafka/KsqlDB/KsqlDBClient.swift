@@ -33,7 +33,8 @@ public struct KsqlDBError: Error, Sendable, CustomStringConvertible {
 }
 
 /// ksqlDB's REST API over HTTP/1.1 (libcurl): `POST /ksql` to provision the stream and
-/// the table, `POST /query` for pull queries on ORDER_AGGREGATES.
+/// the table, `POST /query` for pull queries on the table (ORDER_AGGREGATES, or its
+/// prefixed name: `ObjectNames`).
 ///
 /// Formats followed (docs.ksqldb.io, "ksqlDB REST API"): requests are
 /// `{"ksql": "...;", "streamsProperties": {...}}` with content type and accept
@@ -48,14 +49,47 @@ public struct KsqlDBClient: Sendable {
         /// One request's limit.
         public var requestTimeout: Duration = .seconds(30)
         public var connectTimeout: Duration = .seconds(3)
-        /// A pull query's limit: GetOrder falls back to the read model past it, so a slow
-        /// ksqlDB costs a caller at most this much.
+        /// A pull query's limit, counted from the call: GetOrder falls back to the read
+        /// model past it, so a slow ksqlDB costs a caller at most this much.
         public var pullQueryTimeout: Duration = .seconds(1)
+        /// Pull queries running at once; one more fails at once (GetOrder answers from the
+        /// read model). Each holds a thread, at most `pullQueryTimeout` (plus up to a second
+        /// for libcurl to notice a caller that gave up).
+        public var maxConcurrentPullQueries = 16
+        /// Response bodies past these fail the call: a pull query answers one row, `/ksql`
+        /// one status per statement.
+        public var maxPullResponseBytes = 1 << 20
+        public var maxStatementResponseBytes = 16 << 20
         /// How long `provision` keeps retrying while ksqlDB does not answer (or answers 503).
         public var unreachableRetryBudget: Duration = .seconds(120)
         public var initialBackoff: Duration = .milliseconds(200)
         public var maxBackoff: Duration = .seconds(5)
-        public init(url: String) { self.url = url }
+        /// The stream's and the table's names (from `--kafka-topic-prefix`).
+        public var names: ObjectNames
+        public init(url: String, topicPrefix: String = "") {
+            self.url = url
+            self.names = ObjectNames(topicPrefix: topicPrefix)
+        }
+    }
+
+    /// The stream's and the table's names in ksqlDB. Without a topic prefix they are the
+    /// seed's ORDER_COMMANDS_AND_EVENTS and ORDER_AGGREGATES (outside clients query the
+    /// latter); with one, they carry it, so that deployments with different prefixes on one
+    /// ksqlDB each get their own objects instead of `IF NOT EXISTS` quietly reusing the
+    /// first one's (which reads the other topics). The prefix is upper-cased and every
+    /// character other than a letter, digit or `_` becomes `_` (`staging-` gives
+    /// STAGING_ORDER_AGGREGATES), so prefixes that differ only there share objects.
+    public struct ObjectNames: Sendable, Hashable {
+        public var stream: String
+        public var table: String
+
+        public init(topicPrefix: String) {
+            let prefix = String(topicPrefix.uppercased().map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" })
+            // An unquoted identifier may not start with a digit; a quoted one keeps its case.
+            let quote = prefix.first?.isNumber == true ? "`" : ""
+            stream = quote + prefix + "ORDER_COMMANDS_AND_EVENTS" + quote
+            table = quote + prefix + "ORDER_AGGREGATES" + quote
+        }
     }
 
     public static let contentType = "application/vnd.ksql.v1+json"
@@ -73,22 +107,24 @@ public struct KsqlDBClient: Sendable {
 
     public let config: Config
     let logger: Logger
+    let pullAdmission: Admission
 
     public init(config: Config, logger: Logger) {
         var config = config
         while config.url.hasSuffix("/") { config.url.removeLast() }
         self.config = config
         self.logger = logger
+        self.pullAdmission = Admission(limit: max(1, config.maxConcurrentPullQueries))
     }
 
     // MARK: Statements
 
-    /// The stream and the table of `Scripts/ksqldb/queries.sql`, for these topic names
-    /// and partition count.
-    public static func statements(topics: Topics) -> [String] {
+    /// The stream and the table of `Scripts/ksqldb/queries.sql`, for these topic names,
+    /// partition count and object names.
+    public static func statements(topics: Topics, names: ObjectNames) -> [String] {
         [
             """
-            CREATE STREAM IF NOT EXISTS ORDER_COMMANDS_AND_EVENTS (
+            CREATE STREAM IF NOT EXISTS \(names.stream) (
               ORDER_ID STRING KEY,
               TYPE STRING,
               SUB_TYPE STRING,
@@ -100,7 +136,7 @@ public struct KsqlDBClient: Sendable {
             );
             """,
             """
-            CREATE TABLE IF NOT EXISTS ORDER_AGGREGATES WITH (
+            CREATE TABLE IF NOT EXISTS \(names.table) WITH (
               KAFKA_TOPIC='\(topics.aggregates)',
               PARTITIONS=\(topics.partitions),
               VALUE_FORMAT='JSON'
@@ -112,7 +148,7 @@ public struct KsqlDBClient: Sendable {
               COLLECT_LIST(TYPE) AS TYPE_LIST,
               COLLECT_LIST(SUB_TYPE) AS SUB_TYPE_LIST,
               COLLECT_LIST(DETAILS) AS DETAILS_LIST
-            FROM ORDER_COMMANDS_AND_EVENTS
+            FROM \(names.stream)
             GROUP BY ORDER_ID
             EMIT CHANGES;
             """,
@@ -121,9 +157,11 @@ public struct KsqlDBClient: Sendable {
 
     // MARK: Provisioning
 
-    /// Sends each statement to `POST /ksql`, in order, with `properties`. An "already
-    /// exists" error counts as success (a restart). Retries, with backoff, while ksqlDB
-    /// does not answer or answers 503, up to `config.unreachableRetryBudget`.
+    /// Sends each statement to `POST /ksql`, in order, with `properties`. An error that an
+    /// object of the same kind and name already exists counts as success (instances racing
+    /// at start); one of the other kind is a conflict. Retries, with backoff, while ksqlDB
+    /// does not answer, drops the connection or answers 503, up to
+    /// `config.unreachableRetryBudget`.
     public func provision(statements: [String], properties: [String: String] = Self.requiredProperties) async throws(KsqlDBError) {
         for statement in statements {
             let body = Self.json(["ksql": statement, "streamsProperties": properties])
@@ -135,6 +173,7 @@ public struct KsqlDBClient: Sendable {
 
     /// Interprets `/ksql`'s answer to one statement.
     static func checkStatementResponse(_ response: HTTPResponse, statement: String) throws(KsqlDBError) {
+        func isAlreadyExists(_ message: String) -> Bool { Self.isAlreadyExists(message, statement: statement) }
         let parsed = try? JSONSerialization.jsonObject(with: Data(response.body), options: [.fragmentsAllowed])
         if !(200..<300).contains(response.status) {
             let object = parsed as? [String: Any]
@@ -167,26 +206,36 @@ public struct KsqlDBClient: Sendable {
         }
     }
 
-    static func isAlreadyExists(_ message: String) -> Bool {
-        message.lowercased().contains("already exists")
+    /// ksqlDB's "Cannot add table 'X': A table with the same name already exists" for a
+    /// `CREATE TABLE` (or stream for stream). `IF NOT EXISTS` makes that a no-op, so it
+    /// only comes from a race; "A stream with the same name" for a table is a conflict:
+    /// the name is taken by something else, and the table would never exist.
+    static func isAlreadyExists(_ message: String, statement: String) -> Bool {
+        let words = statement.uppercased().split(whereSeparator: \.isWhitespace).prefix(4)
+        guard words.first == "CREATE", let kind = words.dropFirst().first(where: { $0 == "STREAM" || $0 == "TABLE" }) else {
+            return false
+        }
+        return message.lowercased().contains("a \(kind.lowercased()) with the same name already exists")
     }
 
     // MARK: Pull queries
 
-    /// `SELECT * FROM ORDER_AGGREGATES WHERE ORDER_ID = '<id>';` through `POST /query`; nil
-    /// when ksqlDB has no row for the order. One attempt, no retries.
+    /// `SELECT * FROM ORDER_AGGREGATES WHERE ORDER_ID = '<id>';` (the configured table)
+    /// through `POST /query`; nil when ksqlDB has no row for the order. One attempt, no
+    /// retries, within `pullQueryTimeout` of the call.
     public func pullAggregate(orderId: String) async throws(KsqlDBError) -> LogFormat.Aggregate? {
         let escaped = orderId.replacingOccurrences(of: "'", with: "''")
-        let sql = "SELECT * FROM ORDER_AGGREGATES WHERE ORDER_ID = '\(escaped)';"
+        let sql = "SELECT * FROM \(config.names.table) WHERE ORDER_ID = '\(escaped)';"
         let body = Self.json(["ksql": sql, "streamsProperties": [String: String]()])
         let response: HTTPResponse
         do {
             var pull = request(path: "/query", body: body)
             pull.timeout = config.pullQueryTimeout
             pull.connectTimeout = min(config.connectTimeout, config.pullQueryTimeout)
-            response = try await CurlHTTPClient.post(pull)
+            pull.maxBodyBytes = config.maxPullResponseBytes
+            response = try await CurlHTTPClient.post(pull, admission: pullAdmission)
         } catch {
-            throw KsqlDBError(kind: .unreachable, statement: sql, message: error.message, errorCode: nil)
+            throw KsqlDBError(kind: error.kind == .tooLarge ? .badResponse : .unreachable, statement: sql, message: error.message)
         }
         return try Self.decodePullResponse(response, query: sql)
     }
@@ -285,31 +334,40 @@ public struct KsqlDBClient: Sendable {
         HTTPRequest(
             url: config.url + path,
             headers: [("Content-Type", Self.contentType), ("Accept", Self.contentType)],
-            body: body, timeout: config.requestTimeout, connectTimeout: config.connectTimeout)
+            body: body, timeout: config.requestTimeout, connectTimeout: config.connectTimeout,
+            maxBodyBytes: config.maxStatementResponseBytes)
     }
 
+    /// Retries until the budget is spent: the last wait is cut to what is left of it, so
+    /// the last attempt comes at the deadline, not a backoff before it.
     private func postRetrying(_ path: String, body: [UInt8], statement: String) async throws(KsqlDBError) -> HTTPResponse {
-        let deadline = ContinuousClock.now + config.unreachableRetryBudget
+        let start = ContinuousClock.now
+        let deadline = start + config.unreachableRetryBudget
         var backoff = config.initialBackoff
+        var attempts = 0
         while true {
             let problem: String
+            attempts += 1
             do {
                 let response = try await CurlHTTPClient.post(request(path: path, body: body))
                 if response.status != 503 { return response }
                 problem = "HTTP 503: \(String(decoding: response.body.prefix(300), as: UTF8.self))"
             } catch {
                 switch error.kind {
-                case .cannotConnect, .timedOut: problem = error.message
-                case .other: throw KsqlDBError(kind: .unreachable, statement: statement, message: error.message)
+                case .cannotConnect, .timedOut, .connectionLost: problem = error.message
+                case .tooLarge: throw KsqlDBError(kind: .badResponse, statement: statement, message: error.message)
+                case .busy, .other: throw KsqlDBError(kind: .unreachable, statement: statement, message: error.message)
                 }
             }
-            guard ContinuousClock.now + backoff < deadline else {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else {
                 throw KsqlDBError(
                     kind: .unreachable, statement: statement,
-                    message: "\(problem) (gave up after \(config.unreachableRetryBudget))")
+                    message: "\(problem) (gave up after \(Self.seconds(ContinuousClock.now - start)) s and \(attempts) attempts; retry budget \(Self.seconds(config.unreachableRetryBudget)) s)")
             }
-            logger.warning("ksqlDB does not answer; retrying in \(backoff)", metadata: ["error": "\(problem)"])
-            do { try await Task.sleep(for: backoff) } catch {
+            let wait = min(backoff, remaining)
+            logger.warning("ksqlDB does not answer; retrying in \(wait)", metadata: ["error": "\(problem)"])
+            do { try await Task.sleep(for: wait) } catch {
                 throw KsqlDBError(kind: .unreachable, statement: statement, message: "cancelled while retrying: \(problem)")
             }
             backoff = min(backoff * 2, config.maxBackoff)
@@ -320,6 +378,12 @@ public struct KsqlDBClient: Sendable {
         // Sorted keys: a stable body (tests compare them; ksqlDB does not care).
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return [UInt8](data)
+    }
+
+    /// `d` in seconds with one decimal, e.g. "1.4".
+    static func seconds(_ d: Duration) -> String {
+        let tenths = Int((d / .milliseconds(100)).rounded(.down))
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     static func firstLine(_ statement: String) -> String {
