@@ -168,6 +168,12 @@ package enum CurlTransfer {
             connect = min(connect, limit)
         }
         check(CCurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connect))
+        // TCP keep-alive probes after 15 s of silence: a peer whose host died or whose
+        // network went away then fails the transfer, instead of one without a timeout (a
+        // stream) waiting on a connection that will never deliver again.
+        check(CCurl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1))
+        check(CCurl_setopt_long(handle, CURLOPT_TCP_KEEPIDLE, 15))
+        check(CCurl_setopt_long(handle, CURLOPT_TCP_KEEPINTVL, 5))
 
         check(CCurl_setopt_write_function(handle, CURLOPT_WRITEFUNCTION) { buffer, size, count, userdata in
             let context = Unmanaged<Context>.fromOpaque(userdata!).takeUnretainedValue()

@@ -57,6 +57,39 @@ enum StatusArgument {
     }
 }
 
+/// The server's address as given (`--server` or `ORDERS_SERVER`): HOST:PORT, an IPv6
+/// host in brackets. It becomes `http://<address>/<method>`, so anything else would be
+/// misread there rather than refused: a scheme taken for the host, `?` or `#` cutting the
+/// method path, `user@` taken for credentials, a missing port meaning port 80.
+enum ServerArgument {
+    /// What is wrong with `text`, or nil when it is a valid address.
+    static func problem(with text: String) -> String? {
+        if text.contains("://") { return "no scheme (http://) is needed" }
+        let forbidden = "?#@/\\".unicodeScalars
+        if let bad = text.unicodeScalars.first(where: {
+            forbidden.contains($0) || $0.properties.isWhitespace || $0.properties.generalCategory == .control
+        }) {
+            return "\"\(bad.escaped(asASCII: true))\" is not allowed"
+        }
+        guard let colon = text.lastIndex(of: ":") else { return "the port is missing" }
+        let host = text[..<colon]
+        let port = text[text.index(after: colon)...]
+        guard !port.isEmpty, port.allSatisfy({ $0.isASCII && $0.isNumber }), let number = Int(port), (1...65535).contains(number)
+        else { return "the port must be a number from 1 to 65535" }
+        if host.hasPrefix("[") {
+            let inner = host.dropFirst().dropLast()
+            guard host.hasSuffix("]"), inner.contains(":"), inner.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else {
+                return "the IPv6 address in brackets is malformed"
+            }
+            return nil
+        }
+        if host.contains(":") { return "an IPv6 address must be in brackets" }
+        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") })
+        else { return "the host must be a name or an IP address" }
+        return nil
+    }
+}
+
 extension GRPCCodec: ExpressibleByArgument {}
 
 extension StringProtocol {

@@ -2,15 +2,14 @@ import ArgumentParser
 import Foundation
 import OrderProto
 
-/// For commands: when the outcome is unknown, say how to find out safely.
+/// For commands: whenever the request may have reached the server and no refusal came
+/// back (a lost connection, a reset stream, a timeout, UNAVAILABLE or INTERNAL from the
+/// server), the command may have been applied: name the request id, since a retry
+/// without it would place a second order. Only "cannot connect" is certainly not applied.
 private func retryHint(requestID: String) -> (GRPCStatusError) -> String? {
     { status in
-        switch status.code {
-        case .deadlineExceeded, .cancelled:
-            "the command may still take effect; retrying with --request-id \(requestID) is safe"
-        default:
-            nil
-        }
+        guard status.mayHaveReachedServer, !status.isRefusal else { return nil }
+        return "the command may have taken effect; retrying with --request-id \(requestID) is safe"
     }
 }
 
@@ -199,7 +198,7 @@ struct List: ParsableCommand {
                         [order.id, "\(order.version)", Formatting.statusName(order.status), order.price,
                          order.riderID, order.driverID]
                     })
-            if !response.nextPageToken.isEmpty { text += "\nnext_page_token: \(response.nextPageToken)" }
+            if !response.nextPageToken.isEmpty { text += "\nnext_page_token: \(response.nextPageToken.escapingControlCharacters)" }
             try Terminal.print(text)
         }
     }
@@ -253,14 +252,25 @@ struct Watch: ParsableCommand {
         request.orderID = order ?? ""
         request.eventTypes = types
         let json = global.json
-        try global.run(streaming: true) { client in
+        // Where a new watch would resume: heartbeats move it on too.
+        var lastPosition: String?
+        let resumeHint = { (_: GRPCStatusError) -> String? in
+            lastPosition.flatMap { $0.isEmpty ? nil : "resume where this stopped with --after \($0.escapingControlCharacters)" }
+        }
+        try global.run(streaming: true, commandHint: resumeHint) { client in
             try client.streamEvents(request) { message in
+                switch message.kind {
+                case .event(let event)?: lastPosition = event.position
+                case .caughtUp(let caughtUp)?: lastPosition = caughtUp.position
+                case .heartbeat(let heartbeat)?: lastPosition = heartbeat.position
+                case nil: break
+                }
                 if json { return try global.printJSON(message) }
                 switch message.kind {
                 case .event(let event)?:
                     try Terminal.print(Formatting.eventLine(event, withOrderID: true))
                 case .caughtUp(let caughtUp)?:
-                    try Terminal.print("-- caught up at position \(caughtUp.position) --")
+                    try Terminal.print("-- caught up at position \(caughtUp.position.escapingControlCharacters) --")
                 case .heartbeat?, nil:
                     break
                 }

@@ -2,7 +2,8 @@ import OrderProto
 import SwiftProtobuf
 
 /// The readable (non-JSON) output: aligned `key: value` blocks for orders, one
-/// line per event, a table for lists.
+/// line per event, a table for lists. What the server sent is shown with its control
+/// characters escaped (`escapingControlCharacters`); `--json` shows it as sent.
 enum Formatting {
     /// `key: value` lines with the values aligned; an empty key continues the
     /// previous entry on a new line.
@@ -10,7 +11,7 @@ enum Formatting {
         let width = entries.map(\.key.count).max() ?? 0
         return entries.map { entry in
             let label = entry.key.isEmpty ? "" : entry.key + ":"
-            return (label.padding(to: width + 2) + entry.value).trimmingTrailingSpaces()
+            return (label.padding(to: width + 2) + entry.value.escapingControlCharacters).trimmingTrailingSpaces()
         }.joined(separator: "\n")
     }
 
@@ -84,12 +85,12 @@ enum Formatting {
             break
         }
         if !event.commandID.isEmpty { columns.append("request_id=\(event.commandID)") }
-        return columns.joined(separator: "  ")
+        return columns.joined(separator: "  ").escapingControlCharacters
     }
 
     /// A table with a header row, columns padded to their widest cell.
     static func table(header: [String], rows: [[String]]) -> String {
-        let all = [header] + rows
+        let all = [header] + rows.map { $0.map(\.escapingControlCharacters) }
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         return all.map { row in
             row.enumerated().map { column, cell in cell.padding(to: widths[column]) }
@@ -99,6 +100,35 @@ enum Formatting {
 }
 
 extension String {
+    /// Control characters (newline, carriage return, ESC, the other C0 and C1 codes, DEL,
+    /// the Unicode line and paragraph separators) as escapes (`\n`, `\u{1B}`): text from
+    /// the server must neither start lines that look like output of their own (one event
+    /// per line) nor send escape sequences to the terminal.
+    var escapingControlCharacters: String {
+        func isControl(_ scalar: Unicode.Scalar) -> Bool {
+            switch scalar.properties.generalCategory {
+            case .control, .lineSeparator, .paragraphSeparator: true
+            default: false
+            }
+        }
+        guard unicodeScalars.contains(where: isControl) else { return self }
+        var out = String.UnicodeScalarView()
+        for scalar in unicodeScalars {
+            guard isControl(scalar) else {
+                out.append(scalar)
+                continue
+            }
+            let escape = switch scalar {
+            case "\n": "\\n"
+            case "\r": "\\r"
+            case "\t": "\\t"
+            default: "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            }
+            out.append(contentsOf: escape.unicodeScalars)
+        }
+        return String(out)
+    }
+
     func trimmingTrailingSpaces() -> String {
         var result = self
         while result.last == " " { result.removeLast() }

@@ -25,6 +25,9 @@ struct Orders: ParsableCommand {
 struct GlobalOptions: ParsableArguments {
     static let defaultServer = "127.0.0.1:50051"
     static let defaultUnaryTimeout = 30.0
+    /// A stream fails (UNAVAILABLE) after this long without a byte: three of the server's
+    /// 5-second heartbeats missed.
+    static let streamIdleLimit: Duration = .seconds(15)
 
     @Option(name: .long, help: ArgumentHelp(
         "The server as HOST:PORT (default: $ORDERS_SERVER, else \(Self.defaultServer)).",
@@ -50,8 +53,11 @@ struct GlobalOptions: ParsableArguments {
         if let timeout, !(timeout > 0 && timeout <= 8_640_000) {
             throw ValidationError("--timeout must be a number of seconds above 0.")
         }
-        if let server, server.isEmpty || server.contains("/") {
-            throw ValidationError("--server must be HOST:PORT, e.g. \(Self.defaultServer).")
+        // Whatever its source: the value is pasted into the request URL.
+        let source = server != nil ? "--server" : "ORDERS_SERVER"
+        if let problem = ServerArgument.problem(with: resolvedServer) {
+            throw ValidationError(
+                "\(source) must be HOST:PORT (an IPv6 host in brackets, e.g. [::1]:50051), got \"\(resolvedServer.escapingControlCharacters)\": \(problem).")
         }
     }
 
@@ -68,6 +74,7 @@ struct GlobalOptions: ParsableArguments {
         let seconds = timeout ?? (streaming ? nil : Self.defaultUnaryTimeout)
         var grpc = GRPCClient(authority: resolvedServer, codec: codec)
         grpc.timeout = seconds.map { .milliseconds(Int64(($0 * 1000).rounded(.up))) }
+        if streaming { grpc.idleLimit = Self.streamIdleLimit }
         grpc.isCancelled = { Terminal.interrupted || Terminal.outputClosed }
         grpc.verbose = verbose
         return OrderServiceClient(grpc: grpc)
@@ -107,7 +114,7 @@ struct GlobalOptions: ParsableArguments {
             lines += details.describedDetails().map { "  " + $0 }
         }
         if let hint = status.hint { lines.append("hint: \(hint)") }
-        Terminal.printError(lines.joined(separator: "\n"))
+        Terminal.printError(lines.map(\.escapingControlCharacters).joined(separator: "\n"))
     }
 
     /// Prints `message` as one line of proto3 JSON.

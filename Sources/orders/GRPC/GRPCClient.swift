@@ -46,6 +46,10 @@ struct GRPCClient {
     var maxMessageBytes = 16 << 20
     /// Polled while a call is in flight; true cancels it (CANCELLED).
     var isCancelled: @Sendable () -> Bool = { false }
+    /// The call fails with UNAVAILABLE when no byte of the response comes for this long:
+    /// for streams, which have no deadline, so that a hung server or a dead connection
+    /// does not leave the caller waiting forever in silence. Nil waits forever.
+    var idleLimit: Duration?
     /// Trace the HTTP/2 exchange on stderr.
     var verbose = false
 
@@ -97,8 +101,16 @@ struct GRPCClient {
         var deframer = GRPCMessageDeframer(maxMessageBytes: maxMessageBytes)
         let transport = CurlGRPCClient(authority: authority, userAgent: Self.userAgent, verbose: verbose)
         let response: HTTP2Response
+        // Polled with isCancelled, at least once a second (libcurl's progress callback).
+        var lastByte = ContinuousClock.now
+        var idle = false
+        let isCancelled = { () -> Bool in
+            if let idleLimit, ContinuousClock.now - lastByte > idleLimit { idle = true }
+            return idle || self.isCancelled()
+        }
         do {
             response = try transport.perform(http, onData: { chunk in
+                lastByte = ContinuousClock.now
                 deframer.append(chunk)
                 while let bytes = try deframer.next() {
                     let message: Response
@@ -111,6 +123,11 @@ struct GRPCClient {
                 }
             }, isCancelled: isCancelled)
         } catch {
+            if idle, case .cancelled = error.kind, let idleLimit {
+                throw GRPCStatusError(
+                    .unavailable,
+                    "nothing from \(authority) for \(idleLimit) (not even a heartbeat): the server is hung or the connection is dead")
+            }
             throw statusError(for: error)
         }
 
@@ -123,7 +140,9 @@ struct GRPCClient {
     private func statusError(for error: TransportError) -> any Error {
         switch error.kind {
         case .cannotConnect:
-            return GRPCStatusError(.unavailable, "cannot reach \(authority): \(error.message)")
+            var status = GRPCStatusError(.unavailable, "cannot reach \(authority): \(error.message)")
+            status.mayHaveReachedServer = false
+            return status
         case .timedOut:
             return GRPCStatusError(.deadlineExceeded, "no answer within the deadline: \(error.message)")
         case .cancelled:
@@ -131,7 +150,11 @@ struct GRPCClient {
         case .streamReset(let code):
             // The client's side of the RST_STREAM mapping in PROTOCOL-HTTP2.md.
             switch code {
-            case 7: return GRPCStatusError(.unavailable, "the server refused the stream: \(error.message)")
+            case 7:
+                // REFUSED_STREAM: the server did no processing (RFC 9113, 8.7).
+                var status = GRPCStatusError(.unavailable, "the server refused the stream: \(error.message)")
+                status.mayHaveReachedServer = false
+                return status
             case 8: return GRPCStatusError(.cancelled, "the server cancelled the stream: \(error.message)")
             case 11: return GRPCStatusError(.resourceExhausted, "the server asked to slow down: \(error.message)")
             default: return GRPCStatusError(.internalError, "the server reset the stream: \(error.message)")

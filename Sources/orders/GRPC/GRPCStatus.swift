@@ -59,12 +59,22 @@ struct GRPCStatusError: Error, CustomStringConvertible {
     var details: RPCStatus?
     /// A suggestion for the user, printed after the details.
     var hint: String?
+    /// False when the request certainly never reached the server (no connection was
+    /// made, or the server refused the stream unprocessed): nothing it asked for happened.
+    var mayHaveReachedServer = true
 
     init(_ code: GRPCStatusCode, _ message: String, details: RPCStatus? = nil, hint: String? = nil) {
         self.code = code
         self.message = message
         self.details = details
         self.hint = hint
+    }
+
+    /// True when the server decided the call and said so: the code means the request was
+    /// refused (bad, unknown order, stale version, ...), not that its outcome is unknown.
+    var isRefusal: Bool {
+        [.invalidArgument, .notFound, .alreadyExists, .permissionDenied, .resourceExhausted, .failedPrecondition,
+         .aborted, .outOfRange, .unimplemented, .unauthenticated].contains(code)
     }
 
     var description: String { "\(code.name): \(message)" }

@@ -1,9 +1,17 @@
 """The seed's scenario through the `orders` CLI against the real server."""
 import json
+import os
+import re
 import signal
+import socket
+import struct
 import subprocess
+import threading
+import time
 
-from conftest import DRIVER, RIDER, binary
+import pytest
+
+from conftest import DRIVER, RIDER, Server, binary, free_port
 
 STOPS = ["--stop", "Київ, вулиця Полярна, 17А;50.51980052414157;30.467197278948536",
          "--stop", "Київ, вулиця Новокостянтинівська, 18В;50.48509161169076;30.485170724431292"]
@@ -87,3 +95,144 @@ def test_cli_watch_streams_history_then_live(server):
     finally:
         watch.send_signal(signal.SIGINT)
         assert watch.wait(timeout=10) == 0
+
+
+# ---- without a real server: a listener that misbehaves, and usage errors ----
+
+def cli(*args, env=None, timeout=30):
+    environment = dict(os.environ)
+    environment.pop("ORDERS_SERVER", None)
+    environment.update(env or {})
+    return subprocess.run([binary("orders", "ORDERS_CLI_BIN"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=environment)
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that reads what a client sends, then resets the
+    connection after half a second ("reset": the request went out, the answer never came)
+    or never answers at all ("hang": a server that is stopped or stuck)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopped = threading.Event()
+        self.connections = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections.append(conn)
+            if self.mode == "reset":
+                conn.settimeout(0.5)
+                try:
+                    while conn.recv(65536):
+                        pass
+                except socket.timeout:
+                    pass
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def test_cli_command_whose_answer_is_lost_names_its_request_id():
+    """The request went out and the connection broke: the command may have been applied,
+    so the report gives the request id to retry with instead of inviting a duplicate."""
+    with Listener("reset") as listener:
+        placed = cli("--server", listener.address, "place", "--rider", RIDER, "--price", "1", *STOPS)
+        assert placed.returncode == 14, placed.stderr  # UNAVAILABLE
+        match = re.search(r"--request-id ([0-9a-f-]{36})\b", placed.stderr)
+        assert match, placed.stderr
+        cancelled = cli("--server", listener.address, "cancel", "5ea059ac-63a7-5009-8cfe-9e5fd9da9126",
+                        "--version", "1", "--request-id", "r-77")
+        assert cancelled.returncode == 14 and "--request-id r-77 " in cancelled.stderr, cancelled.stderr
+    # Nothing listening: the request certainly never left, no hint.
+    refused = cli("--server", f"127.0.0.1:{free_port()}", "place", "--rider", RIDER, "--price", "1", *STOPS)
+    assert refused.returncode == 14 and "cannot reach" in refused.stderr, refused.stderr
+    assert "--request-id" not in refused.stderr
+
+
+def test_cli_watch_gives_up_on_a_server_that_sends_nothing():
+    """No event and no heartbeat (the server sends one every 5 s) for 15 s: UNAVAILABLE."""
+    with Listener("hang") as listener:
+        start = time.monotonic()
+        watch = cli("--server", listener.address, "watch", "--from-end", timeout=40)
+        elapsed = time.monotonic() - start
+    assert watch.returncode == 14, watch.stderr
+    assert "not even a heartbeat" in watch.stderr
+    assert 14 <= elapsed < 25, elapsed
+
+
+MALFORMED_ADDRESSES = ["http://127.0.0.1:50051", "127.0.0.1:50051?", "127.0.0.1:50051#x", "user@127.0.0.1:50051",
+                       "127.0.0.1 :50051", "127.0.0.1:50051/x", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
+                       "127.0.0.1:65536", "127.0.0.1:5o", "::1:50051", "[::1]", "[::1:50051", ":50051"]
+
+
+@pytest.mark.parametrize("address", MALFORMED_ADDRESSES)
+def test_cli_refuses_a_malformed_server_address_from_either_source(address):
+    order_id = "5ea059ac-63a7-5009-8cfe-9e5fd9da9126"
+    flag = cli("--server", address, "get", order_id)
+    assert flag.returncode == 64 and "--server must be HOST:PORT" in flag.stderr, (flag.returncode, flag.stderr)
+    from_env = cli("get", order_id, env={"ORDERS_SERVER": address})
+    assert from_env.returncode == 64 and "ORDERS_SERVER must be HOST:PORT" in from_env.stderr, \
+        (from_env.returncode, from_env.stderr)
+
+
+def test_cli_accepts_well_formed_server_addresses():
+    order_id = "5ea059ac-63a7-5009-8cfe-9e5fd9da9126"
+    port = free_port()
+    for address in [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"]:
+        result = cli("--server", address, "get", order_id)
+        assert result.returncode == 14 and "cannot reach" in result.stderr, (address, result.stderr)
+    # --server wins over a malformed ORDERS_SERVER.
+    result = cli("--server", f"127.0.0.1:{port}", "get", order_id, env={"ORDERS_SERVER": "http://x"})
+    assert result.returncode == 14, result.stderr
+
+
+def test_cli_escapes_control_characters_except_in_json(data_dir):
+    """Addresses are server data: printed for a terminal, a newline must not start a line
+    that looks like an event of its own, nor an ESC drive the terminal."""
+    server = Server(data_dir).start()
+    try:
+        forged = "A\n00000000-0000-0000-0000-000000000000  v9   OrderCancelledEvent  position=v1:forged"
+        escape = "B\x1b[2J\x1b]0;title\x07\rC"
+        placed = cli("--server", server.address, "--json", "place", "--rider", RIDER, "--price", "1",
+                     "--stop", f"{forged};1;1", "--stop", f"{escape};2;2")
+        assert placed.returncode == 0, placed.stderr
+        order_id = json.loads(placed.stdout)["orderId"]
+
+        got = cli("--server", server.address, "get", order_id)
+        assert got.returncode == 0, got.stderr
+        for raw in ["\x1b", "\x07", "\r"]:
+            assert raw not in got.stdout
+        assert "A\\n00000000-0000" in got.stdout and "B\\u{1B}[2J\\u{1B}]0;title\\u{7}\\rC" in got.stdout
+        assert not any(line.startswith("00000000-0000") for line in got.stdout.splitlines())
+
+        events = cli("--server", server.address, "events", order_id)
+        assert events.returncode == 0, events.stderr
+        assert len(events.stdout.splitlines()) == 1, events.stdout  # one event, one line
+        assert "\x1b" not in events.stdout
+
+        as_json = cli("--server", server.address, "--json", "get", order_id)
+        assert [w["address"] for w in json.loads(as_json.stdout)["route"]] == [forged, escape]
+    finally:
+        server.kill(signal.SIGTERM)
