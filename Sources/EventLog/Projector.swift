@@ -32,12 +32,35 @@ public final class Projector: Sendable {
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    /// Batches published to callers but not yet in the store.
+    /// Batches published to callers but not yet in the store. Waiters wait for log
+    /// positions, not batch numbers: after a failed write the batches are redone from the
+    /// store's checkpoint under new numbers and other bounds, and a waiter is released
+    /// only once the store holds everything published before it came.
     private struct WriteState {
         var published = 0
-        var written = 0
+        /// Where each published batch not yet written ends.
+        var ends: [Int: LogPosition] = [:]
+        /// How far batches were published (never moves back), and how far the store holds.
+        var publishedTo: LogPosition?
+        var writtenTo: LogPosition?
         var outcomes: [String: CommandOutcome] = [:]
-        var waiters: [(batch: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var waiters: [(position: LogPosition, continuation: CheckedContinuation<Void, Never>)] = []
+
+        func isWritten(_ position: LogPosition) -> Bool {
+            guard let writtenTo else { return false }
+            return zip(writtenTo.offsets, position.offsets).allSatisfy { $0 >= $1 }
+        }
+
+        /// Takes out the waiters whose position the store now holds.
+        mutating func releaseWritten() -> [CheckedContinuation<Void, Never>] {
+            var ready: [CheckedContinuation<Void, Never>] = []
+            var waiting: [(position: LogPosition, continuation: CheckedContinuation<Void, Never>)] = []
+            for waiter in waiters {
+                if isWritten(waiter.position) { ready.append(waiter.continuation) } else { waiting.append(waiter) }
+            }
+            waiters = waiting
+            return ready
+        }
     }
     private let writes = Mutex(WriteState())
     /// Batches published ahead of the store at most. Their views must stay in the cache
@@ -77,41 +100,43 @@ public final class Projector: Sendable {
     public func waitUntilWritten() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let done = writes.withLock { w -> Bool in
-                if w.written >= w.published { return true }
-                w.waiters.append((w.published, c))
+                guard let target = w.publishedTo, !w.isWritten(target) else { return true }
+                w.waiters.append((target, c))
                 return false
             }
             if done { c.resume() }
         }
     }
 
-    private func publish(_ outcomes: [CommandOutcome]) -> Int {
+    private func publish(_ outcomes: [CommandOutcome], through position: LogPosition) -> Int {
         writes.withLock { w in
             w.published += 1
+            w.ends[w.published] = position
+            w.publishedTo = w.publishedTo.map { LogPosition(offsets: zip($0.offsets, position.offsets).map { max($0, $1) }) } ?? position
             for outcome in outcomes where w.outcomes[outcome.commandId] == nil { w.outcomes[outcome.commandId] = outcome }
             return w.published
         }
     }
 
-    /// A new run redoes from the store's checkpoint whatever a failed run did not write:
-    /// nothing is waited for any more, and its outcomes come again.
-    private func abandonUnwritten() {
-        let waiting = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
-            w.written = w.published
+    /// A new run redoes from the store's checkpoint (`start`) whatever a failed run did not
+    /// write: its outcomes come again, and waiters wait on until the redone batches are in.
+    private func abandonUnwritten(writtenTo start: LogPosition) {
+        let ready = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
             w.outcomes.removeAll()
-            defer { w.waiters.removeAll() }
-            return w.waiters.map(\.continuation)
+            w.ends.removeAll()
+            w.writtenTo = start
+            return w.releaseWritten()
         }
-        for c in waiting { c.resume() }
+        for c in ready { c.resume() }
     }
 
     private func written(_ batch: Int, _ outcomes: [CommandOutcome]) {
         let ready = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
-            w.written = max(w.written, batch)
+            // Batches merged into one write are reported by the last of them (ProjectorWrites).
+            if let end = w.ends[batch] { w.writtenTo = end }
+            w.ends = w.ends.filter { $0.key > batch }
             for outcome in outcomes { w.outcomes[outcome.commandId] = nil }
-            let ready = w.waiters.filter { $0.batch <= w.written }.map(\.continuation)
-            w.waiters.removeAll { $0.batch <= w.written }
-            return ready
+            return w.releaseWritten()
         }
         for c in ready { c.resume() }
     }
@@ -144,8 +169,8 @@ public final class Projector: Sendable {
     }
 
     private func project() async throws {
-        abandonUnwritten()
         let start = try await store.checkpoint() ?? LogPosition(offsets: Array(repeating: 0, count: topics.partitions))
+        abandonUnwritten(writtenTo: start)
         let end = try await engine.endOffsets(topics.aggregates)
         state.withLock {
             $0.position = start
@@ -195,9 +220,11 @@ public final class Projector: Sendable {
             // A bounded backlog of writes: past it, wait for room (and learn of a failure,
             // which ends this run).
             try await writes.waitForRoom(below: Self.maxUnwrittenBatches)
-            let batch = publish(outcomes)
+            let batch = publish(outcomes, through: position)
             self.views.withLock { c in
-                for (key, view) in views { c[key] = view }
+                // Never back: a batch redone after a failed write rebuilds views the cache
+                // may already hold newer (an order's history only grows).
+                for (key, view) in views where (c[key]?.events.count ?? -1) <= view.events.count { c[key] = view }
             }
             try writes.enqueue(
                 ProjectorWrites.Batch(number: batch, views: touched.map { views[$0]! }, outcomes: outcomes, checkpoint: position))

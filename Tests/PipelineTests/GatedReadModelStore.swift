@@ -14,6 +14,8 @@ final class GatedReadModelStore: ReadModelStore {
 
     func hold() { state.withLock { $0.held = true } }
     func refuse() { state.withLock { $0.refusing = true } }
+    /// Writes succeed again after `refuse()`.
+    func accept() { state.withLock { $0.refusing = false } }
     /// Applies parked by `hold()` right now.
     var parkedCount: Int { state.withLock { $0.parked.count } }
     /// The updates written, in order.

@@ -355,6 +355,26 @@ import Testing
         }
     }
 
+    /// A listing waiting for a batch whose store write failed waits on for the batch's
+    /// redo from the store's checkpoint, instead of being answered without it.
+    @Test func listingsWaitForBatchesRedoneAfterAFailedWrite() async throws {
+        let store = GatedReadModelStore()
+        try await Harness.run(store: store) { h in
+            let first = try await h.place()
+            try await waitUntil { try await store.listOrders(status: nil, after: 0, limit: 10).orders.count == 1 }
+            store.hold()
+            let second = try await h.place()
+            let listing = Task { try await h.pipeline.queries.list(status: nil, after: 0, limit: 10) }
+            try await waitUntil { store.parkedCount >= 1 }
+            store.refuse()
+            store.release()  // the write of `second` fails: the projector starts again from its checkpoint
+            try await Task.sleep(for: .milliseconds(300))
+            store.accept()
+            let page = try await listing.value
+            #expect(Set(page.orders.map(\.id)) == [first.orderId, second.orderId])
+        }
+    }
+
     /// Commands appended while no processor ran (a backlog) are consumed by the polling
     /// processors first; then the engine takes over, and every command is decided once.
     @Test func theEngineTakesOverAfterTheBacklog() async throws {
