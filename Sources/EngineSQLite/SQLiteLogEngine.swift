@@ -42,6 +42,9 @@ public final class SQLiteLogEngine: LogEngine {
         /// Recent records kept in memory per partition for readers close behind the
         /// writer (`TailCache`); 0 turns the cache off.
         public var tailRecordsPerPartition = 256
+        /// …and at most this many bytes of them (estimated, memos included), fewer
+        /// records when they are large (orders with long routes or many commands).
+        public var tailBytesPerPartition = 2 << 20
         /// Least time between the starts of two fsyncs of the log (each waits for the
         /// commits of that time to share it).
         public var minimumSyncInterval: Duration = .milliseconds(1)
@@ -80,7 +83,7 @@ public final class SQLiteLogEngine: LogEngine {
                  readers: SQLiteReadPool, writerState: WriterState, keyHash: KeyHash, syncer: WALSyncer) {
         self.keyHash = keyHash
         self.syncer = syncer
-        self.tailCache = TailCache(capacity: options.tailRecordsPerPartition)
+        self.tailCache = TailCache(capacity: options.tailRecordsPerPartition, maxBytes: options.tailBytesPerPartition)
         self.latest = LatestIndex(policy: options.latestFlushPolicy)
         self.path = path
         self.logger = logger

@@ -9,12 +9,20 @@ import Synchronization
 ///
 /// The writer adds records after their commit and before it publishes the new ends, so a
 /// reader that sees an end finds the records here or, once they have aged out, in SQLite.
+///
+/// Bounded per partition by records and by bytes (`LogRecord.estimatedBytes`: the value
+/// and its memo, a whole order history on an aggregates row): 256 rows of orders with
+/// maximal routes were 100 MB a partition.
 package final class TailCache: Sendable {
     fileprivate struct Partition {
         /// Offset of `records[start]`.
         var base: Int64 = 0
         var start = 0
         var records: [LogRecord] = []
+        /// Estimated bytes of the records kept (from `start`), and of those before `start`
+        /// (forgotten, not yet dropped).
+        var bytes = 0
+        var forgottenBytes = 0
 
         var count: Int { records.count - start }
         var end: Int64 { base + Int64(count) }
@@ -22,10 +30,14 @@ package final class TailCache: Sendable {
 
     /// Records kept per partition (at least; up to twice as many between trims).
     let capacity: Int
+    /// Estimated bytes kept per partition (the newest record stays whatever its size; up
+    /// to half as much again between trims).
+    let maxBytes: Int
     private let partitions = Mutex<[String: [Partition]]>([:])
 
-    init(capacity: Int) {
+    init(capacity: Int, maxBytes: Int = .max) {
         self.capacity = capacity
+        self.maxBytes = maxBytes
     }
 
     /// After a commit (on the writer queue): the records in offset order per partition,
@@ -47,7 +59,7 @@ package final class TailCache: Sendable {
                 if record.partition >= topic.count {
                     topic.append(contentsOf: repeatElement(Partition(), count: record.partition + 1 - topic.count))
                 }
-                if let old = topic[record.partition].append(record, capacity: capacity) { aged.append(old) }
+                if let old = topic[record.partition].append(record, capacity: capacity, maxBytes: maxBytes) { aged.append(old) }
             }
             all[name] = topic
         }
@@ -72,10 +84,21 @@ package final class TailCache: Sendable {
     }
 }
 
+extension TailCache {
+    /// One partition's records kept, their estimated bytes, and the records still in
+    /// memory (kept or forgotten, not yet dropped), for tests.
+    func usage(topic: String, partition: Int) -> (count: Int, bytes: Int, inMemory: Int) {
+        partitions.withLock { all in
+            guard let t = all[topic], partition < t.count else { return (0, 0, 0) }
+            return (t[partition].count, t[partition].bytes, t[partition].records.count)
+        }
+    }
+}
+
 extension TailCache.Partition {
     /// Appends `record`; returns the old buffer, holding the records now dropped for good,
     /// when it was replaced (for the caller to free elsewhere).
-    mutating func append(_ record: LogRecord, capacity: Int) -> [LogRecord]? {
+    mutating func append(_ record: LogRecord, capacity: Int, maxBytes: Int) -> [LogRecord]? {
         var replaced: [LogRecord]?
         if record.offset != end {
             // A gap (the cache started late): start afresh here.
@@ -83,16 +106,23 @@ extension TailCache.Partition {
             records = []
             start = 0
             base = record.offset
+            bytes = 0
+            forgottenBytes = 0
         }
         records.append(record)
-        if count > capacity {  // forget the oldest
+        bytes += record.estimatedBytes
+        while count > capacity || (bytes > maxBytes && count > 1) {  // forget the oldest
+            let size = records[start].estimatedBytes
+            bytes -= size
+            forgottenBytes += size
             start += 1
             base += 1
         }
-        if start >= capacity {  // and now and then drop them for good
+        if start >= capacity || (start > 0 && forgottenBytes > maxBytes / 2) {  // and now and then drop them for good
             replaced = records
             records = Array(records[start...])
             start = 0
+            forgottenBytes = 0
         }
         return replaced
     }

@@ -51,6 +51,9 @@ struct AggregateRow: Sendable {
         return appending(last, to: OrderHistory(orderId: record.key, entries: entries.dropLast()))
     }
 
+    /// Analyses cached and their estimated bytes (for tests).
+    static var cacheUsage: (count: Int, bytes: Int, maxBytes: Int) { cache.withLock { ($0.count, $0.bytes, $0.maxBytes) } }
+
     private struct CacheKey: Hashable, Sendable {
         var orderId: String
         var value: [UInt8]
@@ -65,5 +68,10 @@ struct AggregateRow: Sendable {
         }
     }
 
-    private static let cache = Mutex(BoundedCache<CacheKey, AggregateRow>(capacity: 20_000))
+    /// Bounded in bytes too: each entry holds a whole row (its key) and the history folded
+    /// from it, up to hundreds of KB for an order with a long route or many commands.
+    private static let cache = Mutex(
+        BoundedCache<CacheKey, AggregateRow>(capacity: 20_000, maxBytes: 64 << 20) { key, row in
+            64 + stringBytes(key.orderId) + key.value.count + row.estimatedBytes
+        })
 }

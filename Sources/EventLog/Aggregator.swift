@@ -25,13 +25,18 @@ public final class Aggregator: Sendable {
         var sourceOffset: Int64
         /// The entries folded, so the next row's analysis is one more `apply`.
         var history: OrderHistory
+
+        var estimatedBytes: Int { 64 + lists.byteCount + history.estimatedBytes }
     }
 
-    public init(engine: any LogEngine, topics: Topics, logger: Logger, cacheCapacity: Int = 50_000) {
+    /// `cacheMaxBytes` bounds the cached rows by size as well as by count: a row carries
+    /// the order's whole lists (with a maximal route, hundreds of KB), so 50,000 of them
+    /// could take gigabytes. A row evicted is read back from the log when needed again.
+    public init(engine: any LogEngine, topics: Topics, logger: Logger, cacheCapacity: Int = 50_000, cacheMaxBytes: Int = 64 << 20) {
         self.engine = engine
         self.topics = topics
         self.logger = logger
-        cache = Mutex(BoundedCache(capacity: cacheCapacity))
+        cache = Mutex(BoundedCache(capacity: cacheCapacity, maxBytes: cacheMaxBytes) { key, row in stringBytes(key) + row.estimatedBytes })
     }
 
     public func run() async throws {
@@ -40,6 +45,9 @@ public final class Aggregator: Sendable {
             try await aggregate(records)
         }
     }
+
+    /// Rows cached and their estimated bytes (for tests).
+    var cacheUsage: (count: Int, bytes: Int) { cache.withLock { ($0.count, $0.bytes) } }
 
     /// Drops the cached rows (partitions changed hands: another member may have written).
     func forget() { cache.withLock { $0.removeAll() } }

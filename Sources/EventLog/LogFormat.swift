@@ -154,7 +154,17 @@ public enum LogFormat {
         var entry: Entry
     }
 
-    private static let decodedCache = Mutex(BoundedCache<DecodedCacheKey, Decoded>(capacity: 100_000))
+    /// Bounded in bytes too: a PlaceOrder's entry and its decoding each hold the route (up
+    /// to 100 KB), and 100,000 of them were gigabytes.
+    private static let decodedCache = Mutex(
+        BoundedCache<DecodedCacheKey, Decoded>(capacity: 100_000, maxBytes: 64 << 20) { key, decoded in
+            stringBytes(key.orderId) + key.entry.estimatedBytes + decoded.estimatedBytes
+        })
+
+    /// Decodings cached and their estimated bytes (for tests).
+    static var decodedCacheUsage: (count: Int, bytes: Int, maxBytes: Int) {
+        decodedCache.withLock { ($0.count, $0.bytes, $0.maxBytes) }
+    }
 
     /// Decodes an entry whose DETAILS are already parsed.
     static func decode(type: String, subType: String, details: JSON.Value, orderId: String) throws(FormatError) -> Decoded {
@@ -353,6 +363,9 @@ public enum LogFormat {
             Self.add(latestSubType, to: &subTypes)
             Self.add(latestDetails, to: &details)
         }
+
+        /// The bytes the lists hold (for the aggregator's cache budget).
+        var byteCount: Int { types.count + subTypes.count + details.count + latestType.count + latestSubType.count + latestDetails.count }
 
         public var encoded: [UInt8] {
             var w = JSON.Writer(capacity: types.count + subTypes.count + details.count + latestDetails.count + 128)

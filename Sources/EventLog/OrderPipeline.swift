@@ -21,6 +21,9 @@ public final class OrderPipeline: Sendable {
         /// Records StreamEvents' shared tail keeps decoded in memory: how far a live
         /// subscriber may fall behind before it goes back to reading the log itself.
         public var streamTailCapacity = 8192
+        /// …and at most this many bytes of them (estimated: the events and their shared
+        /// deliveries), fewer records when events are large (long routes).
+        public var streamTailMaxBytes = 64 << 20
         /// Where GetOrder may also read an order's aggregates row directly (ksqlDB's pull
         /// query when ksqlDB runs the aggregation).
         public var aggregateTable: (any AggregateTable)? = nil
@@ -31,8 +34,10 @@ public final class OrderPipeline: Sendable {
         /// Commands one order takes; later ones are refused (RESOURCE_EXHAUSTED) before
         /// anything is written (see `CommandGateway.requireOrder`).
         public var maxCommandsPerOrder = 100
-        /// Views the projector keeps in memory (tests make it small).
+        /// Views the projector keeps in memory, by count and by estimated bytes (tests
+        /// make them small); the views of batches not yet in the store stay regardless.
         var viewCacheCapacity = 20_000
+        var viewCacheMaxBytes = 64 << 20
         public init() {}
         public static var defaults: Config { Config() }
     }
@@ -53,7 +58,8 @@ public final class OrderPipeline: Sendable {
         self.config = config
         self.logger = logger
         projector = Projector(
-            engine: engine, store: store, topics: config.topics, logger: logger, viewCacheCapacity: config.viewCacheCapacity)
+            engine: engine, store: store, topics: config.topics, logger: logger, viewCacheCapacity: config.viewCacheCapacity,
+            viewCacheMaxBytes: config.viewCacheMaxBytes)
         gateway = CommandGateway(
             engine: engine, store: store, projector: projector, topics: config.topics, resendAfter: config.resendCommandAfter,
             maxCommandsPerOrder: config.maxCommandsPerOrder)
@@ -61,7 +67,8 @@ public final class OrderPipeline: Sendable {
         // Ticks wake idle subscribers so their heartbeats go out within a fifth of the period.
         let tick = min(max(config.heartbeat / 5, .milliseconds(10)), .seconds(1))
         streamHub = StreamHub(
-            engine: engine, topic: config.topics.aggregates, capacity: config.streamTailCapacity, tick: tick, logger: logger)
+            engine: engine, topic: config.topics.aggregates, capacity: config.streamTailCapacity,
+            maxBytes: config.streamTailMaxBytes, tick: tick, logger: logger)
     }
 
     public var topics: Topics { config.topics }

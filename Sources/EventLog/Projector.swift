@@ -24,6 +24,10 @@ public final class Projector: Sendable {
     let versions = Waiters<String, Int>()
     private let state = Mutex(ProgressState())
     /// Views this projector wrote: it is the store's only writer, so they stay current.
+    /// Bounded by count and bytes (a view holds the order's route, up to 100 KB, and its
+    /// events), except that the views of batches not yet in the store are held
+    /// (`BoundedCache.holdNewWrites`) until their write: evicted, they would be read back
+    /// stale from the store.
     private let views: Mutex<BoundedCache<String, OrderView>>
 
     private struct ProgressState {
@@ -45,6 +49,9 @@ public final class Projector: Sendable {
         var writtenTo: LogPosition?
         var outcomes: [String: CommandOutcome] = [:]
         var waiters: [(position: LogPosition, continuation: CheckedContinuation<Void, Never>)] = []
+        /// The view cache's stamp after each unwritten batch's views went in: once the
+        /// batch is written, its views may be evicted.
+        var cacheStamps: [(batch: Int, stamp: UInt64)] = []
 
         func isWritten(_ position: LogPosition) -> Bool {
             guard let writtenTo else { return false }
@@ -63,18 +70,20 @@ public final class Projector: Sendable {
         }
     }
     private let writes = Mutex(WriteState())
-    /// Batches published ahead of the store at most. Their views must stay in the cache
-    /// until written (up to 1,000 records a batch against 20,000 cached views, the least
-    /// recently written evicted first): a view evicted before its write would be read back
-    /// stale from the store.
+    /// Batches published ahead of the store at most. Their views stay in the cache until
+    /// written (held there, whatever its bounds): a view evicted before its write would be
+    /// read back stale from the store.
     static let maxUnwrittenBatches = 8
 
-    public init(engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger, viewCacheCapacity: Int = 20_000) {
+    public init(
+        engine: any LogEngine, store: any ReadModelStore, topics: Topics, logger: Logger, viewCacheCapacity: Int = 20_000,
+        viewCacheMaxBytes: Int = 64 << 20
+    ) {
         self.engine = engine
         self.store = store
         self.topics = topics
         self.logger = logger
-        views = Mutex(BoundedCache(capacity: viewCacheCapacity))
+        views = Mutex(BoundedCache(capacity: viewCacheCapacity, maxBytes: viewCacheMaxBytes) { key, view in view.estimatedBytes })
     }
 
     /// The view of an order as this projector last wrote it, if still cached: queries
@@ -83,6 +92,9 @@ public final class Projector: Sendable {
     public func cachedView(orderId: String) -> OrderView? {
         views.withLock { $0[orderId] }
     }
+
+    /// Views cached and their estimated bytes (for tests).
+    var viewCacheUsage: (count: Int, bytes: Int) { views.withLock { ($0.count, $0.bytes) } }
 
     /// An order's view: from the cache when it has the order, else from the store (which
     /// is never ahead of the cache: the cache gets a view before the store does).
@@ -124,20 +136,26 @@ public final class Projector: Sendable {
         let ready = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
             w.outcomes.removeAll()
             w.ends.removeAll()
+            w.cacheStamps.removeAll()
             w.writtenTo = start
             return w.releaseWritten()
         }
         for c in ready { c.resume() }
+        // What the failed run cached stays evictable; what this run caches is held until written.
+        views.withLock { $0.holdNewWrites() }
     }
 
     private func written(_ batch: Int, _ outcomes: [CommandOutcome]) {
-        let ready = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
+        let (ready, stamp) = writes.withLock { w -> ([CheckedContinuation<Void, Never>], UInt64?) in
             // Batches merged into one write are reported by the last of them (ProjectorWrites).
             if let end = w.ends[batch] { w.writtenTo = end }
             w.ends = w.ends.filter { $0.key > batch }
             for outcome in outcomes { w.outcomes[outcome.commandId] = nil }
-            return w.releaseWritten()
+            let stamp = w.cacheStamps.last { $0.batch <= batch }?.stamp
+            w.cacheStamps.removeAll { $0.batch <= batch }
+            return (w.releaseWritten(), stamp)
         }
+        if let stamp { views.withLock { $0.release(through: stamp) } }
         for c in ready { c.resume() }
     }
 
@@ -221,11 +239,13 @@ public final class Projector: Sendable {
             // which ends this run).
             try await writes.waitForRoom(below: Self.maxUnwrittenBatches)
             let batch = publish(outcomes, through: position)
-            self.views.withLock { c in
+            let stamp = self.views.withLock { c in
                 // Never back: a batch redone after a failed write rebuilds views the cache
                 // may already hold newer (an order's history only grows).
                 for (key, view) in views where (c[key]?.events.count ?? -1) <= view.events.count { c[key] = view }
+                return c.stamp
             }
+            self.writes.withLock { $0.cacheStamps.append((batch, stamp)) }
             try writes.enqueue(
                 ProjectorWrites.Batch(number: batch, views: touched.map { views[$0]! }, outcomes: outcomes, checkpoint: position))
             markProgress(position)

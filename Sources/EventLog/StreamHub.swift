@@ -11,7 +11,7 @@ import Synchronization
 ///   only durable records, so subscribers never see an event that a crash could undo.
 /// - A subscriber reads the ring at its own pace through a cursor; nothing is copied per
 ///   subscriber ahead of time. The ring is the bound: a subscriber that falls more than
-///   `capacity` records behind finds its cursor evicted (`.lagged`) and goes back to its
+///   `capacity` records (or `maxBytes` of them) behind finds its cursor evicted (`.lagged`) and goes back to its
 ///   own reader from its last delivered position, so it never holds memory or slows the
 ///   tail or the others.
 /// - It starts on the first subscription (`ensureRunning`) and then follows the log for
@@ -65,16 +65,19 @@ public final class StreamHub: Sendable {
     private let engine: any LogEngine
     private let topic: String
     private let capacity: Int
+    private let maxBytes: Int
     private let tick: Duration
     private let logger: Logger
     private let state = Mutex(State())
 
     /// `tick`: how long the tail waits for records before waking idle subscribers anyway,
     /// so that they can send heartbeats on time.
-    public init(engine: any LogEngine, topic: String, capacity: Int, tick: Duration, logger: Logger) {
+    /// `capacity` and `maxBytes` bound the ring (`TailRing`) by records and by bytes.
+    public init(engine: any LogEngine, topic: String, capacity: Int, maxBytes: Int = .max, tick: Duration, logger: Logger) {
         self.engine = engine
         self.topic = topic
         self.capacity = capacity
+        self.maxBytes = maxBytes
         self.tick = tick
         self.logger = logger
     }
@@ -149,7 +152,7 @@ public final class StreamHub: Sendable {
         let reader = try await engine.openReader(topic: topic, from: start)
         let starting = state.withLock { s in
             s.generation += 1
-            s.ring = TailRing(capacity: capacity, start: start, seq: s.nextSeq)
+            s.ring = TailRing(capacity: capacity, maxBytes: maxBytes, start: start, seq: s.nextSeq)
             defer { s.starting = [] }
             return s.starting
         }

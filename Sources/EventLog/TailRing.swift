@@ -1,7 +1,10 @@
 import OrderDomain
 
 /// The shared tail's memory: the last `capacity` records of `order-aggregates` it read,
-/// decoded once, in read order, each under a sequence number.
+/// decoded once, in read order, each under a sequence number; fewer when they would take
+/// more than `maxBytes` (an event's estimated size, and its shared delivery's: a placed
+/// event holds the route, up to 100 KB, so 8,192 of them were most of a GB). The newest
+/// record always stays.
 ///
 /// `floor` says exactly what is retained: every record of partition p with an offset in
 /// `floor[p]..<tail[p]` is in the ring. A subscriber at position P (next offset per
@@ -24,9 +27,16 @@ struct TailRing: Sendable {
             self.offset = offset
             self.event = event
         }
+
+        /// The event, and twice as much again for what its delivery makes once shared
+        /// (the response message and its encoding).
+        var estimatedBytes: Int { 64 + (event.map { 3 * $0.estimatedBytes } ?? 0) }
     }
 
     let capacity: Int
+    let maxBytes: Int
+    /// The estimated size of the entries held.
+    private(set) var bytes = 0
     private(set) var floor: [Int64]
     private(set) var tail: [Int64]
     private(set) var firstSeq: Int64
@@ -35,8 +45,9 @@ struct TailRing: Sendable {
     private var slots: [Entry] = []
 
     /// An empty ring whose reader starts at `start`; sequence numbers continue from `seq`.
-    init(capacity: Int, start: [Int64], seq: Int64) {
+    init(capacity: Int, maxBytes: Int = .max, start: [Int64], seq: Int64) {
         self.capacity = max(1, capacity)
+        self.maxBytes = maxBytes
         floor = start
         tail = start
         firstSeq = seq
@@ -47,22 +58,31 @@ struct TailRing: Sendable {
 
     private func slot(_ seq: Int64) -> Int { Int((seq - baseSeq) % Int64(capacity)) }
 
-    /// Appends the next record the tail read, evicting the oldest when full.
+    var count: Int { Int(nextSeq - firstSeq) }
+
+    /// Appends the next record the tail read, evicting the oldest while full or over the
+    /// byte budget.
     mutating func append(_ entry: Entry) {
         var entry = entry
         tail[entry.partition] = entry.offset + 1
         if entry.event != nil { entry.shared = SharedDelivery(position: LogPosition(offsets: tail)) }
-        if slots.count < capacity {
-            slots.append(entry)
-        } else {
-            let i = slot(firstSeq)
-            let evicted = slots[i]
-            // The evicted record is no longer here: a subscriber must be past it to switch.
-            floor[evicted.partition] = evicted.offset + 1
-            firstSeq += 1
-            slots[i] = entry
-        }
+        if count == capacity { evictOldest() }
+        let i = slot(nextSeq)
+        if i == slots.count { slots.append(entry) } else { slots[i] = entry }
         nextSeq += 1
+        bytes += entry.estimatedBytes
+        while bytes > maxBytes, count > 1 { evictOldest() }
+    }
+
+    private mutating func evictOldest() {
+        let i = slot(firstSeq)
+        let evicted = slots[i]
+        // The evicted record is no longer here: a subscriber must be past it to switch.
+        floor[evicted.partition] = evicted.offset + 1
+        bytes -= evicted.estimatedBytes
+        // Its slot keeps only the position (reused by a later append), not the event.
+        slots[i] = Entry(partition: evicted.partition, offset: evicted.offset, event: nil)
+        firstSeq += 1
     }
 
     /// Whether everything a subscriber at `position` has not seen yet is still here.

@@ -1,3 +1,4 @@
+import EventLog
 import GRPCWire
 import OrderDomain
 import OrderProto
@@ -9,29 +10,50 @@ import Synchronization
 ///
 /// An order's state is a fold of its events: its id, version (bumped by every accepted
 /// event) and number of errors (one per rejected command) identify it exactly.
+///
+/// Bounded by orders and by bytes: an entry holds the order three times (the message and
+/// its binary and JSON forms), with a maximal route about 300 KB, so 10,000 entries alone
+/// could reach 3 GB.
 final class MappedOrderCache: Sendable {
     private struct Entry {
         var version: Int
         var errors: Int
+        var bytes: Int
         var encoded: EncodedMessage<Ridehailing_Orders_V1_Order>
     }
 
-    private let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
-
-    init(capacity: Int) {
-        self.capacity = capacity
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var bytes = 0
     }
 
+    private let capacity: Int
+    private let maxBytes: Int
+    private let state = Mutex(State())
+
+    init(capacity: Int, maxBytes: Int = 64 << 20) {
+        self.capacity = capacity
+        self.maxBytes = maxBytes
+    }
+
+    /// Orders held and their estimated bytes (for tests).
+    var usage: (count: Int, bytes: Int) { state.withLock { ($0.entries.count, $0.bytes) } }
+
     func encoded(for order: Order) -> EncodedMessage<Ridehailing_Orders_V1_Order> {
-        if let hit = entries.withLock({ $0[order.id] }), hit.version == order.version, hit.errors == order.errors.count {
+        if let hit = state.withLock({ $0.entries[order.id] }), hit.version == order.version, hit.errors == order.errors.count {
             return hit.encoded
         }
         let encoded = EncodedMessage(ProtoMapping.order(order))
-        entries.withLock { entries in
+        let bytes = 3 * order.estimatedBytes
+        state.withLock { s in
+            if let old = s.entries.removeValue(forKey: order.id) { s.bytes -= old.bytes }
             // Crude but bounded: start over when full (hot orders come straight back).
-            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-            entries[order.id] = Entry(version: order.version, errors: order.errors.count, encoded: encoded)
+            if s.entries.count >= capacity || s.bytes + bytes > maxBytes {
+                s.entries.removeAll(keepingCapacity: true)
+                s.bytes = 0
+            }
+            s.entries[order.id] = Entry(version: order.version, errors: order.errors.count, bytes: bytes, encoded: encoded)
+            s.bytes += bytes
         }
         return encoded
     }

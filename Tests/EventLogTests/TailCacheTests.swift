@@ -1,0 +1,41 @@
+@testable import EngineSQLite
+import EventLog
+import Testing
+
+/// The engine's tail cache is bounded per partition in bytes as well as in records: 256
+/// aggregates rows of orders with maximal routes (each with its memo, the order's history)
+/// were about 100 MB a partition, 30 partitions in all (found by a review).
+@Suite struct TailCacheTests {
+    static func records(topic: String = "t", from: Int64, count: Int, bytes: Int) -> [LogRecord] {
+        (0..<count).map { i in
+            LogRecord(topic: topic, partition: 0, offset: from + Int64(i), key: "k", value: Array(repeating: 1, count: bytes), timestamp: 0)
+        }
+    }
+
+    @Test func largeRecordsAreKeptWithinTheByteBudget() {
+        let budget = 1 << 20
+        let cache = TailCache(capacity: 256, maxBytes: budget)
+        for batch in 0..<10 { cache.add(Self.records(from: Int64(batch * 10), count: 10, bytes: 200_000)) }
+        let usage = cache.usage(topic: "t", partition: 0)
+        #expect(usage.bytes <= budget && usage.count == 5, "\(usage)")
+        // Forgotten records are dropped for good after at most half the budget more.
+        #expect(usage.inMemory <= usage.count + 3, "\(usage)")
+        #expect(cache.records(topic: "t", partition: 0, from: 95, count: 5)?.map(\.offset) == Array(95..<100))
+        #expect(cache.records(topic: "t", partition: 0, from: 94, count: 1)?.map(\.offset) == nil)  // in SQLite only
+    }
+
+    @Test func theNewestRecordStaysWhateverItsSize() {
+        let cache = TailCache(capacity: 256, maxBytes: 1000)
+        cache.add(Self.records(from: 0, count: 3, bytes: 5000))
+        #expect(cache.usage(topic: "t", partition: 0).count == 1)
+        #expect(cache.records(topic: "t", partition: 0, from: 2, count: 1)?.first?.offset == 2)
+    }
+
+    /// Small records: the record count bounds, as before.
+    @Test func smallRecordsAreKeptByCount() {
+        let cache = TailCache(capacity: 256, maxBytes: 2 << 20)
+        cache.add(Self.records(from: 0, count: 300, bytes: 500))
+        #expect(cache.usage(topic: "t", partition: 0).count == 256)
+        #expect(cache.records(topic: "t", partition: 0, from: 44, count: 256) != nil)
+    }
+}
