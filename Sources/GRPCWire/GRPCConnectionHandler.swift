@@ -325,15 +325,15 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         return found
     }
 
-    /// One request header. Returns false to reset the stream.
-    func h2Header(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
-        guard let call = call(streamID) else { return true }
+    /// One request header.
+    func h2Header(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        guard let call = call(streamID) else { return }
         // RFC 9113 §6.5.2 accounting: name + value + 32 per field. Past the limit the rest
         // is ignored and the call answered RESOURCE_EXHAUSTED once the block is complete
         // (a reset would reach the client as an unexplained INTERNAL).
         call.headerBytes += name.count + value.count + 32
-        if call.headerBytes > runtime.http2Settings.maxHeaderListSize { return true }
-        guard let first = name.first else { return true }
+        if call.headerBytes > runtime.http2Settings.maxHeaderListSize { return }
+        guard let first = name.first else { return }
         if first == UInt8(ascii: ":") {
             if name.equals(":path") {
                 if !value.equals(lastPath) { lastPath = String(decoding: value, as: UTF8.self) }
@@ -341,36 +341,36 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             } else if name.equals(":method") {
                 call.isPost = value.equals("POST")
             }
-            return true
+            return
         }
         switch name.count {
         case 2 where name.equals("te"):
-            return true  // nghttp2 already insists on "trailers"
+            return  // nghttp2 already insists on "trailers"
         case 12 where name.equals("content-type"):
             call.rawContentTypeSeen = true
             call.contentType = Self.parseContentType(value)
-            return true
+            return
         case 12 where name.equals("grpc-timeout"):
             if let timeout = GRPCTimeout.parse(value) {
                 call.timeout = timeout
             } else {
                 call.invalidTimeout = true
             }
-            return true
+            return
         case 13 where name.equals("grpc-encoding"):
             if value.equals("gzip") {
                 call.requestGzip = true
             } else if !value.equals("identity") {
                 call.unsupportedEncoding = String(decoding: value, as: UTF8.self)
             }
-            return true
+            return
         case 14 where name.equals("content-length"):
-            return true
+            return
         case 20 where name.equals("grpc-accept-encoding"):
             call.clientAcceptsGzip = value.split(separator: UInt8(ascii: ",")).contains {
                 $0.trimmingSpaces().elementsEqual("gzip".utf8)
             }
-            return true
+            return
         default:
             break
         }
@@ -378,14 +378,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         if name.count >= 5, name[0] == UInt8(ascii: "g"), name[1] == UInt8(ascii: "r"), name[2] == UInt8(ascii: "p"),
             name[3] == UInt8(ascii: "c"), name[4] == UInt8(ascii: "-")
         {
-            return true
+            return
         }
         let isBinary = name.count > 4 && name.suffix(4).elementsEqual("-bin".utf8)
         if !metadataDiverged, !isBinary, metadataMatched < previousMetadata.count {
             let previous = previousMetadata.element(at: metadataMatched)
             if case .string(let previousValue) = previous.value, name.equals(previous.name), value.equals(previousValue) {
                 metadataMatched += 1
-                return true
+                return
             }
         }
         if !metadataDiverged {
@@ -395,12 +395,12 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         let key = String(decoding: name, as: UTF8.self)
         if isBinary {
             // An undecodable binary value is dropped rather than failing the call.
-            guard let values = Base64.decodeHeaderValues(value) else { return true }
+            guard let values = Base64.decodeHeaderValues(value) else { return }
             for bytes in values { call.metadata.appendLowercased(key, .binary(bytes)) }
         } else {
             call.metadata.appendLowercased(key, .string(String(decoding: value, as: UTF8.self)))
         }
-        return true
+        return
     }
 
     func h2RequestHeadersComplete(streamID: Int32, endStream: Bool) {
@@ -507,9 +507,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Response headers or trailers nghttp2 could not send (too large): the call cannot
-    /// end with a status any more, so it ends with RST_STREAM(INTERNAL_ERROR).
-    func h2HeadersNotSent(streamID: Int32, reason: NGHTTP2Error) {
+    /// Response headers or trailers nghttp2 could not send because the block is too large:
+    /// the call cannot end with a status any more, so it ends with RST_STREAM(INTERNAL_ERROR).
+    func h2HeadersTooLarge(streamID: Int32, reason: NGHTTP2Error) {
         logger.warning(
             "response headers not sent, resetting the stream",
             metadata: ["stream": "\(streamID)", "path": "\(call(streamID)?.path ?? "")", "reason": "\(reason)"])

@@ -356,14 +356,13 @@ private func onHeader(
     guard frame.pointee.hd.type == headersType, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else {
         return 0
     }
-    let accepted = withHandler(userData) {
+    withHandler(userData) {
         $0.h2Header(
             streamID: frame.pointee.hd.stream_id,
             name: UnsafeRawBufferPointer(start: name, count: nameLength),
             value: UnsafeRawBufferPointer(start: value, count: valueLength))
     }
-    // Rejecting a header resets just that stream (RST_STREAM INTERNAL_ERROR).
-    return accepted ? 0 : Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+    return 0
 }
 
 private func onFrameReceived(
@@ -416,16 +415,17 @@ private func onFrameSent(
     return 0
 }
 
-/// nghttp2 drops a response HEADERS frame it cannot send (a header block over its 64 KiB
-/// `max_send_header_block_length`) without closing the stream, so the client would wait
-/// for a status for ever: the stream is reset instead.
+/// nghttp2 drops a response HEADERS frame it cannot send because the block is over its
+/// 64 KiB `max_send_header_block_length` (FRAME_SIZE_ERROR) without closing the stream, so
+/// the client would wait for a status for ever: the stream is reset instead. Other reasons
+/// (the client reset the stream first) need nothing.
 private func onFrameNotSent(
     _ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ code: Int32, _ userData: UnsafeMutableRawPointer?
 ) -> Int32 {
     let frame = frame!
-    if frame.pointee.hd.type == headersType, frame.pointee.hd.stream_id > 0 {
+    if frame.pointee.hd.type == headersType, frame.pointee.hd.stream_id > 0, code == NGHTTP2_ERR_FRAME_SIZE_ERROR.rawValue {
         withHandler(userData) {
-            $0.h2HeadersNotSent(streamID: frame.pointee.hd.stream_id, reason: NGHTTP2Error(code: Int(code)))
+            $0.h2HeadersTooLarge(streamID: frame.pointee.hd.stream_id, reason: NGHTTP2Error(code: Int(code)))
         }
     }
     return 0
