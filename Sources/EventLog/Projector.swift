@@ -48,7 +48,8 @@ public final class Projector: Sendable {
         var publishedTo: LogPosition?
         var writtenTo: LogPosition?
         var outcomes: [String: CommandOutcome] = [:]
-        var waiters: [(position: LogPosition, continuation: CheckedContinuation<Void, Never>)] = []
+        var waiters: [Waiter] = []
+        var nextWaiterId = 0
         /// The view cache's stamp after each unwritten batch's views went in: once the
         /// batch is written, its views may be evicted.
         var cacheStamps: [(batch: Int, stamp: UInt64)] = []
@@ -61,13 +62,18 @@ public final class Projector: Sendable {
         /// Takes out the waiters whose position the store now holds.
         mutating func releaseWritten() -> [CheckedContinuation<Void, Never>] {
             var ready: [CheckedContinuation<Void, Never>] = []
-            var waiting: [(position: LogPosition, continuation: CheckedContinuation<Void, Never>)] = []
+            var waiting: [Waiter] = []
             for waiter in waiters {
                 if isWritten(waiter.position) { ready.append(waiter.continuation) } else { waiting.append(waiter) }
             }
             waiters = waiting
             return ready
         }
+    }
+    private struct Waiter {
+        var id: Int
+        var position: LogPosition
+        var continuation: CheckedContinuation<Void, Never>
     }
     private let writes = Mutex(WriteState())
     /// Batches published ahead of the store at most. Their views stay in the cache until
@@ -108,15 +114,28 @@ public final class Projector: Sendable {
         writes.withLock { $0.outcomes[commandId] }
     }
 
-    /// Returns once every batch published so far is in the store.
+    /// Returns once every batch published so far is in the store, when the task is
+    /// cancelled (the caller's deadline), or when the store cannot even be read.
     public func waitUntilWritten() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let done = writes.withLock { w -> Bool in
-                guard let target = w.publishedTo, !w.isWritten(target) else { return true }
-                w.waiters.append((target, c))
-                return false
+        let id = writes.withLock { w in
+            w.nextWaiterId += 1
+            return w.nextWaiterId
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let done = writes.withLock { w -> Bool in
+                    guard !Task.isCancelled, let target = w.publishedTo, !w.isWritten(target) else { return true }
+                    w.waiters.append(Waiter(id: id, position: target, continuation: c))
+                    return false
+                }
+                if done { c.resume() }
             }
-            if done { c.resume() }
+        } onCancel: {
+            let waiter = writes.withLock { w -> Waiter? in
+                guard let i = w.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return w.waiters.remove(at: i)
+            }
+            waiter?.continuation.resume()
         }
     }
 
@@ -187,7 +206,19 @@ public final class Projector: Sendable {
     }
 
     private func project() async throws {
-        let start = try await store.checkpoint() ?? LogPosition(offsets: Array(repeating: 0, count: topics.partitions))
+        let start: LogPosition
+        do {
+            start = try await store.checkpoint() ?? LogPosition(offsets: Array(repeating: 0, count: topics.partitions))
+        } catch {
+            // The store cannot be read: listings waiting for it get its error rather than
+            // waiting for the outage to end.
+            let waiting = writes.withLock { w in
+                defer { w.waiters.removeAll() }
+                return w.waiters.map(\.continuation)
+            }
+            for c in waiting { c.resume() }
+            throw error
+        }
         abandonUnwritten(writtenTo: start)
         let end = try await engine.endOffsets(topics.aggregates)
         state.withLock {

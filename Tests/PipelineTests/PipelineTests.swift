@@ -2,6 +2,7 @@ import EngineSQLite
 import EventLog
 import Foundation
 import OrderDomain
+import Synchronization
 import Testing
 
 @Suite struct PipelineTests {
@@ -372,6 +373,31 @@ import Testing
             store.accept()
             let page = try await listing.value
             #expect(Set(page.orders.map(\.id)) == [first.orderId, second.orderId])
+        }
+    }
+
+    /// A listing waiting on a store whose writes keep failing ends when its task is
+    /// cancelled (the client's deadline), instead of waiting out the outage.
+    @Test func aListingWaitingOnAFailingStoreEndsWhenCancelled() async throws {
+        let store = GatedReadModelStore()
+        try await Harness.run(store: store) { h in
+            _ = try await h.place()
+            try await waitUntil { try await store.listOrders(status: nil, after: 0, limit: 10).orders.count == 1 }
+            store.hold()
+            _ = try await h.place()
+            let finished = Atomic<Bool>(false)
+            let listing = Task {
+                defer { finished.store(true, ordering: .relaxed) }
+                return try await h.pipeline.queries.list(status: nil, after: 0, limit: 10)
+            }
+            try await waitUntil { store.parkedCount >= 1 }
+            store.refuse()
+            store.release()  // every write fails from now on
+            try await Task.sleep(for: .milliseconds(300))
+            listing.cancel()
+            try await waitUntil(timeout: .seconds(3)) { finished.load(ordering: .relaxed) }
+            store.accept()
+            _ = await listing.result
         }
     }
 
