@@ -557,7 +557,15 @@ public final class KafkaLogEngine: LogEngine {
             p["queued.min.messages"] = "1000"
             p["fetch.max.bytes"] = String(Self.readerPrefetchKiB * 1024)
         }
-        return p.merging(config.properties) { $1 }
+        var merged = p.merging(config.properties) { $1 }
+        // librdkafka refuses a fetch.max.bytes below message.max.bytes: a larger message
+        // size set by the operator raises the reader's cap with it.
+        if let fetch = merged["fetch.max.bytes"].flatMap(Int.init), let message = merged["message.max.bytes"].flatMap(Int.init),
+            fetch < message
+        {
+            merged["fetch.max.bytes"] = String(message)
+        }
+        return merged
     }
 
     public static func randomId() -> String {

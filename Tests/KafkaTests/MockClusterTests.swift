@@ -1,6 +1,7 @@
 @testable import EngineKafka
 import EventLog
 import Foundation
+import Logging
 import Testing
 
 /// Fast tests on librdkafka's in-process mock cluster (`test.mock.num.brokers`): no
@@ -188,5 +189,15 @@ struct MockClusterTests {
         #expect(Int(reader["queued.min.messages"] ?? "") ?? .max <= 1000)
         let member = KafkaLogEngine.consumerProperties(config, group: "g", partitionEOF: false, fetchWait: .milliseconds(100))
         #expect(member["queued.max.messages.kbytes"] == nil)
+    }
+
+    /// An operator's larger message.max.bytes raises the reader's fetch cap with it, which
+    /// librdkafka requires; a reader then still starts.
+    @Test func aLargerMessageSizeRaisesTheReadersFetchCap() throws {
+        var config = KafkaLogEngine.Config(brokers: "127.0.0.1:9092")
+        config.properties["message.max.bytes"] = String(10 << 20)
+        let reader = KafkaLogEngine.consumerProperties(config, group: nil, partitionEOF: false, fetchWait: .milliseconds(100))
+        #expect(reader["fetch.max.bytes"] == String(10 << 20))
+        _ = try RDKafkaClient(kind: .consumer, properties: reader, logger: Logger(label: "test"))
     }
 }
