@@ -99,19 +99,13 @@ private final class HeldAppendEngine: WrappingEngine {
     }
 }
 
-private final class ClosingRecorded: GroupConsumer {
+private final class ClosingRecorded: WrappingConsumer {
     let inner: any GroupConsumer
     let events: EventRecorder
     init(inner: any GroupConsumer, events: EventRecorder) {
         self.inner = inner
         self.events = events
     }
-    var group: String { inner.group }
-    var topic: String { inner.topic }
-    func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
-        try await inner.poll(maxRecords: maxRecords, timeout: timeout)
-    }
-    func commit(_ offsets: [Int: Int64]) async throws { try await inner.commit(offsets) }
     func close() async {
         await inner.close()
         events.add("closed")

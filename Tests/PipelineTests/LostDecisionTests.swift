@@ -73,16 +73,13 @@ final class DroppingEngine: WrappingEngine {
     }
 }
 
-private final class DroppingConsumer: GroupConsumer {
+private final class DroppingConsumer: WrappingConsumer {
     let inner: any GroupConsumer
     let engine: DroppingEngine
     init(inner: any GroupConsumer, engine: DroppingEngine) {
         self.inner = inner
         self.engine = engine
     }
-    var group: String { inner.group }
-    var topic: String { inner.topic }
-
     func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
         let result = try await inner.poll(maxRecords: maxRecords, timeout: timeout)
         guard case .records(let records) = result else { return result }
@@ -98,6 +95,4 @@ private final class DroppingConsumer: GroupConsumer {
         }
         return kept.isEmpty ? .idle : .records(kept)
     }
-    func commit(_ offsets: [Int: Int64]) async throws { try await inner.commit(offsets) }
-    func close() async { await inner.close() }
 }

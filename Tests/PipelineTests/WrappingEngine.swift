@@ -31,3 +31,19 @@ extension WrappingEngine {
         try await inner.latestRecords(topic: topic, keys: keys)
     }
 }
+
+/// A test group member that changes one thing about another: every call it does not
+/// implement itself goes to `inner`.
+protocol WrappingConsumer: GroupConsumer {
+    var inner: any GroupConsumer { get }
+}
+
+extension WrappingConsumer {
+    var group: String { inner.group }
+    var topic: String { inner.topic }
+    func poll(maxRecords: Int, timeout: Duration) async throws -> GroupPoll {
+        try await inner.poll(maxRecords: maxRecords, timeout: timeout)
+    }
+    func commit(_ offsets: [Int: Int64]) async throws { try await inner.commit(offsets) }
+    func close() async { await inner.close() }
+}
