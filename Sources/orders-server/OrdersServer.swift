@@ -7,6 +7,7 @@ import GRPCWire
 import Logging
 import OrderService
 import ServiceLifecycle
+import Synchronization
 
 /// `orders-server`: the order service on the embedded engine (default) or Kafka.
 @main
@@ -17,8 +18,9 @@ struct OrdersServer: AsyncParsableCommand {
         discussion: """
             Serves ridehailing.orders.v1.OrderService, grpc.health.v1.Health and server \
             reflection on one h2c port. Every option can also be set through the environment \
-            variable named in its help; a command-line option wins over the environment. \
-            SIGTERM or SIGINT drain in-flight calls, then stop.
+            variable named in its help; a command-line option wins over the environment, and \
+            an environment value that does not parse is an error like a bad option. \
+            SIGTERM, SIGINT or SIGHUP drain in-flight calls, then stop.
             """)
 
     @Option(help: "Address to serve on, HOST:PORT; port 0 picks a free one. [env: ORDERS_LISTEN]")
@@ -70,7 +72,24 @@ struct OrdersServer: AsyncParsableCommand {
         case embedded, kafka
     }
 
+    /// Environment variables and how their values parse: a value that does not is refused,
+    /// not replaced by the default (ORDERS_ENGINE=kafak once started the embedded engine).
+    static let parsedEnvironment: [(name: String, expected: String, parses: @Sendable (String) -> Bool)] = [
+        ("ORDERS_ENGINE", "embedded or kafka", { EngineKind(rawValue: $0) != nil }),
+        ("ORDERS_PARTITIONS", "an integer", { Int($0) != nil }),
+        ("ORDERS_MAX_MESSAGE_BYTES", "an integer", { Int($0) != nil }),
+        ("ORDERS_MAX_COMMANDS_PER_ORDER", "an integer", { Int($0) != nil }),
+        ("ORDERS_LOG_LEVEL", "trace, debug, info, notice, warning, error or critical", { Logger.Level(rawValue: $0) != nil }),
+        ("ORDERS_KAFKA_PARTITIONS", "an integer", { Int($0) != nil }),
+        ("ORDERS_KAFKA_REPLICATION", "an integer", { Int($0) != nil }),
+    ]
+
     func validate() throws {
+        for variable in Self.parsedEnvironment {
+            if let value = env(variable.name), !variable.parses(value) {
+                throw ValidationError("\(variable.name)='\(value)' must be \(variable.expected)")
+            }
+        }
         guard partitions >= 1, partitions <= 1000 else { throw ValidationError("--partitions must be within 1...1000") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         guard maxCommandsPerOrder >= 2 else { throw ValidationError("--max-commands-per-order must be at least 2") }
@@ -116,6 +135,18 @@ struct OrdersServer: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "orders-server")
+        let created = try DataDirectory.claim(dataDir)
+        let progress = StartupProgress()
+        do {
+            try await serve(logger: logger, progress: progress)
+        } catch {
+            // A start that failed before listening leaves no directory it made behind.
+            if created && !progress.listened { DataDirectory.removeCreated(dataDir) }
+            throw error
+        }
+    }
+
+    private func serve(logger: Logger, progress: StartupProgress) async throws {
         let (host, port) = try hostPort()
         let log: any LogEngine
         let store: SQLiteReadModelStore
@@ -148,7 +179,6 @@ struct OrdersServer: AsyncParsableCommand {
             if let kafkaInstanceId { config.instanceId = kafkaInstanceId }
             config.properties = try kafkaProperties()
             let kafka = try KafkaLogEngine(config: config, logger: logger)
-            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
             let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
             (log, store) = (kafka, readModel)
             pipelineConfig.topics = Topics(prefix: kafkaTopicPrefix, partitions: kafkaPartitions)
@@ -192,11 +222,18 @@ struct OrdersServer: AsyncParsableCommand {
             configuration: .init(
                 services: services + [
                     .init(service: PipelineService(pipeline: pipeline)),
-                    .init(service: RPCService(server: server, pipeline: pipeline, logger: logger, dataDir: dataDir)),
+                    .init(
+                        service: RPCService(
+                            server: server, pipeline: pipeline, logger: logger, dataDir: dataDir, listen: listen, progress: progress)),
                 ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
+                gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
                 logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await close()
+            throw error
+        }
         await close()
         logger.info("stopped")
     }
@@ -245,9 +282,17 @@ struct RPCService: Service {
     let pipeline: OrderPipeline
     let logger: Logger
     let dataDir: String
+    let listen: String
+    let progress: StartupProgress
 
     func run() async throws {
-        let port = try await server.start()
+        let port: Int
+        do {
+            port = try await server.start()
+        } catch {
+            throw StartupError("cannot listen on \(listen) (--listen): \(error)")
+        }
+        progress.markListened()
         logger.info("listening", metadata: ["port": "\(port)", "data-dir": "\(dataDir)"])
         // Tests and scripts read the bound port from this line.
         FileHandle.standardOutput.write(Data("orders-server listening on port \(port)\n".utf8))
@@ -313,4 +358,11 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 private func env(_ name: String) -> String? {
     ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+}
+
+/// Whether the server got as far as listening (a start that failed before leaves nothing).
+final class StartupProgress: Sendable {
+    private let state = Mutex(false)
+    var listened: Bool { state.withLock { $0 } }
+    func markListened() { state.withLock { $0 = true } }
 }

@@ -1,0 +1,60 @@
+"""How the server starts and stops, as an operator sees it: one server per data directory,
+environment values checked like flags, no data directory left behind by a start that
+failed, SIGHUP handled like SIGTERM."""
+import os
+import signal
+import subprocess
+
+import grpc
+
+from conftest import Server, binary, place
+
+
+def run_server(*args, env=None):
+    return subprocess.run(
+        [binary("orders-server", "ORDERS_SERVER_BIN"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        timeout=60, env=env)
+
+
+def test_a_data_directory_serves_one_server_at_a_time(data_dir, pb):
+    """A second server on the same directory would append to the log at the same offsets
+    and fail every command; it is refused at start and the first serves on."""
+    first = Server(data_dir).start()
+    try:
+        second = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir)
+        assert second.returncode != 0
+        assert b"listening" not in second.stdout
+        assert f"in use by another orders-server (pid {first.proc.pid})".encode() in second.stderr
+        with grpc.insecure_channel(first.address) as channel:
+            place(pb.g.OrderServiceStub(channel), pb)
+    finally:
+        first.kill(signal.SIGTERM)
+    # Released with the process: the next server starts.
+    Server(data_dir).start().kill(signal.SIGTERM)
+
+
+def test_environment_values_that_do_not_parse_are_refused(data_dir):
+    for name, value in [("ORDERS_ENGINE", "kafak"), ("ORDERS_PARTITIONS", "abc"), ("ORDERS_LOG_LEVEL", "verbose")]:
+        run = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir, env=dict(os.environ, **{name: value}))
+        assert run.returncode == 64, (name, run.stderr)
+        assert f"{name}='{value}' must be".encode() in run.stderr
+
+
+def test_a_start_that_cannot_listen_leaves_no_new_data_directory(data_dir):
+    """The directory it created would otherwise fix the partition count of the next start."""
+    first = Server(data_dir).start()
+    fresh = os.path.join(data_dir, "fresh")
+    try:
+        run = run_server("--listen", first.address, "--data-dir", fresh, "--partitions", "20")
+        assert run.returncode != 0
+        assert f"cannot listen on {first.address} (--listen)".encode() in run.stderr
+        assert not os.path.exists(fresh)
+    finally:
+        first.kill(signal.SIGTERM)
+
+
+def test_sighup_drains_and_stops_like_sigterm(data_dir):
+    server = Server(data_dir).start()
+    os.kill(server.proc.pid, signal.SIGHUP)
+    assert server.proc.wait(timeout=30) == 0
+    server.kill()
