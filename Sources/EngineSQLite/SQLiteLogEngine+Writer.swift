@@ -25,6 +25,9 @@ import Foundation
 package final class WriterState: @unchecked Sendable {
     var topics: [String: TopicInfo] = [:]
     var ends: [String: [Int64]] = [:]
+    /// Failed appends and commits are logged at most once a second each.
+    var appendFailureLog = LogThrottle()
+    var commitFailureLog = LogThrottle()
     var commits = 0
     var committedRecords = 0
     var insertTime = Duration.zero
@@ -258,7 +261,11 @@ extension SQLiteLogEngine {
             if let failed {
                 conn.rollback()
                 resetDerivations()
-                logger.warning("append failed; retrying its batch without it", metadata: ["error": "\(failed.error)"])
+                if let omitted = writerState.appendFailureLog.admit() {
+                    logger.warning(
+                        "append failed; retrying its batch without it",
+                        metadata: ["error": "\(failed.error)", "similar-lines-omitted": "\(omitted)"])
+                }
                 calls[failed.index].continuation.resume(throwing: failed.error.asLogError)
                 calls.remove(at: failed.index)
                 continue
@@ -492,7 +499,11 @@ extension SQLiteLogEngine {
 
     private func fail(_ calls: [PendingAppend], _ error: any Error) {
         let logError = error.asLogError
-        logger.error("group commit failed", metadata: ["calls": "\(calls.count)", "error": "\(logError)"])
+        if let omitted = writerState.commitFailureLog.admit() {
+            logger.error(
+                "group commit failed",
+                metadata: ["calls": "\(calls.count)", "error": "\(logError)", "similar-lines-omitted": "\(omitted)"])
+        }
         for call in calls { call.continuation.resume(throwing: logError) }
     }
 }
