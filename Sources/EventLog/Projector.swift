@@ -42,17 +42,16 @@ public final class Projector: Sendable {
     /// only once the store holds everything published before it came.
     private struct WriteState {
         var published = 0
-        /// Where each published batch not yet written ends.
-        var ends: [Int: LogPosition] = [:]
+        /// The published batches not yet written, in order: where each ends in the log,
+        /// and the view cache's stamp after its views went in (once written, they may be
+        /// evicted).
+        var unwritten: [(batch: Int, end: LogPosition, cacheStamp: UInt64)] = []
         /// How far batches were published (never moves back), and how far the store holds.
         var publishedTo: LogPosition?
         var writtenTo: LogPosition?
         var outcomes: [String: CommandOutcome] = [:]
         var waiters: [Waiter] = []
         var nextWaiterId = 0
-        /// The view cache's stamp after each unwritten batch's views went in: once the
-        /// batch is written, its views may be evicted.
-        var cacheStamps: [(batch: Int, stamp: UInt64)] = []
 
         func isWritten(_ position: LogPosition) -> Bool {
             guard let writtenTo else { return false }
@@ -139,10 +138,10 @@ public final class Projector: Sendable {
         }
     }
 
-    private func publish(_ outcomes: [CommandOutcome], through position: LogPosition) -> Int {
+    private func publish(_ outcomes: [CommandOutcome], through position: LogPosition, cacheStamp: UInt64) -> Int {
         writes.withLock { w in
             w.published += 1
-            w.ends[w.published] = position
+            w.unwritten.append((w.published, position, cacheStamp))
             w.publishedTo = w.publishedTo.map { LogPosition(offsets: zip($0.offsets, position.offsets).map { max($0, $1) }) } ?? position
             for outcome in outcomes where w.outcomes[outcome.commandId] == nil { w.outcomes[outcome.commandId] = outcome }
             return w.published
@@ -154,8 +153,7 @@ public final class Projector: Sendable {
     private func abandonUnwritten(writtenTo start: LogPosition) {
         let ready = writes.withLock { w -> [CheckedContinuation<Void, Never>] in
             w.outcomes.removeAll()
-            w.ends.removeAll()
-            w.cacheStamps.removeAll()
+            w.unwritten.removeAll()
             w.writtenTo = start
             return w.releaseWritten()
         }
@@ -167,12 +165,11 @@ public final class Projector: Sendable {
     private func written(_ batch: Int, _ outcomes: [CommandOutcome]) {
         let (ready, stamp) = writes.withLock { w -> ([CheckedContinuation<Void, Never>], UInt64?) in
             // Batches merged into one write are reported by the last of them (ProjectorWrites).
-            if let end = w.ends[batch] { w.writtenTo = end }
-            w.ends = w.ends.filter { $0.key > batch }
+            let last = w.unwritten.last { $0.batch <= batch }
+            if let last { w.writtenTo = last.end }
+            w.unwritten.removeAll { $0.batch <= batch }
             for outcome in outcomes { w.outcomes[outcome.commandId] = nil }
-            let stamp = w.cacheStamps.last { $0.batch <= batch }?.stamp
-            w.cacheStamps.removeAll { $0.batch <= batch }
-            return (w.releaseWritten(), stamp)
+            return (w.releaseWritten(), last?.cacheStamp)
         }
         if let stamp { views.withLock { $0.release(through: stamp) } }
         for c in ready { c.resume() }
@@ -269,14 +266,13 @@ public final class Projector: Sendable {
             // A bounded backlog of writes: past it, wait for room (and learn of a failure,
             // which ends this run).
             try await writes.waitForRoom(below: Self.maxUnwrittenBatches)
-            let batch = publish(outcomes, through: position)
             let stamp = self.views.withLock { c in
                 // Never back: a batch redone after a failed write rebuilds views the cache
                 // may already hold newer (an order's history only grows).
                 for (key, view) in views where (c[key]?.events.count ?? -1) <= view.events.count { c[key] = view }
                 return c.stamp
             }
-            self.writes.withLock { $0.cacheStamps.append((batch, stamp)) }
+            let batch = publish(outcomes, through: position, cacheStamp: stamp)
             try writes.enqueue(
                 ProjectorWrites.Batch(number: batch, views: touched.map { views[$0]! }, outcomes: outcomes, checkpoint: position))
             markProgress(position)
