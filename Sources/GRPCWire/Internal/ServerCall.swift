@@ -414,9 +414,8 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             counters.record(.cancelled)
             failure = status
             task?.cancel()
-            failWaiters(status)
         }
-        failWaiters(GRPCStatus(.cancelled, "The call has ended"))
+        failWaiters(failure ?? GRPCStatus(.cancelled, "The call has ended"))
         outbound.removeAll()
         outboundBytes = 0
         inbound.removeAll()
