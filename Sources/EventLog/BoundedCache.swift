@@ -11,12 +11,12 @@
 /// Why bytes as well as entries: the entries hold an order's data (its route: up to 100
 /// addresses of 1,000 bytes; its lists: every command and event), so a count alone let a
 /// client fill gigabytes with maximal orders (about 1.5 MB of cached copies per order).
-struct BoundedCache<Key: Hashable, Value> {
-    let capacity: Int
-    let maxBytes: Int
+package struct BoundedCache<Key: Hashable, Value> {
+    package let capacity: Int
+    package let maxBytes: Int
     private let size: (Key, Value) -> Int
     /// The estimated size of the entries held.
-    private(set) var bytes = 0
+    package private(set) var bytes = 0
     /// Each value with the stamp of its last write and its size.
     private var values: [Key: (value: Value, stamp: UInt64, bytes: Int)] = [:]
     /// Writes in order, oldest first from `head`; an entry whose stamp is not its key's
@@ -28,18 +28,18 @@ struct BoundedCache<Key: Hashable, Value> {
     private var releasedThrough = UInt64.max
 
     /// `size` is called once per write; without it only `capacity` bounds the cache.
-    init(capacity: Int, maxBytes: Int = .max, size: @escaping (Key, Value) -> Int = { _, _ in 0 }) {
+    package init(capacity: Int, maxBytes: Int = .max, size: @escaping (Key, Value) -> Int = { _, _ in 0 }) {
         self.capacity = capacity
         self.maxBytes = maxBytes
         self.size = size
     }
 
-    var count: Int { values.count }
+    package var count: Int { values.count }
 
     /// The stamp of the last write (for `release(through:)`).
-    var stamp: UInt64 { nextStamp }
+    package var stamp: UInt64 { nextStamp }
 
-    subscript(key: Key) -> Value? {
+    package subscript(key: Key) -> Value? {
         get { values[key]?.value }
         set {
             guard let newValue else {
@@ -58,16 +58,16 @@ struct BoundedCache<Key: Hashable, Value> {
 
     /// Holds every entry written from now on until `release(through:)` passes its stamp
     /// (the projector's views until the store has them).
-    mutating func holdNewWrites() { releasedThrough = nextStamp }
+    package mutating func holdNewWrites() { releasedThrough = nextStamp }
 
     /// Lets the entries written up to `stamp` be evicted again, and evicts what the bounds
     /// then require.
-    mutating func release(through stamp: UInt64) {
+    package mutating func release(through stamp: UInt64) {
         releasedThrough = max(releasedThrough, stamp)
         if values.count > capacity || bytes > maxBytes { evict() }
     }
 
-    mutating func removeAll() {
+    package mutating func removeAll() {
         values.removeAll()
         order.removeAll()
         head = 0

@@ -18,43 +18,26 @@ final class MappedOrderCache: Sendable {
     private struct Entry {
         var version: Int
         var errors: Int
+        /// The order three times: the message and its binary and JSON forms.
         var bytes: Int
         var encoded: EncodedMessage<Ridehailing_Orders_V1_Order>
     }
 
-    private struct State {
-        var entries: [String: Entry] = [:]
-        var bytes = 0
-    }
-
-    private let capacity: Int
-    private let maxBytes: Int
-    private let state = Mutex(State())
+    private let entries: Mutex<BoundedCache<String, Entry>>
 
     init(capacity: Int, maxBytes: Int = 64 << 20) {
-        self.capacity = capacity
-        self.maxBytes = maxBytes
+        entries = Mutex(BoundedCache(capacity: capacity, maxBytes: maxBytes) { _, entry in entry.bytes })
     }
 
     /// Orders held and their estimated bytes (for tests).
-    var usage: (count: Int, bytes: Int) { state.withLock { ($0.entries.count, $0.bytes) } }
+    var usage: (count: Int, bytes: Int) { entries.withLock { ($0.count, $0.bytes) } }
 
     func encoded(for order: Order) -> EncodedMessage<Ridehailing_Orders_V1_Order> {
-        if let hit = state.withLock({ $0.entries[order.id] }), hit.version == order.version, hit.errors == order.errors.count {
+        if let hit = entries.withLock({ $0[order.id] }), hit.version == order.version, hit.errors == order.errors.count {
             return hit.encoded
         }
         let encoded = EncodedMessage(ProtoMapping.order(order))
-        let bytes = 3 * order.estimatedBytes
-        state.withLock { s in
-            if let old = s.entries.removeValue(forKey: order.id) { s.bytes -= old.bytes }
-            // Crude but bounded: start over when full (hot orders come straight back).
-            if s.entries.count >= capacity || s.bytes + bytes > maxBytes {
-                s.entries.removeAll(keepingCapacity: true)
-                s.bytes = 0
-            }
-            s.entries[order.id] = Entry(version: order.version, errors: order.errors.count, bytes: bytes, encoded: encoded)
-            s.bytes += bytes
-        }
+        entries.withLock { $0[order.id] = Entry(version: order.version, errors: order.errors.count, bytes: 3 * order.estimatedBytes, encoded: encoded) }
         return encoded
     }
 }
