@@ -54,8 +54,16 @@ package final class SQLiteQueue: @unchecked Sendable {
         queue.async { body(self.connection) }
     }
 
+    /// Schedules `body` after a delay (the checkpointer's idle check).
+    package func async(afterMilliseconds delay: Int, _ body: @escaping @Sendable (SQLiteConnection) -> Void) {
+        queue.asyncAfter(deadline: .now() + .milliseconds(delay)) { body(self.connection) }
+    }
+
     /// Checkpoints run so far in the background (tests).
     package var backgroundCheckpoints: Int { checkpointer?.count ?? 0 }
+
+    /// Times the WAL started from its beginning again, with a checkpointer (tests).
+    package var walRestarts: Int { checkpointer?.restarts ?? 0 }
 
     /// Closes the connection after the work already queued.
     package func close() async {

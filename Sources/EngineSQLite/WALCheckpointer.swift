@@ -19,9 +19,14 @@ import Synchronization
 /// Durability is unchanged: both connections use `synchronous=NORMAL`, so a checkpoint
 /// syncs the WAL before copying and the database after, as the writer's own did (which is
 /// what `WALSyncer`'s reasoning rests on).
+///
+/// When the writer goes quiet, the checkpointer copies what is left itself (the frames
+/// below the threshold, or those committed during the last round), so an idle database
+/// holds everything in its main file and the WAL starts over at the next write.
 package final class WALCheckpointer: Sendable {
     private let lane: SQLiteQueue
     private let threshold: Int
+    private let idleDelay: Int
     private let state = Mutex(State())
     private let logger: Logger
 
@@ -33,34 +38,55 @@ package final class WALCheckpointer: Sendable {
         var count = 0
         /// The WAL's size when the last round ended: everything below it is copied.
         var copiedTo = 0
+        /// Commits so far: an idle check copies only if none came since it was set.
+        var commits = 0
+        /// The WAL's size at the last commit, and how often it was smaller than before:
+        /// the times the WAL started over.
+        var lastPages = 0
+        var restarts = 0
+        var idleCheckPending = false
     }
 
-    init(label: String, path: String, threshold: Int) throws {
+    /// `idleMilliseconds`: how long without a commit before the rest is copied.
+    init(label: String, path: String, threshold: Int, idleMilliseconds: Int = 200) throws {
         lane = try SQLiteQueue(label: label, path: path, options: .init(cacheKiB: 1024, synchronousFull: false))
         self.threshold = max(1, threshold)
+        idleDelay = max(1, idleMilliseconds)
         logger = Logger(label: label)
     }
 
     /// Rounds finished so far.
     var count: Int { state.withLock { $0.count } }
 
+    /// Times the WAL was seen starting from its beginning again.
+    var restarts: Int { state.withLock { $0.restarts } }
+
     /// From the writer's WAL hook, on the writer's thread, after every commit.
     func committed(walPages pages: Int, writer: SQLiteConnection) {
         enum Step { case none, copy, finish }
-        let step = state.withLock { s -> Step in
+        let (step, idleCheckFrom) = state.withLock { s -> (Step, Int?) in
+            s.commits += 1
+            if pages < s.lastPages { s.restarts += 1 }
+            s.lastPages = pages
+            var idleCheckFrom: Int? = nil
+            if !s.idleCheckPending && !s.closed {
+                s.idleCheckPending = true
+                idleCheckFrom = s.commits
+            }
             if s.writerToFinish {
                 s.writerToFinish = false
-                return .finish
+                return (.finish, idleCheckFrom)
             }
             // Every `threshold` pages of new frames (or of a WAL started again), as
             // SQLite's automatic checkpoint: a page rewritten at every commit (an index's
             // last leaf) is copied once per round, so rounds back to back would copy it
             // over and over.
             let grown = pages < s.copiedTo ? pages : pages - s.copiedTo
-            guard !s.copying, !s.closed, grown >= threshold else { return .none }
+            guard !s.copying, !s.closed, grown >= threshold else { return (.none, idleCheckFrom) }
             s.copying = true
-            return .copy
+            return (.copy, idleCheckFrom)
         }
+        if let idleCheckFrom { scheduleIdleCheck(after: idleCheckFrom) }
         switch step {
         case .none: break
         case .copy: lane.async { conn in self.copy(conn) }
@@ -83,6 +109,44 @@ package final class WALCheckpointer: Sendable {
             // stay in the WAL, and a later commit starts another round.
             logger.warning("checkpoint failed", metadata: ["path": "\(conn.path)", "error": "\(error)"])
             state.withLock { $0.copying = false }
+        }
+    }
+
+    /// Copies the rest once no commit has come for `idleDelay`; while commits go on, looks
+    /// again (one timer at a time, whatever the rate of commits).
+    private func scheduleIdleCheck(after commits: Int) {
+        lane.async(afterMilliseconds: idleDelay) { conn in
+            enum Next { case stop, wait(Int), copy }
+            let next = self.state.withLock { s -> Next in
+                if s.closed {
+                    s.idleCheckPending = false
+                    return .stop
+                }
+                // Commits came meanwhile, or a background copy is still running: not idle.
+                if s.commits != commits || (s.copying && !s.writerToFinish) { return .wait(s.commits) }
+                s.idleCheckPending = false
+                // The writer is quiet: this finishes the round it would have finished.
+                s.copying = true
+                s.writerToFinish = false
+                return .copy
+            }
+            switch next {
+            case .stop: return
+            case .wait(let seen): self.scheduleIdleCheck(after: seen)
+            case .copy:
+                let copiedTo: Int
+                do {
+                    copiedTo = try conn.checkpoint().walPages
+                } catch {
+                    self.logger.warning("checkpoint failed", metadata: ["path": "\(conn.path)", "error": "\(error)"])
+                    copiedTo = self.state.withLock { $0.copiedTo }
+                }
+                self.state.withLock { s in
+                    s.copying = false
+                    s.copiedTo = copiedTo
+                    s.count += 1
+                }
+            }
         }
     }
 
