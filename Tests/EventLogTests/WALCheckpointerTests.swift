@@ -74,10 +74,12 @@ struct WALCheckpointerTests {
             }
             let written = 20 * blob.count
             let copied = ContinuousClock.now + .seconds(10)
-            while writer.backgroundCheckpoints == 0, ContinuousClock.now < copied {
+            while Self.fileSize(path) < written, ContinuousClock.now < copied {
                 try await Task.sleep(for: .milliseconds(20))
             }
-            #expect(writer.backgroundCheckpoints == 1)
+            // One round, or more when a pause between these commits (a loaded machine)
+            // looked like the writer had gone quiet.
+            #expect(writer.backgroundCheckpoints >= 1)
             #expect(Self.fileSize(path) >= written)
             // The WAL starts over at the next write instead of growing past what it holds.
             let walBefore = Self.fileSize(path + "-wal")
