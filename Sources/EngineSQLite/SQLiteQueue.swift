@@ -62,6 +62,9 @@ package final class SQLiteQueue: @unchecked Sendable {
     /// Checkpoints run so far in the background (tests).
     package var backgroundCheckpoints: Int { checkpointer?.count ?? 0 }
 
+    /// The checkpointer has copied every frame committed so far (tests).
+    package var walCopied: Bool { checkpointer?.settled ?? false }
+
     /// Times the WAL started from its beginning again, with a checkpointer (tests).
     package var walRestarts: Int { checkpointer?.restarts ?? 0 }
 

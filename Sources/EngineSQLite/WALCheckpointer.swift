@@ -58,6 +58,12 @@ package final class WALCheckpointer: Sendable {
     /// Rounds finished so far.
     var count: Int { state.withLock { $0.count } }
 
+    /// No round is running or pending, and the last one ended after the last commit:
+    /// every frame is in the database (unless a reader held some back).
+    var settled: Bool {
+        state.withLock { s in !s.copying && !s.writerToFinish && s.copiedTo == s.lastPages && s.count > 0 }
+    }
+
     /// Times the WAL was seen starting from its beginning again.
     var restarts: Int { state.withLock { $0.restarts } }
 
