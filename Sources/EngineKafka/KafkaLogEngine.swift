@@ -87,6 +87,10 @@ public final class KafkaLogEngine: LogEngine {
         public var lazyFetchWait: Duration = .milliseconds(100)
         /// How long the producer waits to batch records (`linger.ms`).
         public var linger: Duration = .milliseconds(2)
+        /// librdkafka consumers shared by the StreamEvents subscribers reading behind the
+        /// tail (`openCatchUpReader`): each is a client with its threads and connection,
+        /// so their number is bounded whatever the number of subscribers.
+        public var catchUpReaders: Int = 4
         /// librdkafka properties for every handle (TLS, SASL, tuning), applied last, so
         /// they override the engine's own settings.
         public var properties: [String: String] = [:]
@@ -100,6 +104,8 @@ public final class KafkaLogEngine: LogEngine {
     private let logger: Logger
     private let control: ControlClient
     private let producer: IdempotentProducer
+    /// Consumers shared by catch-up readers.
+    let readerPool: KafkaReaderPool
     /// The transactional producer of each live group member's commits, with the partition
     /// whose id it has, by "group/topic", set when the member claims its partitions.
     private let claimed = Mutex<[String: (producer: TransactionalProducer, partition: Int)]>([:])
@@ -132,6 +138,10 @@ public final class KafkaLogEngine: LogEngine {
             throw LogError.kafka(error, "creating the control client")
         }
         producer = IdempotentProducer(properties: Self.producerProperties(config, transactionalId: nil), logger: logger)
+        readerPool = KafkaReaderPool(
+            size: config.catchUpReaders,
+            properties: Self.consumerProperties(config, group: nil, partitionEOF: false, fetchWait: config.fetchWait),
+            logger: logger)
     }
 
     /// The `transactional.id` of a group's partition:
@@ -216,6 +226,7 @@ public final class KafkaLogEngine: LogEngine {
     /// Flushes and closes the producers, stops the key indexes and closes the control
     /// handle. Readers and group members are their owners' to close.
     public func shutdown() async {
+        await readerPool.close()
         let flushMs = config.deliveryTimeout.milliseconds
         await producer.shutdown(flushMs: flushMs)
         for p in claimed.withLock({ t in defer { t = [:] }; return t.values.map(\.producer) })
@@ -367,6 +378,14 @@ public final class KafkaLogEngine: LogEngine {
             topic: topic, offsets: offsets,
             properties: Self.consumerProperties(config, group: nil, partitionEOF: false, fetchWait: config.fetchWait),
             logger: logger)
+    }
+
+    public func openCatchUpReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        let count = try await partitionCount(topic)
+        guard offsets.count == count else {
+            throw LogError(.corrupt, "a reader of \(topic) needs \(count) offsets, got \(offsets.count)")
+        }
+        return PooledKafkaReader(topic: topic, offsets: offsets, pool: readerPool, logger: logger)
     }
 
     public func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {

@@ -93,7 +93,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
             source = .hub(cursor: cursor, generation: generation)
         } else {
             do {
-                source = .own(try await engine.openReader(topic: topics.aggregates, from: from))
+                source = .own(try await engine.openCatchUpReader(topic: topics.aggregates, from: from))
             } catch {
                 hub?.forget(hubId)
                 throw error
@@ -205,7 +205,7 @@ public final class EventSubscription: AsyncSequence, AsyncIteratorProtocol, @unc
     private func fallBack(from hub: StreamHub, lagged: Bool) async throws {
         hub.detach(hubId, lagged: lagged)
         logger.debug("StreamEvents subscriber back on its own reader", metadata: ["position": "\(position)", "lagged": "\(lagged)"])
-        source = .own(try await engine.openReader(topic: topic, from: position.offsets))
+        source = .own(try await engine.openCatchUpReader(topic: topic, from: position.offsets))
     }
 
     /// Moves the position over each entry, skipping any it already passed (the ring may

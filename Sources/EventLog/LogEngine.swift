@@ -164,6 +164,10 @@ public protocol LogEngine: Sendable {
     /// joining a group: subscriptions, projections local to this instance. Delivers
     /// durable records only.
     func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader
+    /// `openReader` for one of many clients reading behind the tail (StreamEvents
+    /// subscribers catching up): an engine whose readers are costly (Kafka: a client with
+    /// threads and a connection each) serves them all with a bounded set.
+    func openCatchUpReader(topic: String, from offsets: [Int64]) async throws -> any LogReader
     /// Joins a consumer group: each partition is owned by one member at a time and reading
     /// starts at the group's committed offsets (0 when none).
     func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer
@@ -181,6 +185,10 @@ public protocol LogEngine: Sendable {
 
 extension LogEngine {
     public var keepsMemos: Bool { false }
+    /// A reader of its own: cheap on engines that read a local file.
+    public func openCatchUpReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        try await openReader(topic: topic, from: offsets)
+    }
     /// Committed is durable on engines that acknowledge only durable appends (Kafka, acks=all).
     public func durableEndOffsets(_ topic: String) async throws -> [Int64] { try await endOffsets(topic) }
     /// Appends durably (see `append(_:commit:durability:)`).

@@ -55,6 +55,94 @@ struct MockClusterTests {
         }
     }
 
+    /// Appends `count` keyed records to a new topic of `partitions`; returns the topic and
+    /// each partition's count.
+    func filledTopic(_ engine: KafkaLogEngine, _ cluster: RDKafkaMockCluster, partitions: Int, count: Int) async throws
+        -> (String, [Int])
+    {
+        let topic = uniqueTopic()
+        try cluster.createTopic(topic, partitions: partitions)
+        try await engine.createTopic(topic, partitions: partitions)
+        var counts = Array(repeating: 0, count: partitions)
+        for start in stride(from: 0, to: count, by: 50) {
+            let batch = (start..<min(count, start + 50)).map { i in
+                OutgoingRecord(topic: topic, key: "order-\(i)", value: bytes("v\(i)"))
+            }
+            for address in try await engine.append(batch, commit: nil) { counts[address.partition] += 1 }
+        }
+        return (topic, counts)
+    }
+
+    @Test("catch-up readers share the pool's consumers: twelve read every record, in order, through two")
+    func catchUpReadersShareConsumers() async throws {
+        try await withMock(configure: { $0.catchUpReaders = 2 }) { engine, cluster in
+            let (topic, counts) = try await filledTopic(engine, cluster, partitions: 3, count: 300)
+            let results = try await withThrowingTaskGroup(of: [LogRecord].self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        let reader = try await engine.openCatchUpReader(topic: topic, from: [0, 0, 0])
+                        var all: [LogRecord] = []
+                        while all.count < 300 {
+                            // Small batches: the readers take turns many times.
+                            let batch = try await reader.next(maxRecords: 40, timeout: .seconds(20))
+                            if batch.isEmpty { break }
+                            all += batch
+                        }
+                        await reader.close()
+                        return all
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.count == 12)
+            for records in results {
+                #expect(records.count == 300)
+                for p in 0..<3 {
+                    #expect(records.filter { $0.partition == p }.map(\.offset) == (0..<counts[p]).map(Int64.init))
+                }
+            }
+            #expect(engine.readerPool.created == 2)
+        }
+    }
+
+    @Test("a lone catch-up reader keeps its consumer's assignment from batch to batch")
+    func aLoneReaderIsAssignedOnce() async throws {
+        try await withMock { engine, cluster in
+            let (topic, _) = try await filledTopic(engine, cluster, partitions: 3, count: 200)
+            let reader = try await engine.openCatchUpReader(topic: topic, from: [0, 0, 0])
+            var all: [LogRecord] = []
+            while all.count < 200 {
+                let batch = try await reader.next(maxRecords: 20, timeout: .seconds(20))
+                if batch.isEmpty { break }
+                all += batch
+            }
+            #expect(all.count == 200)
+            #expect(engine.readerPool.assigns == 1)
+            await reader.close()
+        }
+    }
+
+    @Test("a reader waiting at the end gives its consumer up to one with records to read")
+    func aWaitingReaderYields() async throws {
+        try await withMock(configure: { $0.catchUpReaders = 1 }) { engine, cluster in
+            let (topic, counts) = try await filledTopic(engine, cluster, partitions: 2, count: 20)
+            let atEnd = try await engine.openCatchUpReader(topic: topic, from: counts.map(Int64.init))
+            let waiting = Task { try await atEnd.next(maxRecords: 10, timeout: .seconds(30)) }
+            // Let it borrow the only consumer first.
+            while engine.readerPool.created == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(100))
+            let behind = try await engine.openCatchUpReader(topic: topic, from: [0, 0])
+            let records = try await behind.next(maxRecords: 100, timeout: .seconds(30))
+            #expect(!records.isEmpty)
+            // The first reader is still waiting for a record (for up to 30 s).
+            let appended = try await engine.append([OutgoingRecord(topic: topic, key: "late", value: bytes("late"))], commit: nil)
+            let late = try await waiting.value
+            #expect(late.map(\.offset) == appended.map(\.offset))
+            await atEnd.close()
+            await behind.close()
+        }
+    }
+
     @Test("a group member is assigned every partition and resumes from its commit")
     func groupCommit() async throws {
         try await withMock { engine, cluster in
