@@ -49,16 +49,18 @@ public final class HealthStatus: Sendable {
         state.withLock { $0.statuses[service] }
     }
 
-    /// Every service goes NOT_SERVING and every Watch stream ends.
+    /// Every service goes NOT_SERVING and every Watch stream ends. Watchers already told
+    /// NOT_SERVING (the application set it before shutting down) are not told again.
     func enterShutdown() {
-        let watchers: [Watcher] = state.withLock { state in
+        let watchers: [(watcher: Watcher, changed: Bool)] = state.withLock { state in
             state.shutDown = true
+            let ending = state.watchers.values.map { ($0, state.statuses[$0.service] != .notServing) }
             for key in state.statuses.keys { state.statuses[key] = .notServing }
-            defer { state.watchers = [:] }
-            return Array(state.watchers.values)
+            state.watchers = [:]
+            return ending
         }
-        for watcher in watchers {
-            watcher.continuation.yield(.notServing)
+        for (watcher, changed) in watchers {
+            if changed { watcher.continuation.yield(.notServing) }
             watcher.continuation.finish()
         }
     }

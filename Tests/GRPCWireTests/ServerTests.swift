@@ -401,6 +401,31 @@ import Testing
         }
     }
 
+    @Test func healthWatchGetsEachStatusOnceThroughShutdown() async throws {
+        try await withTestServer { server in
+            let received = RawHTTP2.Received()
+            let channel = try await RawHTTP2.connect(
+                port: server.port, group: MultiThreadedEventLoopGroup.singleton,
+                sending: RawHTTP2.preface + RawHTTP2.settings()
+                    + RawHTTP2.headers(stream: 1, path: "/grpc.health.v1.Health/Watch", endStream: false)
+                    + RawHTTP2.data(stream: 1, try framed(Grpc_Health_V1_HealthCheckRequest()), endStream: true),
+                received: received)
+            let serving = try framed(Grpc_Health_V1_HealthCheckResponse.with { $0.status = .serving })
+            let notServing = try framed(Grpc_Health_V1_HealthCheckResponse.with { $0.status = .notServing })
+            // The watch's messages, framed, as they came (DATA frames of stream 1).
+            let sent = { received.frames.filter { $0.stream == 1 && $0.type == 0 }.flatMap(\.payload) }
+            #expect(await server.probe.wait { sent() == serving })
+            // What orders-server does on SIGTERM: NOT_SERVING first, then the shutdown, which
+            // sets every service NOT_SERVING again.
+            server.server.health.setStatus(.notServing)
+            server.server.beginGracefulShutdown()
+            let ended = { received.frames.contains { $0.stream == 1 && $0.type == 1 && $0.flags & 0x1 != 0 } }
+            #expect(await server.probe.wait { ended() })
+            #expect(sent() == serving + notServing)
+            try? await channel.close()  // the server may have closed it already
+        }
+    }
+
     @Test func gracefulShutdownLetsInFlightCallsFinish() async throws {
         try await withTestServer { server in
             async let slow = nghttp(port: server.port, path: "/test.Test/SlowOK", body: try framed(Google_Protobuf_Empty()))
