@@ -32,8 +32,8 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "Event store engine: embedded (SQLite on local disk) or kafka. [env: ORDERS_ENGINE]")
     var engine: EngineKind = env("ORDERS_ENGINE").flatMap(EngineKind.init(rawValue:)) ?? .embedded
 
-    @Option(help: "Partitions of each log; fixed once data exists. [env: ORDERS_PARTITIONS]")
-    var partitions: Int = env("ORDERS_PARTITIONS").flatMap { Int($0) } ?? 10
+    @Option(help: "Partitions of each log; fixed once data exists; embedded engine only. [env: ORDERS_PARTITIONS] (default: \(Defaults.partitions))")
+    var partitions: Int? = env("ORDERS_PARTITIONS").flatMap { Int($0) }
 
     @Option(help: "Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). [env: ORDERS_MAX_MESSAGE_BYTES]")
     var maxMessageBytes: Int = env("ORDERS_MAX_MESSAGE_BYTES").flatMap { Int($0) } ?? 4 << 20
@@ -44,20 +44,24 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical. [env: ORDERS_LOG_LEVEL]")
     var logLevel: Logger.Level = env("ORDERS_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
 
-    @Option(help: "Kafka bootstrap servers, H:P[,H:P]. [env: ORDERS_KAFKA_BROKERS]")
-    var kafkaBrokers = env("ORDERS_KAFKA_BROKERS") ?? "127.0.0.1:9092"
+    // Options only one engine reads (--partitions above, the kafka ones below) are nil when
+    // not given, so that validate() can refuse them with the other engine; their defaults
+    // are in Defaults.
 
-    @Option(help: "Prefix of the three topics' names. [env: ORDERS_KAFKA_TOPIC_PREFIX]")
-    var kafkaTopicPrefix = env("ORDERS_KAFKA_TOPIC_PREFIX") ?? ""
+    @Option(help: "Kafka bootstrap servers, H:P[,H:P]. [env: ORDERS_KAFKA_BROKERS] (default: \(Defaults.kafkaBrokers))")
+    var kafkaBrokers = env("ORDERS_KAFKA_BROKERS")
 
-    @Option(help: "Partitions of the topics this server creates. [env: ORDERS_KAFKA_PARTITIONS]")
-    var kafkaPartitions: Int = env("ORDERS_KAFKA_PARTITIONS").flatMap { Int($0) } ?? 10
+    @Option(help: "Prefix of the three topics' names. [env: ORDERS_KAFKA_TOPIC_PREFIX] (default: none)")
+    var kafkaTopicPrefix = env("ORDERS_KAFKA_TOPIC_PREFIX")
 
-    @Option(help: "Replication factor of the topics this server creates. [env: ORDERS_KAFKA_REPLICATION]")
-    var kafkaReplication: Int = env("ORDERS_KAFKA_REPLICATION").flatMap { Int($0) } ?? 1
+    @Option(help: "Partitions of the topics this server creates. [env: ORDERS_KAFKA_PARTITIONS] (default: \(Defaults.kafkaPartitions))")
+    var kafkaPartitions: Int? = env("ORDERS_KAFKA_PARTITIONS").flatMap { Int($0) }
 
-    @Option(help: "Prefix of the consumer groups the instances share. [env: ORDERS_KAFKA_GROUP]")
-    var kafkaGroup = env("ORDERS_KAFKA_GROUP") ?? "orders-"
+    @Option(help: "Replication factor of the topics this server creates. [env: ORDERS_KAFKA_REPLICATION] (default: \(Defaults.kafkaReplication))")
+    var kafkaReplication: Int? = env("ORDERS_KAFKA_REPLICATION").flatMap { Int($0) }
+
+    @Option(help: "Prefix of the consumer groups the instances share. [env: ORDERS_KAFKA_GROUP] (default: \(Defaults.kafkaGroup))")
+    var kafkaGroup = env("ORDERS_KAFKA_GROUP")
 
     @Option(help: "This instance's stable, unique id (in its Kafka client.id); default: random. [env: ORDERS_KAFKA_INSTANCE_ID]")
     var kafkaInstanceId = env("ORDERS_KAFKA_INSTANCE_ID")
@@ -70,6 +74,31 @@ struct OrdersServer: AsyncParsableCommand {
 
     enum EngineKind: String, ExpressibleByArgument, CaseIterable {
         case embedded, kafka
+    }
+
+    /// Of the options that only one engine reads (nil when not given).
+    enum Defaults {
+        static let partitions = 10
+        static let kafkaBrokers = "127.0.0.1:9092"
+        static let kafkaPartitions = 10
+        static let kafkaReplication = 1
+        static let kafkaGroup = "orders-"
+    }
+
+    /// The options only one engine reads, and whether each was given (flag or environment).
+    /// Given with the other engine they are refused: dropped silently, --kafka-brokers left
+    /// a server on local disk whose operator believed it on Kafka.
+    var engineOnlyOptions: [(flag: String, variable: String?, engine: EngineKind, given: Bool)] {
+        [
+            ("--partitions", "ORDERS_PARTITIONS", .embedded, partitions != nil),
+            ("--kafka-brokers", "ORDERS_KAFKA_BROKERS", .kafka, kafkaBrokers != nil),
+            ("--kafka-topic-prefix", "ORDERS_KAFKA_TOPIC_PREFIX", .kafka, kafkaTopicPrefix != nil),
+            ("--kafka-partitions", "ORDERS_KAFKA_PARTITIONS", .kafka, kafkaPartitions != nil),
+            ("--kafka-replication", "ORDERS_KAFKA_REPLICATION", .kafka, kafkaReplication != nil),
+            ("--kafka-group", "ORDERS_KAFKA_GROUP", .kafka, kafkaGroup != nil),
+            ("--kafka-instance-id", "ORDERS_KAFKA_INSTANCE_ID", .kafka, kafkaInstanceId != nil),
+            ("--kafka-property", nil, .kafka, !kafkaProperty.isEmpty),
+        ]
     }
 
     /// Environment variables and how their values parse: a value that does not is refused,
@@ -90,11 +119,16 @@ struct OrdersServer: AsyncParsableCommand {
                 throw ValidationError("\(variable.name)='\(value)' must be \(variable.expected)")
             }
         }
-        guard partitions >= 1, partitions <= 1000 else { throw ValidationError("--partitions must be within 1...1000") }
+        for option in engineOnlyOptions where option.given && option.engine != engine {
+            let source = option.variable.map { "\(option.flag) (or \($0))" } ?? option.flag
+            throw ValidationError(
+                "\(source) is for --engine \(option.engine.rawValue) only; --engine \(engine.rawValue) would ignore it")
+        }
+        if let partitions, !(1...1000).contains(partitions) { throw ValidationError("--partitions must be within 1...1000") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         guard maxCommandsPerOrder >= 2 else { throw ValidationError("--max-commands-per-order must be at least 2") }
         _ = try hostPort()
-        guard kafkaPartitions >= 1, kafkaReplication >= 1 else {
+        guard kafkaPartitions ?? 1 >= 1, kafkaReplication ?? 1 >= 1 else {
             throw ValidationError("--kafka-partitions and --kafka-replication must be at least 1")
         }
         _ = try kafkaProperties()
@@ -156,7 +190,7 @@ struct OrdersServer: AsyncParsableCommand {
         var ksqlDB: KsqlDBClient? = nil
         switch engine {
         case .embedded:
-            pipelineConfig.topics = Topics(partitions: partitions)
+            pipelineConfig.topics = Topics(partitions: partitions ?? Defaults.partitions)
             // Only the aggregator looks records up by key, and only in order-aggregates.
             let embedded = try await EmbeddedEngine.open(
                 directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [pipelineConfig.topics.aggregates]))
@@ -173,23 +207,25 @@ struct OrdersServer: AsyncParsableCommand {
             }
         case .kafka:
             // Kafka holds the logs; this instance keeps its own read model of every order.
-            var config = KafkaLogEngine.Config(brokers: kafkaBrokers)
-            config.replicationFactor = kafkaReplication
-            config.groupIdPrefix = kafkaGroup
+            let brokers = kafkaBrokers ?? Defaults.kafkaBrokers
+            let topicPrefix = kafkaTopicPrefix ?? ""
+            var config = KafkaLogEngine.Config(brokers: brokers)
+            config.replicationFactor = kafkaReplication ?? Defaults.kafkaReplication
+            config.groupIdPrefix = kafkaGroup ?? Defaults.kafkaGroup
             if let kafkaInstanceId { config.instanceId = kafkaInstanceId }
             config.properties = try kafkaProperties()
             let kafka = try KafkaLogEngine(config: config, logger: logger)
             let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
             (log, store) = (kafka, readModel)
-            pipelineConfig.topics = Topics(prefix: kafkaTopicPrefix, partitions: kafkaPartitions)
+            pipelineConfig.topics = Topics(prefix: topicPrefix, partitions: kafkaPartitions ?? Defaults.kafkaPartitions)
             close = {
                 await readModel.close()
                 await kafka.shutdown()
             }
-            logger.info("kafka engine", metadata: ["brokers": "\(kafkaBrokers)", "librdkafka": "\(KafkaLogEngine.librdkafkaVersion)"])
+            logger.info("kafka engine", metadata: ["brokers": "\(brokers)", "librdkafka": "\(KafkaLogEngine.librdkafkaVersion)"])
             if let ksqldbUrl {
                 pipelineConfig.builtInAggregator = false
-                let client = KsqlDBClient(config: .init(url: ksqldbUrl, topicPrefix: kafkaTopicPrefix), logger: logger)
+                let client = KsqlDBClient(config: .init(url: ksqldbUrl, topicPrefix: topicPrefix), logger: logger)
                 ksqlDB = client
                 pipelineConfig.aggregateTable = client
                 logger.info(

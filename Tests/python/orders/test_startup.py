@@ -1,6 +1,6 @@
 """How the server starts and stops, as an operator sees it: one server per data directory,
 environment values checked like flags, no data directory left behind by a start that
-failed, SIGHUP handled like SIGTERM."""
+failed, SIGHUP handled like SIGTERM, options of the other engine refused."""
 import os
 import signal
 import subprocess
@@ -38,6 +38,22 @@ def test_environment_values_that_do_not_parse_are_refused(data_dir):
         run = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir, env=dict(os.environ, **{name: value}))
         assert run.returncode == 64, (name, run.stderr)
         assert f"{name}='{value}' must be".encode() in run.stderr
+
+
+def test_options_of_the_other_engine_are_refused(data_dir):
+    """Dropped silently, --kafka-brokers would leave a server on local disk that its operator
+    believes is on Kafka, and --partitions on Kafka would not be the topics' count."""
+    cases = [
+        ("embedded", ["--kafka-brokers", "10.0.0.1:9092"], {}, "--kafka-brokers (or ORDERS_KAFKA_BROKERS) is for --engine kafka only"),
+        ("embedded", [], {"ORDERS_KAFKA_BROKERS": "10.0.0.1:9092"}, "--kafka-brokers (or ORDERS_KAFKA_BROKERS) is for --engine kafka only"),
+        ("embedded", ["--kafka-property", "security.protocol=ssl"], {}, "--kafka-property is for --engine kafka only"),
+        ("kafka", ["--partitions", "3"], {}, "--partitions (or ORDERS_PARTITIONS) is for --engine embedded only"),
+    ]
+    for engine, args, env, message in cases:
+        run = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir, "--engine", engine, *args,
+                         env=dict(os.environ, **env))
+        assert run.returncode == 64, (args, env, run.stderr)
+        assert message.encode() in run.stderr, run.stderr
 
 
 def test_a_start_that_cannot_listen_leaves_no_new_data_directory(data_dir):
