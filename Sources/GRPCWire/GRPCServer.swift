@@ -181,6 +181,19 @@ public final class GRPCServer: Sendable {
         channel.close(promise: nil)
         connections.shutDown(gracePeriod: runtime.config.shutdownGracePeriod)
     }
+
+    /// Cuts a graceful shutdown short: every connection closes now and the calls still in
+    /// flight are cancelled (their clients lose the connection). Does nothing unless
+    /// ``beginGracefulShutdown()`` came first.
+    public func endGracePeriod() {
+        let draining = lifecycle.withLock { state -> Bool in
+            if case .shuttingDown = state { return true }
+            return false
+        }
+        guard draining else { return }
+        runtime.logger.info("gRPC server closing its connections without waiting for their calls")
+        connections.closeAll()
+    }
 }
 
 /// What every connection of one server shares (immutable).
@@ -299,6 +312,15 @@ final class ConnectionRegistry: Sendable {
         for channel in channels {
             channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent(gracePeriod: gracePeriod))
         }
+    }
+
+    /// Closes every connection now, calls and all; one accepted meanwhile gets no grace either.
+    func closeAll() {
+        let channels = state.withLock { state in
+            state.gracePeriod = .zero
+            return Array(state.channels.values)
+        }
+        for channel in channels { channel.close(promise: nil) }
     }
 
     /// Returns once shutdown has begun and no connection is left.

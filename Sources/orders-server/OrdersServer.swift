@@ -8,6 +8,7 @@ import Logging
 import OrderService
 import ServiceLifecycle
 import Synchronization
+import UnixSignals
 
 /// `orders-server`: the order service on the embedded engine (default) or Kafka.
 @main
@@ -20,7 +21,9 @@ struct OrdersServer: AsyncParsableCommand {
             reflection on one h2c port. Every option can also be set through the environment \
             variable named in its help; a command-line option wins over the environment, and \
             an environment value that does not parse is an error like a bad option. \
-            SIGTERM, SIGINT or SIGHUP drain in-flight calls, then stop.
+            SIGTERM, SIGINT or SIGHUP drain in-flight calls (for up to 10 s), then stop; \
+            another one during the drain cancels the calls left and stops at once (exit 0 \
+            either way).
             """)
 
     @Option(help: "Address to serve on, HOST:PORT; port 0 picks a free one. [env: ORDERS_LISTEN]")
@@ -335,6 +338,7 @@ struct RPCService: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await watchHealth() }
+                group.addTask { await endDrainOnSecondSignal() }
                 try await server.run()
                 group.cancelAll()
             }
@@ -348,6 +352,19 @@ struct RPCService: Service {
 }
 
 extension RPCService {
+    /// The group drains on the first SIGTERM, SIGINT or SIGHUP and ignores the next ones,
+    /// but an operator who signals again does not want to wait out the grace period: the
+    /// calls left are cancelled and the server stops now (the engine still closes as usual).
+    func endDrainOnSecondSignal() async {
+        // Trapped once draining, so that the first signal (the group's) is not counted.
+        guard (try? await gracefulShutdown()) != nil else { return }
+        for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
+            logger.warning("\(signal) while draining: stopping now, cancelling the calls in flight")
+            server.endGracePeriod()
+            return
+        }
+    }
+
     /// SERVING while the read model has caught up and the engine answers; NOT_SERVING
     /// otherwise (a broker that went away), and back again by itself when it returns.
     func watchHealth() async {

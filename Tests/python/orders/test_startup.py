@@ -1,9 +1,11 @@
 """How the server starts and stops, as an operator sees it: one server per data directory,
 environment values checked like flags, no data directory left behind by a start that
-failed, SIGHUP handled like SIGTERM, options of the other engine refused."""
+failed, SIGHUP handled like SIGTERM, options of the other engine refused, a second signal
+that does not wait out the drain."""
 import os
 import signal
 import subprocess
+import time
 
 import grpc
 
@@ -74,3 +76,26 @@ def test_sighup_drains_and_stops_like_sigterm(data_dir):
     os.kill(server.proc.pid, signal.SIGHUP)
     assert server.proc.wait(timeout=30) == 0
     server.kill()
+
+
+def test_a_second_signal_stops_without_waiting_out_the_grace_period(data_dir, pb):
+    """The first SIGTERM drains: in-flight calls get 10 s. The operator who sends another
+    does not want to wait: the server cancels them and stops at once, exit 0 as after a
+    drain (the engine is still closed as usual)."""
+    server = Server(data_dir).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb.g.OrderServiceStub(channel)
+            order_id = place(stub, pb).order_id
+            # A version the order never reaches: the call waits for its deadline, in flight.
+            waiting = stub.GetOrder.future(pb.m.GetOrderRequest(order_id=order_id, min_version=9), timeout=60)
+            time.sleep(0.5)  # for the call to reach the server before its GOAWAY
+            os.kill(server.proc.pid, signal.SIGTERM)
+            time.sleep(1)
+            assert server.proc.poll() is None, "the drain had nothing to wait for"
+            os.kill(server.proc.pid, signal.SIGTERM)
+            assert server.proc.wait(timeout=3) == 0
+            assert waiting.exception().code() == grpc.StatusCode.UNAVAILABLE
+        assert "stopping now" in server.log()
+    finally:
+        server.kill()
