@@ -69,6 +69,9 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "This instance's stable, unique id (in its Kafka client.id); default: random. [env: ORDERS_KAFKA_INSTANCE_ID]")
     var kafkaInstanceId = env("ORDERS_KAFKA_INSTANCE_ID")
 
+    @Option(help: "librdkafka consumers shared by the StreamEvents subscribers behind the tail (each has threads and a broker connection). [env: ORDERS_KAFKA_CATCH_UP_READERS] (default: \(Defaults.kafkaCatchUpReaders))")
+    var kafkaCatchUpReaders: Int? = env("ORDERS_KAFKA_CATCH_UP_READERS").flatMap { Int($0) }
+
     @Option(help: "A librdkafka property key=value (TLS, SASL, ...); repeatable.")
     var kafkaProperty: [String] = []
 
@@ -86,6 +89,7 @@ struct OrdersServer: AsyncParsableCommand {
         static let kafkaPartitions = 10
         static let kafkaReplication = 1
         static let kafkaGroup = "orders-"
+        static let kafkaCatchUpReaders = 4
     }
 
     /// The options only one engine reads, and whether each was given (flag or environment).
@@ -100,6 +104,7 @@ struct OrdersServer: AsyncParsableCommand {
             ("--kafka-replication", "ORDERS_KAFKA_REPLICATION", .kafka, kafkaReplication != nil),
             ("--kafka-group", "ORDERS_KAFKA_GROUP", .kafka, kafkaGroup != nil),
             ("--kafka-instance-id", "ORDERS_KAFKA_INSTANCE_ID", .kafka, kafkaInstanceId != nil),
+            ("--kafka-catch-up-readers", "ORDERS_KAFKA_CATCH_UP_READERS", .kafka, kafkaCatchUpReaders != nil),
             ("--kafka-property", nil, .kafka, !kafkaProperty.isEmpty),
         ]
     }
@@ -114,6 +119,7 @@ struct OrdersServer: AsyncParsableCommand {
         ("ORDERS_LOG_LEVEL", "trace, debug, info, notice, warning, error or critical", { Logger.Level(rawValue: $0) != nil }),
         ("ORDERS_KAFKA_PARTITIONS", "an integer", { Int($0) != nil }),
         ("ORDERS_KAFKA_REPLICATION", "an integer", { Int($0) != nil }),
+        ("ORDERS_KAFKA_CATCH_UP_READERS", "an integer", { Int($0) != nil }),
     ]
 
     func validate() throws {
@@ -133,6 +139,9 @@ struct OrdersServer: AsyncParsableCommand {
         _ = try hostPort()
         guard kafkaPartitions ?? 1 >= 1, kafkaReplication ?? 1 >= 1 else {
             throw ValidationError("--kafka-partitions and --kafka-replication must be at least 1")
+        }
+        if let kafkaCatchUpReaders, !(1...256).contains(kafkaCatchUpReaders) {
+            throw ValidationError("--kafka-catch-up-readers must be within 1...256")
         }
         _ = try kafkaProperties()
         if let ksqldbUrl {
@@ -216,6 +225,7 @@ struct OrdersServer: AsyncParsableCommand {
             config.replicationFactor = kafkaReplication ?? Defaults.kafkaReplication
             config.groupIdPrefix = kafkaGroup ?? Defaults.kafkaGroup
             if let kafkaInstanceId { config.instanceId = kafkaInstanceId }
+            config.catchUpReaders = kafkaCatchUpReaders ?? Defaults.kafkaCatchUpReaders
             config.properties = try kafkaProperties()
             let kafka = try KafkaLogEngine(config: config, logger: logger)
             let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)

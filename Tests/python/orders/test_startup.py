@@ -50,6 +50,9 @@ def test_options_of_the_other_engine_are_refused(data_dir):
         ("embedded", [], {"ORDERS_KAFKA_BROKERS": "10.0.0.1:9092"}, "--kafka-brokers (or ORDERS_KAFKA_BROKERS) is for --engine kafka only"),
         ("embedded", ["--kafka-property", "security.protocol=ssl"], {}, "--kafka-property is for --engine kafka only"),
         ("kafka", ["--partitions", "3"], {}, "--partitions (or ORDERS_PARTITIONS) is for --engine embedded only"),
+        ("embedded", ["--kafka-catch-up-readers", "8"], {},
+         "--kafka-catch-up-readers (or ORDERS_KAFKA_CATCH_UP_READERS) is for --engine kafka only"),
+        ("kafka", ["--kafka-catch-up-readers", "0"], {}, "--kafka-catch-up-readers must be within 1...256"),
     ]
     for engine, args, env, message in cases:
         run = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir, "--engine", engine, *args,
