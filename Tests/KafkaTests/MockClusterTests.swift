@@ -55,28 +55,28 @@ struct MockClusterTests {
         }
     }
 
-    /// Appends `count` keyed records to a new topic of `partitions`; returns the topic and
-    /// each partition's count.
+    /// Appends `count` keyed records to a new topic of `partitions`, 50 to a transaction;
+    /// returns the topic and the offsets in each partition (markers take offsets between).
     func filledTopic(_ engine: KafkaLogEngine, _ cluster: RDKafkaMockCluster, partitions: Int, count: Int) async throws
-        -> (String, [Int])
+        -> (String, [[Int64]])
     {
         let topic = uniqueTopic()
         try cluster.createTopic(topic, partitions: partitions)
         try await engine.createTopic(topic, partitions: partitions)
-        var counts = Array(repeating: 0, count: partitions)
+        var offsets = Array(repeating: [Int64](), count: partitions)
         for start in stride(from: 0, to: count, by: 50) {
             let batch = (start..<min(count, start + 50)).map { i in
                 OutgoingRecord(topic: topic, key: "order-\(i)", value: bytes("v\(i)"))
             }
-            for address in try await engine.append(batch, commit: nil) { counts[address.partition] += 1 }
+            for address in try await engine.append(batch, commit: nil) { offsets[address.partition].append(address.offset) }
         }
-        return (topic, counts)
+        return (topic, offsets.map { $0.sorted() })
     }
 
     @Test("catch-up readers share the pool's consumers: twelve read every record, in order, through two")
     func catchUpReadersShareConsumers() async throws {
         try await withMock(configure: { $0.catchUpReaders = 2 }) { engine, cluster in
-            let (topic, counts) = try await filledTopic(engine, cluster, partitions: 3, count: 300)
+            let (topic, offsets) = try await filledTopic(engine, cluster, partitions: 3, count: 300)
             let results = try await withThrowingTaskGroup(of: [LogRecord].self) { group in
                 for _ in 0..<12 {
                     group.addTask {
@@ -98,7 +98,7 @@ struct MockClusterTests {
             for records in results {
                 #expect(records.count == 300)
                 for p in 0..<3 {
-                    #expect(records.filter { $0.partition == p }.map(\.offset) == (0..<counts[p]).map(Int64.init))
+                    #expect(records.filter { $0.partition == p }.map(\.offset) == offsets[p])
                 }
             }
             #expect(engine.readerPool.created == 2)
@@ -125,8 +125,8 @@ struct MockClusterTests {
     @Test("a reader waiting at the end gives its consumer up to one with records to read")
     func aWaitingReaderYields() async throws {
         try await withMock(configure: { $0.catchUpReaders = 1 }) { engine, cluster in
-            let (topic, counts) = try await filledTopic(engine, cluster, partitions: 2, count: 20)
-            let atEnd = try await engine.openCatchUpReader(topic: topic, from: counts.map(Int64.init))
+            let (topic, _) = try await filledTopic(engine, cluster, partitions: 2, count: 20)
+            let atEnd = try await engine.openCatchUpReader(topic: topic, from: try await engine.endOffsets(topic))
             let waiting = Task { try await atEnd.next(maxRecords: 10, timeout: .seconds(30)) }
             // Let it borrow the only consumer first.
             while engine.readerPool.created == 0 { try await Task.sleep(for: .milliseconds(10)) }
