@@ -110,6 +110,19 @@ import Testing
     /// A subscriber that stops reading falls more than the ring's capacity behind: the
     /// others keep receiving, and when it reads again it gets every event once, from its
     /// own reader, then returns to the shared tail.
+    /// Subscribers read behind the tail with the engine's catch-up readers, which Kafka
+    /// shares among all of them (a plain reader there is a client with threads of its own).
+    @Test func subscribersBehindTheTailUseCatchUpReaders() async throws {
+        let engine = ReaderCountingEngine(inner: InMemoryLogEngine())
+        let topics = Topics(partitions: 2)
+        try await engine.createTopic(topics.aggregates, partitions: 2)
+        let sub = try await EventSubscription.open(
+            engine: engine, topics: topics, start: .beginning, filter: .init(), hub: nil, logger: Harness.logger)
+        guard case .caughtUp = try await sub.next() else { Issue.record("an empty log: caught up at once"); return }
+        await sub.close()
+        #expect(engine.opened.withLock { $0 } == ReaderCountingEngine.Opened(plain: 0, catchUp: 1))
+    }
+
     @Test func stalledSubscriberFallsBackAndResumesWithoutGaps() async throws {
         var config = OrderPipeline.Config.defaults
         config.streamTailCapacity = 16
@@ -419,4 +432,20 @@ private func withEngine(
 ) async throws {
     guard sqlite else { return try await body(InMemoryLogEngine(), InMemoryReadModelStore()) }
     try await Harness.withEmbeddedEngine { engine in try await body(engine.log, engine.readModel) }
+}
+
+/// Counts the readers opened of each kind.
+private final class ReaderCountingEngine: WrappingEngine {
+    struct Opened: Equatable { var plain = 0, catchUp = 0 }
+    let inner: any LogEngine
+    let opened = Mutex(Opened())
+    init(inner: any LogEngine) { self.inner = inner }
+    func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        opened.withLock { $0.plain += 1 }
+        return try await inner.openReader(topic: topic, from: offsets)
+    }
+    func openCatchUpReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        opened.withLock { $0.catchUp += 1 }
+        return try await inner.openReader(topic: topic, from: offsets)
+    }
 }

@@ -18,6 +18,9 @@ extension WrappingEngine {
     func openReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
         try await inner.openReader(topic: topic, from: offsets)
     }
+    func openCatchUpReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
+        try await inner.openCatchUpReader(topic: topic, from: offsets)
+    }
     func joinGroup(_ group: String, topic: String) async throws -> any GroupConsumer {
         try await inner.joinGroup(group, topic: topic)
     }
