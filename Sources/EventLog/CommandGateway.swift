@@ -118,13 +118,18 @@ public struct CommandGateway: Sendable {
         }
     }
 
-    /// Refuses an update of an order that does not exist (placing needs none), and one of
-    /// an order that has taken `maxCommandsPerOrder` commands: every command adds two
-    /// entries to the order's aggregates lists, which each of its rows carries whole, so
-    /// an order hammered with commands (a client retrying a stale version in a loop)
-    /// would cost disk in the square of their number. ksqlDB's COLLECT_LIST stops at
-    /// `ksql.functions.collect_list.limit` entries (1000 on Confluent Cloud) and would
-    /// silently leave later commands undecided; refusing them up front is the clear form.
+    /// Refuses an update of an order that does not exist (placing needs none), and, once
+    /// an order has taken `maxCommandsPerOrder` commands, every command it would reject.
+    ///
+    /// Every command adds two entries to the order's aggregates lists, which each of its
+    /// rows carries whole, so an order hammered with commands (a client retrying a stale
+    /// version in a loop) would cost disk in the square of their number; ksqlDB's
+    /// COLLECT_LIST stops at `ksql.functions.collect_list.limit` entries (1000 on
+    /// Confluent Cloud) and would silently leave later commands undecided. Past the limit
+    /// the decider's answer is given here, from the order as the read model has it, with
+    /// nothing written: the same status the command would get, without its ErrorEvent.
+    /// The state changes left in the order's life (accepting, completing, cancelling: two
+    /// at most) still go through, so no client looping on a stale version can freeze it.
     private func requireOrder(of command: OrderCommand) async throws {
         if case .place = command.kind { return }
         guard let view = try await projector.view(orderId: command.orderId), let order = view.order else {
@@ -133,11 +138,13 @@ public struct CommandGateway: Sendable {
                 expectedVersion: command.expectedVersion, actualVersion: 0)
         }
         // Every decided command left one event, an ErrorEvent for a refused one.
-        guard view.events.count < maxCommandsPerOrder else {
-            throw OrderRejection(
-                reason: .tooManyCommands,
-                message: "Order \(command.orderId) has taken \(view.events.count) commands, the most one order takes; nothing was written",
-                commandType: command.typeName, expectedVersion: command.expectedVersion, actualVersion: order.version)
+        guard view.events.count >= maxCommandsPerOrder else { return }
+        do {
+            _ = try OrderDecider.accept(command, state: order, now: Clock.now())
+        } catch {
+            var refused = error
+            refused.message += " (not recorded: the order has taken \(view.events.count) commands, and past \(maxCommandsPerOrder) only those that change it are)"
+            throw refused
         }
     }
 

@@ -13,9 +13,6 @@ public struct OrderRejection: Error, Sendable, Hashable, Codable, CustomStringCo
         case versionMismatch = "VERSION_MISMATCH"
         /// The order's status does not allow the command.
         case transitionNotAllowed = "TRANSITION_NOT_ALLOWED"
-        /// The order has taken as many commands as one order may; refused before anything
-        /// is written.
-        case tooManyCommands = "TOO_MANY_COMMANDS"
     }
 
     public var reason: Reason

@@ -40,8 +40,6 @@ enum StatusMapping {
             return GRPCStatus(.aborted, r.message, details: [info(r)])
         case .transitionNotAllowed:
             return GRPCStatus(.failedPrecondition, r.message, details: [info(r)])
-        case .tooManyCommands:
-            return GRPCStatus(.resourceExhausted, r.message, details: [info(r)])
         }
     }
 

@@ -41,7 +41,7 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). [env: ORDERS_MAX_MESSAGE_BYTES]")
     var maxMessageBytes: Int = env("ORDERS_MAX_MESSAGE_BYTES").flatMap { Int($0) } ?? 4 << 20
 
-    @Option(help: "Commands one order takes; later ones get RESOURCE_EXHAUSTED, nothing written. [env: ORDERS_MAX_COMMANDS_PER_ORDER]")
+    @Option(help: "Commands one order records; past them, those it would reject are refused unrecorded (its state changes still go through). [env: ORDERS_MAX_COMMANDS_PER_ORDER]")
     var maxCommandsPerOrder: Int = env("ORDERS_MAX_COMMANDS_PER_ORDER").flatMap { Int($0) } ?? 100
 
     @Option(help: "trace, debug, info, notice, warning, error or critical. [env: ORDERS_LOG_LEVEL]")

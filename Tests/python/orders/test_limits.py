@@ -7,38 +7,51 @@ import uuid
 import grpc
 import pytest
 
-from conftest import Server, binary, place, update
+from conftest import DRIVER, Server, binary, place, update
 from test_scenario import error_info
 
 
-def test_an_order_takes_a_limited_number_of_commands(data_dir, pb):
+def test_an_order_records_a_limited_number_of_commands(data_dir, pb):
     """Each command adds two entries to the order's aggregates lists, which every row of the
-    order carries whole: past --max-commands-per-order, commands are refused before anything
-    is written, and the order's history stops growing."""
+    order carries whole: past --max-commands-per-order, a command the order would reject is
+    refused with the same status and nothing written, so its history stops growing; the
+    state changes left in its life still go through (a client looping on a stale version
+    cannot freeze it)."""
     server = Server(data_dir, extra=["--max-commands-per-order", "5"]).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb.g.OrderServiceStub(channel)
             S = pb.m.OrderStatus
             order_id = place(stub, pb).order_id
-            refused = []
+            recorded = []
             for _ in range(4):  # COMPLETED is not allowed from PLACED: an ErrorEvent each
                 rid = str(uuid.uuid4())
                 with pytest.raises(grpc.RpcError) as e:
                     update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 1, request_id=rid)
                 assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-                refused.append(rid)
-            with pytest.raises(grpc.RpcError) as e:
-                update(stub, pb, order_id, S.ORDER_STATUS_CANCELLED, 1)
-            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
-            info = error_info(e.value)
-            assert info is not None and info.reason == "TOO_MANY_COMMANDS" and info.metadata["actual_version"] == "1"
+                recorded.append(rid)
+            # At the limit: the same statuses, but not recorded.
+            for status, version, code in ((S.ORDER_STATUS_COMPLETED, 1, grpc.StatusCode.FAILED_PRECONDITION),
+                                          (S.ORDER_STATUS_CANCELLED, 7, grpc.StatusCode.ABORTED)):
+                with pytest.raises(grpc.RpcError) as e:
+                    update(stub, pb, order_id, status, version)
+                assert e.value.code() == code, e.value.details()
+                assert "not recorded" in e.value.details()
+                assert error_info(e.value).metadata["actual_version"] == "1"
             # A retry of a command the order took still gets its first outcome.
             with pytest.raises(grpc.RpcError) as e:
-                update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 1, request_id=refused[0])
+                update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 1, request_id=recorded[0])
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not recorded" not in e.value.details()
+            # The order can still be accepted and completed.
+            assert update(stub, pb, order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER).order.version == 2
+            assert update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 2).order.status == S.ORDER_STATUS_COMPLETED
+            with pytest.raises(grpc.RpcError) as e:
+                update(stub, pb, order_id, S.ORDER_STATUS_CANCELLED, 3)
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             events = stub.GetOrderEvents(pb.m.GetOrderEventsRequest(order_id=order_id), timeout=5).events
-            assert [e.event_type for e in events] == ["OrderPlacedEvent"] + ["ErrorEvent"] * 4
+            assert [e.event_type for e in events] == (["OrderPlacedEvent"] + ["ErrorEvent"] * 4
+                                                      + ["OrderAcceptedEvent", "OrderCompletedEvent"])
             # Other orders are not affected.
             other = place(stub, pb).order_id
             assert update(stub, pb, other, S.ORDER_STATUS_CANCELLED, 1).order.version == 2
