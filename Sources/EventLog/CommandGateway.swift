@@ -84,12 +84,39 @@ public struct CommandGateway: Sendable {
         }
         guard outcome.orderId != command.orderId || answered.type != command.typeName
             || answered.expectedVersion != command.expectedVersion
-        else { return outcome }
+        else {
+            if let fields = differingFields(command, outcome.event) {
+                throw OrderRejection(
+                    reason: .invalidArgument,
+                    message: "request_id '\(command.commandId.prefix(64))' was used before for \(answered.type) of order \(outcome.orderId) "
+                        + "with another \(fields.joined(separator: ", ")); a retry must repeat that request, another command needs a new request_id",
+                    field: "request_id", commandType: command.typeName, expectedVersion: command.expectedVersion, actualVersion: 0)
+            }
+            return outcome
+        }
         throw OrderRejection(
             reason: .invalidArgument,
             message: "request_id '\(command.commandId.prefix(64))' was used before for \(answered.type) of order \(outcome.orderId) "
                 + "at version \(answered.expectedVersion); a retry must repeat that command, another command needs a new request_id",
             field: "request_id", commandType: command.typeName, expectedVersion: command.expectedVersion, actualVersion: 0)
+    }
+
+    /// The fields of `command` that differ from those of the event that answered the first
+    /// command with its id, nil when none do: a second client that happened on the same
+    /// request_id (or a retry that changed the request) must not be told its order was
+    /// placed when another one was. Rejections carry no payload to compare.
+    static func differingFields(_ command: OrderCommand, _ event: OrderEvent) -> [String]? {
+        var fields: [String] = []
+        switch (command.kind, event.kind) {
+        case (.place(let riderId, let price, let route), .placed(let firstRider, let firstPrice, let firstRoute)):
+            if riderId != firstRider { fields.append("rider_id") }
+            if price != firstPrice { fields.append("price") }
+            if route != firstRoute { fields.append("route") }
+        case (.accept(let driverId), .accepted(let firstDriver)):
+            if driverId != firstDriver { fields.append("driver_id") }
+        default: break
+        }
+        return fields.isEmpty ? nil : fields
     }
 
     private enum Sent {

@@ -242,6 +242,31 @@ def test_a_request_id_reused_for_another_command_is_refused(stub, pb):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_fields(e.value) == ["request_id"]
 
 
+def test_a_request_id_reused_with_other_fields_is_refused(stub, pb):
+    """Two clients that happen on one request_id (or a retry that changed its request) are
+    not told that their order was placed, or accepted, when another one was: the fields are
+    compared with the first command's, and a difference is refused naming them."""
+    S = pb.m.OrderStatus
+    rid = str(uuid.uuid4())
+    first = place(stub, pb, request_id=rid, price="10.00")
+    assert place(stub, pb, request_id=rid, price="10.00").order_id == first.order_id  # the retry
+    other_rider = "5d3c8b1e-7a41-4c9f-9f3e-0d2b6a7c8e90"
+    for kw, fields in (({"price": "99.00"}, "price"), ({"rider_id": other_rider}, "rider_id"),
+                       ({"price": "99.00", "route": route(pb)[::-1]}, "price, route")):
+        with pytest.raises(grpc.RpcError) as e:
+            place(stub, pb, request_id=rid, **{"price": "10.00", **kw})
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert bad_request_fields(e.value) == ["request_id"]
+        assert f"with another {fields};" in e.value.details()
+    accept = str(uuid.uuid4())
+    assert update(stub, pb, first.order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER, request_id=accept).order.version == 2
+    with pytest.raises(grpc.RpcError) as e:
+        update(stub, pb, first.order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=other_rider, request_id=accept)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "with another driver_id;" in e.value.details()
+    order = stub.GetOrder(pb.m.GetOrderRequest(order_id=first.order_id), timeout=5)
+    assert order.price == "10.00" and order.driver_id == DRIVER
+
+
 def test_uuids_are_case_insensitive(stub, pb):
     """UUIDs in capitals (Swift's UUID().uuidString) name the same order, rider and driver."""
     S = pb.m.OrderStatus
