@@ -69,10 +69,10 @@ public struct CommandGateway: Sendable {
     }
 
     /// `outcome`, recorded under `command`'s id, if it answers `command`: the same order,
-    /// the same kind of command, the same expected version (the payload is not compared: a
-    /// retried PlaceOrder returns the first order). Otherwise the request_id was used
-    /// before for another command, and answering with that command's outcome would report
-    /// on an order the caller never named: refused, naming the field.
+    /// the same kind of command, the same expected version, the same fields where its event
+    /// records them (`differingFields`). Otherwise the request_id was used before for
+    /// another command, and answering with that command's outcome would report on an order
+    /// the caller never named, or one it did not ask for: refused, naming the field.
     static func answering(_ command: OrderCommand, with outcome: CommandOutcome) throws(OrderRejection) -> CommandOutcome {
         let answered: (type: String, expectedVersion: Int)
         switch outcome.event.kind {
