@@ -12,14 +12,19 @@ public struct OrderServiceDefinition: Sendable {
     public static let serviceName = "ridehailing.orders.v1.OrderService"
     /// Bounds a call without a deadline, so a caller never waits forever.
     public static let defaultTimeout: Duration = .seconds(30)
+    /// The longest a call waits, whatever its deadline: an hour, far past any outcome.
+    static let longestWait: Duration = .seconds(3600)
 
     let pipeline: OrderPipeline
     let logger: Logger
+    /// How long a call without a deadline waits for an outcome or a version.
+    let defaultTimeout: Duration
     let mappedOrders = MappedOrderCache(capacity: 10_000)
 
-    public init(pipeline: OrderPipeline, logger: Logger) {
+    public init(pipeline: OrderPipeline, logger: Logger, defaultTimeout: Duration = Self.defaultTimeout) {
         self.pipeline = pipeline
         self.logger = logger
+        self.defaultTimeout = defaultTimeout
     }
 
     /// The descriptors of orders.proto (with imports) for server reflection.
@@ -263,9 +268,11 @@ public struct OrderServiceDefinition: Sendable {
         }
     }
 
+    /// The call's own deadline when it has one (a client long-polling GetOrder for 45 s
+    /// gets its 45 s), else `defaultTimeout`.
     private func timeout(_ ctx: ServerContext) -> Duration {
-        guard let deadline = ctx.deadline else { return Self.defaultTimeout }
-        return min(deadline - .now, Self.defaultTimeout)
+        guard let deadline = ctx.deadline else { return defaultTimeout }
+        return min(deadline - .now, Self.longestWait)
     }
 }
 

@@ -41,6 +41,9 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). [env: ORDERS_MAX_MESSAGE_BYTES]")
     var maxMessageBytes: Int = env("ORDERS_MAX_MESSAGE_BYTES").flatMap { Int($0) } ?? 4 << 20
 
+    @Option(help: "Seconds a call without a deadline waits for its outcome (or GetOrder for its min_version); calls with a deadline wait up to it. [env: ORDERS_DEFAULT_TIMEOUT]")
+    var defaultTimeout: Double = env("ORDERS_DEFAULT_TIMEOUT").flatMap { Double($0) } ?? 30
+
     @Option(help: "Commands one order records; past them, those it would reject are refused unrecorded (its state changes still go through). [env: ORDERS_MAX_COMMANDS_PER_ORDER]")
     var maxCommandsPerOrder: Int = env("ORDERS_MAX_COMMANDS_PER_ORDER").flatMap { Int($0) } ?? 100
 
@@ -116,6 +119,7 @@ struct OrdersServer: AsyncParsableCommand {
         ("ORDERS_PARTITIONS", "an integer", { Int($0) != nil }),
         ("ORDERS_MAX_MESSAGE_BYTES", "an integer", { Int($0) != nil }),
         ("ORDERS_MAX_COMMANDS_PER_ORDER", "an integer", { Int($0) != nil }),
+        ("ORDERS_DEFAULT_TIMEOUT", "a number of seconds", { Double($0) != nil }),
         ("ORDERS_LOG_LEVEL", "trace, debug, info, notice, warning, error or critical", { Logger.Level(rawValue: $0) != nil }),
         ("ORDERS_KAFKA_PARTITIONS", "an integer", { Int($0) != nil }),
         ("ORDERS_KAFKA_REPLICATION", "an integer", { Int($0) != nil }),
@@ -136,6 +140,7 @@ struct OrdersServer: AsyncParsableCommand {
         if let partitions, !(1...1000).contains(partitions) { throw ValidationError("--partitions must be within 1...1000") }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         guard maxCommandsPerOrder >= 2 else { throw ValidationError("--max-commands-per-order must be at least 2") }
+        guard (0.1...3600).contains(defaultTimeout) else { throw ValidationError("--default-timeout must be within 0.1...3600 seconds") }
         _ = try hostPort()
         guard kafkaPartitions ?? 1 >= 1, kafkaReplication ?? 1 >= 1 else {
             throw ValidationError("--kafka-partitions and --kafka-replication must be at least 1")
@@ -252,7 +257,8 @@ struct OrdersServer: AsyncParsableCommand {
         serverConfig.host = host
         serverConfig.port = port
         serverConfig.maxReceiveMessageBytes = maxMessageBytes
-        let service = OrderServiceDefinition(pipeline: pipeline, logger: logger)
+        let service = OrderServiceDefinition(
+            pipeline: pipeline, logger: logger, defaultTimeout: .milliseconds(Int64(defaultTimeout * 1000)))
         let server = GRPCServer(
             config: serverConfig, services: [service.definition], descriptorSets: [OrderServiceDefinition.descriptorSet],
             logger: logger)

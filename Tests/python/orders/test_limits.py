@@ -2,6 +2,7 @@
 another partition count (before it announces a port)."""
 import os
 import subprocess
+import time
 import uuid
 
 import grpc
@@ -71,3 +72,22 @@ def test_data_with_another_partition_count_stops_the_server_before_it_listens(da
     assert run.returncode != 0
     assert b"listening" not in run.stdout
     assert "has 10 partitions, configured 3" in server.log()
+
+
+def test_a_call_waits_up_to_its_own_deadline_and_one_without_up_to_the_default(data_dir, pb):
+    """GetOrder(min_version) long-polls: a client that gives 4 s gets its 4 s, not the
+    server's default for calls that give none (--default-timeout, 1 s here; 30 s unless set)."""
+    server = Server(data_dir, extra=["--default-timeout", "1"]).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb.g.OrderServiceStub(channel)
+            order_id = place(stub, pb).order_id
+            for timeout, at_least, below in ((None, 0.9, 3.5), (4, 3.8, 10)):
+                started = time.monotonic()
+                with pytest.raises(grpc.RpcError) as e:
+                    stub.GetOrder(pb.m.GetOrderRequest(order_id=order_id, min_version=5), timeout=timeout)
+                waited = time.monotonic() - started
+                assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value.details()
+                assert at_least <= waited < below, (timeout, waited)
+    finally:
+        server.kill()
