@@ -206,8 +206,14 @@ public struct OrderServiceDefinition: Sendable {
     ) async throws {
         let start: EventSubscription.Start
         switch req.startAt {
-        case nil, .fromStart: start = .beginning
-        case .fromEnd: start = .end
+        case nil, .fromStart(true): start = .beginning
+        case .fromEnd(true): start = .end
+        // A client that writes `from_end: false` sets the oneof all the same; taking it as
+        // from_end would stream the opposite of what it asked for.
+        case .fromStart(false), .fromEnd(false):
+            let field = req.startAt == .fromEnd(false) ? "from_end" : "from_start"
+            throw StatusMapping.invalidArgument(
+                field: field, "\(field) is set to false, which selects no start: set it to true, or leave start_at unset (from the start)")
         case .afterPosition(let token):
             let partitions = pipeline.topics.partitions
             guard let position = LogPosition(token: token, partitions: partitions) else {

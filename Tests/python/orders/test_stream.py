@@ -94,10 +94,14 @@ def test_resume_after_position_exactly_once(stub, pb):
 def test_bad_stream_requests(stub, pb):
     for req in (pb.m.StreamEventsRequest(after_position="v1:nonsense"),
                 pb.m.StreamEventsRequest(order_id="not-a-uuid"),
-                pb.m.StreamEventsRequest(event_types=["OrderTeleportedEvent"])):
+                pb.m.StreamEventsRequest(event_types=["OrderTeleportedEvent"]),
+                # Set to false, the oneof is set all the same: no start is refused, not
+                # taken for from_end (which streamed the opposite of what was asked).
+                pb.m.StreamEventsRequest(from_end=False),
+                pb.m.StreamEventsRequest(from_start=False)):
         with pytest.raises(grpc.RpcError) as e:
             list(stub.StreamEvents(req, timeout=5))
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, req
 
 
 def test_shutdown_ends_subscriptions_at_once_with_unavailable(data_dir, pb):
