@@ -13,6 +13,20 @@
 /// Commands (PlaceOrder, UpdateOrder) are appended to a durable, partitioned log
 /// and answered once their outcome is known; reads come from a read model built
 /// from the same log; StreamEvents subscribes to every order event.
+///
+/// Statuses (details in grpc-status-details-bin):
+///   INVALID_ARGUMENT   a field is invalid (google.rpc.BadRequest names it), or a
+///                      request_id was used before for another command or other fields
+///   NOT_FOUND          unknown order (google.rpc.ErrorInfo)
+///   ABORTED            version is not the order's current version (ErrorInfo with
+///                      expected_version and actual_version): read it and decide again
+///   FAILED_PRECONDITION the order's status does not allow the command (ErrorInfo)
+///   DEADLINE_EXCEEDED  the outcome was not known in time; the command may still be
+///                      applied: retry with the same request_id
+///   UNAVAILABLE        the server or its log is unavailable, or shutting down: retry
+///   RESOURCE_EXHAUSTED a request message or header block over the server's limits
+/// A call waits for an outcome (or GetOrder's min_version) up to its deadline; one
+/// without a deadline waits the server's default (30 s unless configured).
 
 import SwiftProtobuf
 
@@ -195,8 +209,11 @@ public nonisolated struct Ridehailing_Orders_V1_PlaceOrderRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The client's idempotency key: a retry with the same id returns the first
-  /// outcome and never places a second order. Empty: the server makes one up.
+  /// The client's idempotency key, 1 to 128 bytes, one namespace for every client
+  /// (use a UUID): a retry with the same id and the same fields returns the first
+  /// outcome, forever, and never places a second order; the same id with other
+  /// fields, or for another command, is INVALID_ARGUMENT. Empty: the server makes
+  /// one up, and a DEADLINE_EXCEEDED can then not be retried safely.
   public var requestID: String = String()
 
   public var riderID: String = String()
@@ -221,6 +238,8 @@ public nonisolated struct Ridehailing_Orders_V1_PlaceOrderResponse: @unchecked S
     set {_uniqueStorage()._orderID = newValue}
   }
 
+  /// The order right after this command (a retry returns the same snapshot;
+  /// GetOrder has the current state).
   public var order: Ridehailing_Orders_V1_Order {
     get {_storage._order ?? Ridehailing_Orders_V1_Order()}
     set {_uniqueStorage()._order = newValue}
@@ -248,6 +267,9 @@ public nonisolated struct Ridehailing_Orders_V1_UpdateOrderRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The idempotency key, as PlaceOrderRequest.request_id: a retry with the same
+  /// id, order, status, version and driver_id returns the first outcome, a
+  /// rejection included.
   public var requestID: String = String()
 
   public var orderID: String = String()
@@ -270,6 +292,7 @@ public nonisolated struct Ridehailing_Orders_V1_UpdateOrderResponse: @unchecked 
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The order right after this command (a retry returns the same snapshot).
   public var order: Ridehailing_Orders_V1_Order {
     get {_storage._order ?? Ridehailing_Orders_V1_Order()}
     set {_uniqueStorage()._order = newValue}
@@ -298,7 +321,9 @@ public nonisolated struct Ridehailing_Orders_V1_GetOrderRequest: Sendable {
 
   public var orderID: String = String()
 
-  /// Wait (bounded by the call's deadline) until the order reaches this version.
+  /// Wait (up to the call's deadline) until the order reaches this version. An
+  /// order not known yet is waited for too (it may be placed through another
+  /// instance): DEADLINE_EXCEEDED then, not NOT_FOUND.
   public var minVersion: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -423,8 +448,8 @@ public nonisolated struct Ridehailing_Orders_V1_ErrorEvent: Sendable {
 
   public var expectedVersion: Int32 = 0
 
-  /// Why: NOT_FOUND, ALREADY_EXISTS, VERSION_MISMATCH, TRANSITION_NOT_ALLOWED or
-  /// INVALID_ARGUMENT.
+  /// Why: VERSION_MISMATCH or TRANSITION_NOT_ALLOWED (the RPCs refuse the other
+  /// reasons, NOT_FOUND and INVALID_ARGUMENT, before anything is written).
   public var reason: String = String()
 
   /// The order's version when the command was decided.
@@ -528,7 +553,8 @@ public nonisolated struct Ridehailing_Orders_V1_StreamEventsRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Where to start; none set means from_start.
+  /// Where to start; none set means from_start. from_start and from_end must be
+  /// true when set (false is INVALID_ARGUMENT).
   public var startAt: Ridehailing_Orders_V1_StreamEventsRequest.OneOf_StartAt? = nil
 
   public var fromStart: Bool {
@@ -565,7 +591,8 @@ public nonisolated struct Ridehailing_Orders_V1_StreamEventsRequest: Sendable {
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  /// Where to start; none set means from_start.
+  /// Where to start; none set means from_start. from_start and from_end must be
+  /// true when set (false is INVALID_ARGUMENT).
   public nonisolated enum OneOf_StartAt: Equatable, Sendable {
     case fromStart(Bool)
     case fromEnd(Bool)
@@ -591,6 +618,9 @@ public nonisolated struct Ridehailing_Orders_V1_CaughtUp: Sendable {
   public init() {}
 }
 
+/// Sent after 5 s without any other message (also while events the filters skip
+/// flow), with the subscriber's position: a client that hears nothing for much
+/// longer can tell its stream is stuck, and resume from the last position.
 public nonisolated struct Ridehailing_Orders_V1_Heartbeat: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
