@@ -460,12 +460,23 @@ public final class KafkaLogEngine: LogEngine {
     /// `latestRecord` for a batch of keys: one end check for all their partitions, and
     /// the records read by offset from all partitions at once.
     public func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
+        try await latestRecords(topic: topic, keys: keys, checkingEnds: false)
+    }
+
+    /// Waits for the index to reach the partition's end as the broker has it now, even where
+    /// this instance verified it before (another instance may have written since).
+    public func currentRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await latestRecords(topic: topic, keys: [key], checkingEnds: true)[key]
+    }
+
+    /// `checkingEnds`: read the ends of the keys' partitions even where verified.
+    func latestRecords(topic: String, keys: Set<String>, checkingEnds: Bool) async throws -> [String: LogRecord] {
         let index = try await index(for: topic)
         guard !keys.isEmpty else { return [:] }
         let epoch = assignmentEpoch.load(ordering: .sequentiallyConsistent)
         let hasMembers = members.withLock { !$0.isEmpty }
         let partitions = Set(keys.map { Partitioner.partition(forKey: $0, count: index.partitions) })
-        let unverified = partitions.filter { !hasMembers || !index.isVerified(partition: $0, epoch: epoch) }.sorted()
+        let unverified = partitions.filter { checkingEnds || !hasMembers || !index.isVerified(partition: $0, epoch: epoch) }.sorted()
         if !unverified.isEmpty {
             let ends = try await control.ends(topic: topic, partitions: unverified)
             for p in unverified {

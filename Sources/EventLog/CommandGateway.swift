@@ -160,6 +160,10 @@ public struct CommandGateway: Sendable {
     private func requireOrder(of command: OrderCommand) async throws {
         if case .place = command.kind { return }
         guard let view = try await projector.view(orderId: command.orderId), let order = view.order else {
+            // Placed through another instance a moment ago, this one's read model may not
+            // have it yet: the log's aggregates row decides. With one, the command goes
+            // on to the handler, which decides it on the order as the log has it.
+            if (try? await engine.currentRecord(topic: topics.aggregates, key: command.orderId)) != nil { return }
             throw OrderRejection(
                 reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
                 expectedVersion: command.expectedVersion, actualVersion: 0)

@@ -177,6 +177,10 @@ public protocol LogEngine: Sendable {
     func latestRecord(topic: String, key: String) async throws -> LogRecord?
     /// The newest record of each key that has one: one round trip for a batch of keys.
     func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord]
+    /// `latestRecord` as the log has it now, also when another instance wrote it a moment
+    /// ago (`latestRecord` may answer from this instance's view of partitions it does not
+    /// own, a little behind): for the rare check that must not miss it.
+    func currentRecord(topic: String, key: String) async throws -> LogRecord?
     /// Whether appended records reach this process's readers (derivations, readers,
     /// group consumers served from memory) with their `memo`. When false (a broker in
     /// between), the writers remember their decodings in process-wide caches instead.
@@ -185,6 +189,10 @@ public protocol LogEngine: Sendable {
 
 extension LogEngine {
     public var keepsMemos: Bool { false }
+    /// One writer, or none else: `latestRecord` is current.
+    public func currentRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await latestRecord(topic: topic, key: key)
+    }
     /// A reader of its own: cheap on engines that read a local file.
     public func openCatchUpReader(topic: String, from offsets: [Int64]) async throws -> any LogReader {
         try await openReader(topic: topic, from: offsets)

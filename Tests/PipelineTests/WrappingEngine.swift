@@ -33,6 +33,9 @@ extension WrappingEngine {
     func latestRecords(topic: String, keys: Set<String>) async throws -> [String: LogRecord] {
         try await inner.latestRecords(topic: topic, keys: keys)
     }
+    func currentRecord(topic: String, key: String) async throws -> LogRecord? {
+        try await inner.currentRecord(topic: topic, key: key)
+    }
 }
 
 /// A test group member that changes one thing about another: every call it does not

@@ -87,6 +87,28 @@ def test_instances_share_partitions_and_answer_for_every_order(kafka_broker, pb,
             s.kill(signal.SIGTERM)
 
 
+def test_an_order_placed_through_one_instance_is_updated_through_another_at_once(kafka_broker, pb, data_dir):
+    """The second instance's read model may trail the first's acknowledgement by a few
+    milliseconds: it must not answer NOT_FOUND for an order the log has (a retry with the
+    same request_id would then get another answer)."""
+    S = pb.m.OrderStatus
+    servers = instances(kafka_broker, 2, data_dir)
+    channels, (a, b) = stubs(pb, servers)
+    try:
+        place(a, pb)  # the groups have formed
+        for _ in range(40):
+            order_id = place(a, pb).order_id
+            assert update(b, pb, order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER).order.version == 2
+    except BaseException:
+        print_logs(servers)
+        raise
+    finally:
+        for c in channels:
+            c.close()
+        for s in servers:
+            s.kill(signal.SIGTERM)
+
+
 @pytest.fixture
 def own_broker():
     """A broker of this test's own: no other test's groups and topics slow its rebalances."""
