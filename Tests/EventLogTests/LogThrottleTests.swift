@@ -1,4 +1,4 @@
-@testable import EngineSQLite
+import EventLog
 import Testing
 
 @Suite struct LogThrottleTests {

@@ -19,6 +19,21 @@ import Testing
         #expect(warnings.count == 3)
         #expect(warnings.filter { $0.level == .info }.count == 1)
     }
+
+    @Test("warnings that every handle repeats while a broker is down are logged once a second")
+    func repeatedWarningsAreThrottled() async throws {
+        let lines = CapturedLines()
+        let logger = Logger(label: "captured") { _ in CapturingHandler(lines: lines) }
+        // Nothing listens on port 1: every handle fails to connect, again and again.
+        let properties = ["bootstrap.servers": "127.0.0.1:1", "reconnect.backoff.ms": "10", "reconnect.backoff.max.ms": "10"]
+        let clients = try (0..<8).map { _ in try RDKafkaClient(kind: .producer, properties: properties, logger: logger) }
+        try await Task.sleep(for: .seconds(2))
+        for client in clients { client.destroy() }
+        let warnings = lines.all.filter { $0.level == .warning && $0.message.hasPrefix("librdkafka") }
+        // Eight handles reconnecting every 10 ms log hundreds of lines a second unthrottled.
+        #expect(!warnings.isEmpty)
+        #expect(warnings.count <= 8, "\(warnings.count) warnings in 2 s")
+    }
 }
 
 final class CapturedLines: Sendable {

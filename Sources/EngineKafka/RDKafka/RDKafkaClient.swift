@@ -679,11 +679,21 @@ private let rdkafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
     let facilityName = facility.map { String(cString: $0) } ?? ""
     let text = "\(facilityName): \(buffer.map { String(cString: $0) } ?? "")"
     switch level {
-    case ...3: cb.logger.warning("librdkafka \(text)")
+    case ...3:
+        guard let omitted = admitWarning(facility: facilityName) else { return }
+        cb.logger.warning("librdkafka \(text)", metadata: omitted > 0 ? ["similar-lines-omitted": "\(omitted)"] : [:])
     case 4...5 where facilityName != "CONFWARN" || firstConfigurationWarning(text):
         cb.logger.info("librdkafka \(text)")
     default: cb.logger.debug("librdkafka \(text)")
     }
+}
+
+/// Warnings and errors (a broker down: every connection of every handle logs each failed
+/// reconnect) at most once a second per facility, process-wide, with the count left out.
+private let warningThrottles = Mutex<[String: LogThrottle]>([:])
+
+private func admitWarning(facility: String) -> Int? {
+    warningThrottles.withLock { $0[facility, default: LogThrottle()].admit() }
 }
 
 /// Configuration warnings seen so far. Every handle gets the same `--kafka-property` set,
