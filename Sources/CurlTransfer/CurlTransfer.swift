@@ -1,5 +1,11 @@
 import CCurl
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // The only file that touches libcurl. The ksqlDB client (EngineKafka) and the `orders`
 // CLI's gRPC transport see `CurlTransfer.Request` and `CurlTransfer.Failure`, never a
 // C type.
@@ -79,12 +85,14 @@ package enum CurlTransfer {
 
     /// Sends `request`, blocking the calling thread until the response is complete; the
     /// handlers run on this thread, inside `curl_easy_perform`. `isCancelled` is polled
-    /// while waiting (at least once a second); true resets the transfer. Returns the
-    /// response status as libcurl parsed it (nil if it could not).
+    /// while waiting (at least once a second); true resets the transfer. `onGoAway` runs
+    /// when the peer sent an HTTP/2 GOAWAY during the transfer. Returns the response status
+    /// as libcurl parsed it (nil if it could not).
     package static func perform(
         _ request: Request,
         onData: (UnsafeRawBufferPointer) throws -> Void,
         onHeaderLine: (UnsafeRawBufferPointer) -> Void = { _ in },
+        onGoAway: (() -> Void)? = nil,
         isCancelled: () -> Bool = { false }
     ) throws(Failure) -> Int? {
         _ = globalInit
@@ -94,7 +102,11 @@ package enum CurlTransfer {
             withoutActuallyEscaping(onHeaderLine) { onHeaderLine in
                 withoutActuallyEscaping(isCancelled) { isCancelled in
                     Result { () throws(Failure) -> Int? in
-                        try transfer(request, context: Context(onData: onData, onHeaderLine: onHeaderLine, isCancelled: isCancelled))
+                        try transfer(
+                            request,
+                            context: Context(
+                                onData: onData, onHeaderLine: onHeaderLine, onGoAway: onGoAway, isCancelled: isCancelled,
+                                echoesTrace: request.verbose))
                     }
                 }
             }
@@ -123,7 +135,10 @@ package enum CurlTransfer {
         // through curl_easy_perform (withExtendedLifetime below), and no callback runs
         // after perform returns.
         let pointer = Unmanaged.passUnretained(context).toOpaque()
-        if let failure = configure(handle, request, headers: headerList, errorBuffer: errorBuffer, context: pointer) {
+        if let failure = configure(
+            handle, request, headers: headerList, errorBuffer: errorBuffer, context: pointer,
+            watchesGoAway: context.onGoAway != nil)
+        {
             throw Failure(kind: .other, message: "libcurl rejected an option: \(describe(failure))")
         }
         let result = withExtendedLifetime(context) { curl_easy_perform(handle) }
@@ -137,7 +152,7 @@ package enum CurlTransfer {
     /// Sets every option of one transfer; returns the first failure, if any.
     private static func configure(
         _ handle: UnsafeMutableRawPointer, _ request: Request, headers: UnsafeMutablePointer<curl_slist>?,
-        errorBuffer: UnsafeMutablePointer<CChar>, context: UnsafeMutableRawPointer
+        errorBuffer: UnsafeMutablePointer<CChar>, context: UnsafeMutableRawPointer, watchesGoAway: Bool
     ) -> CURLcode? {
         var failure: CURLcode?
         func check(_ code: CURLcode) { if code != CURLE_OK, failure == nil { failure = code } }
@@ -160,7 +175,16 @@ package enum CurlTransfer {
         // install and restore handlers around every call.
         check(CCurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
         check(CCurl_setopt_ptr(handle, CURLOPT_ERRORBUFFER, errorBuffer))
-        check(CCurl_setopt_long(handle, CURLOPT_VERBOSE, request.verbose ? 1 : 0))
+        if watchesGoAway {
+            // libcurl has no API for a received GOAWAY; it only says so in its trace text, which
+            // reaches a debug function only with VERBOSE on (the trace is echoed as libcurl
+            // would print it when `request.verbose`, and dropped otherwise).
+            check(CCurl_setopt_long(handle, CURLOPT_VERBOSE, 1))
+            check(CCurl_setopt_debug_function(handle, traceFunction))
+            check(CCurl_setopt_ptr(handle, CURLOPT_DEBUGDATA, context))
+        } else {
+            check(CCurl_setopt_long(handle, CURLOPT_VERBOSE, request.verbose ? 1 : 0))
+        }
         var connect = milliseconds(request.connectTimeout)
         if let timeout = request.timeout {
             let limit = milliseconds(timeout)
@@ -206,6 +230,27 @@ package enum CurlTransfer {
         })
         check(CCurl_setopt_ptr(handle, CURLOPT_XFERINFODATA, context))
         return failure
+    }
+
+    /// CURLOPT_DEBUGFUNCTION: spots libcurl's "received GOAWAY" note (7.88 spells it
+    /// "recveived GOAWAY, error=0, last_stream=1") and echoes what libcurl's own trace shows.
+    private static let traceFunction: curl_debug_callback = { _, type, data, size, userdata in
+        let context = Unmanaged<Context>.fromOpaque(userdata!).takeUnretainedValue()
+        let text = UnsafeRawBufferPointer(start: data, count: size)
+        if type == CURLINFO_TEXT, text.contains(ascii: "GOAWAY") { context.onGoAway?() }
+        guard context.echoesTrace, let data else { return 0 }
+        // libcurl's default trace: only these three kinds, each line with its prefix.
+        let prefix: String
+        switch type {
+        case CURLINFO_TEXT: prefix = "* "
+        case CURLINFO_HEADER_IN: prefix = "< "
+        case CURLINFO_HEADER_OUT: prefix = "> "
+        default: return 0
+        }
+        // write(2), not stdio's shared `stderr`: one line, unbuffered, as libcurl's own trace.
+        let line = Array(prefix.utf8) + UnsafeRawBufferPointer(start: data, count: size)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        return 0
     }
 
     private static func failure(_ code: CURLcode, handle: UnsafeMutableRawPointer, detail: String, context: Context) -> Failure {
@@ -255,16 +300,31 @@ package enum CurlTransfer {
     private final class Context {
         let onData: (UnsafeRawBufferPointer) throws -> Void
         let onHeaderLine: (UnsafeRawBufferPointer) -> Void
+        let onGoAway: (() -> Void)?
         let isCancelled: () -> Bool
+        /// Print libcurl's trace on stderr (when the trace goes through `traceFunction`).
+        let echoesTrace: Bool
         var handlerError: (any Error)?
 
         init(
             onData: @escaping (UnsafeRawBufferPointer) throws -> Void, onHeaderLine: @escaping (UnsafeRawBufferPointer) -> Void,
-            isCancelled: @escaping () -> Bool
+            onGoAway: (() -> Void)?, isCancelled: @escaping () -> Bool, echoesTrace: Bool
         ) {
             self.onData = onData
             self.onHeaderLine = onHeaderLine
+            self.onGoAway = onGoAway
             self.isCancelled = isCancelled
+            self.echoesTrace = echoesTrace
+        }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    fileprivate func contains(ascii needle: StaticString) -> Bool {
+        let pattern = UnsafeRawBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        guard pattern.count <= count else { return false }
+        return (0...(count - pattern.count)).contains { start in
+            self[start..<(start + pattern.count)].elementsEqual(pattern)
         }
     }
 }

@@ -181,6 +181,14 @@ struct GRPCClient {
                     GRPCStatusCode(httpStatus: response.status),
                     "the server answered HTTP \(response.status) (content-type \(type)) without a gRPC status")
             }
+            if response.goAwayReceived {
+                // The server is shutting down (it ends subscriptions with UNAVAILABLE), and
+                // libcurl 7.88 loses the trailers of a stream that ends after a GOAWAY: the
+                // status went missing on this side, so answer as a lost connection would,
+                // retryable, rather than blame the server with INTERNAL.
+                return GRPCStatusError(
+                    .unavailable, "the server is shutting down (HTTP/2 GOAWAY); the call's status did not reach this client")
+            }
             return GRPCStatusError(.internalError, "the server closed the stream without a grpc-status")
         }
         guard let code = Int(statusText) else {

@@ -24,6 +24,11 @@ struct HTTP2Response {
     var headers: [(name: String, value: String)]
     /// The trailing HEADERS block, empty for a Trailers-Only response.
     var trailers: [(name: String, value: String)]
+    /// The server sent GOAWAY (it is shutting down) during the call. libcurl 7.88 drops the
+    /// trailers of a stream that ends after it, or in the same read (it closes the session
+    /// before handing them over), so a missing status then means the status was lost, not
+    /// that the server sent none.
+    var goAwayReceived = false
 }
 
 /// Why an exchange failed before a complete response came back.
@@ -53,6 +58,7 @@ struct CurlGRPCClient {
         isCancelled: () -> Bool
     ) throws(TransportError) -> HTTP2Response {
         let head = ResponseHead()
+        var goAwayReceived = false
         let status = try CurlTransfer.perform(
             CurlTransfer.Request(
                 url: "http://\(authority)\(request.path)", version: .http2PriorKnowledge, headers: request.headers,
@@ -61,8 +67,10 @@ struct CurlGRPCClient {
                 timeout: request.transferLimit, connectTimeout: .seconds(10), verbose: verbose),
             onData: onData,
             onHeaderLine: { head.receive(String(decoding: $0, as: UTF8.self)) },
+            onGoAway: { goAwayReceived = true },
             isCancelled: isCancelled)
-        return HTTP2Response(status: status ?? head.status, headers: head.headers, trailers: head.trailers)
+        return HTTP2Response(
+            status: status ?? head.status, headers: head.headers, trailers: head.trailers, goAwayReceived: goAwayReceived)
     }
 }
 

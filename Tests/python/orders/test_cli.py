@@ -236,3 +236,82 @@ def test_cli_escapes_control_characters_except_in_json(data_dir):
         assert [w["address"] for w in json.loads(as_json.stdout)["route"]] == [forged, escape]
     finally:
         server.kill(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_cli_watch_reports_unavailable_when_the_server_shuts_down(data_dir, run):
+    """SIGTERM ends subscriptions with UNAVAILABLE so subscribers resume elsewhere. The server
+    announces the shutdown (GOAWAY) before that status, and libcurl 7.88 drops the trailers of
+    a stream that ends after a GOAWAY reached it (whatever the frames' order): the CLI must
+    still say UNAVAILABLE (retryable, resume with --after), not INTERNAL. Three runs, as in the
+    review's repro, where every run ended in INTERNAL."""
+    server = Server(data_dir).start()
+    watch = subprocess.Popen([binary("orders", "ORDERS_CLI_BIN"), "--server", server.address, "--json", "watch",
+                              "--from-end"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "caughtUp" not in (line := watch.stdout.readline()):
+            assert line, "watch ended early: " + watch.stderr.read()
+        position = json.loads(line)["caughtUp"]["position"]
+        os.kill(server.proc.pid, signal.SIGTERM)
+        _, stderr = watch.communicate(timeout=20)
+        assert watch.returncode == 14, stderr  # UNAVAILABLE
+        assert "error: UNAVAILABLE" in stderr and f"--after {position}" in stderr, stderr
+        assert server.proc.wait(timeout=20) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        server.kill()
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def h2_frames(data):
+    """(type, stream id) of each complete frame after the 24-byte client preface."""
+    at, frames = 24, []
+    while at + 9 <= len(data) and at + 9 + int.from_bytes(data[at:at + 3], "big") <= len(data):
+        frames.append((data[at + 3], int.from_bytes(data[at + 5:at + 9], "big") & 0x7FFFFFFF))
+        at += 9 + int.from_bytes(data[at:at + 3], "big")
+    return frames
+
+
+def hpack_literals(*fields):
+    """HPACK literal fields without indexing, no Huffman (lengths under 127)."""
+    return b"".join(b"\x00" + bytes([len(n)]) + n.encode() + bytes([len(v)]) + v.encode() for n, v in fields)
+
+
+def test_cli_watch_reports_unavailable_when_trailers_come_just_before_goaway():
+    """The same loss with the frames the other way round: trailers (grpc-status 14), then
+    GOAWAY, in one write. libcurl 7.88 still drops the status, so no order of the server's
+    frames could fix this on its side; the CLI answers UNAVAILABLE."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+
+    def serve():
+        conn, _ = sock.accept()
+        with conn:
+            received = b""
+            while not (data := [sid for kind, sid in h2_frames(received) if kind == 0]):  # the request's DATA
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            stream = data[0]
+            conn.sendall(h2_frame(4, 0, 0) + h2_frame(4, 1, 0)  # SETTINGS, ACK of the client's
+                         + h2_frame(1, 4, stream, b"\x88" + hpack_literals(("content-type", "application/grpc"))))
+            time.sleep(0.5)
+            conn.sendall(h2_frame(1, 5, stream, hpack_literals(("grpc-status", "14"), ("grpc-message", "bye")))
+                         + h2_frame(7, 0, 0, struct.pack(">II", stream, 0)))
+            time.sleep(1)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        watch = cli("--server", f"127.0.0.1:{sock.getsockname()[1]}", "watch", "--from-end", timeout=20)
+    finally:
+        server.join(5)
+        sock.close()
+    assert watch.returncode == 14 and "error: UNAVAILABLE" in watch.stderr, watch.stderr
