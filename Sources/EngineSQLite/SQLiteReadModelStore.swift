@@ -395,7 +395,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
     }
 
     public func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage {
-        guard limit > 0 else { return OrderPage(orders: [], nextCursor: nil) }
+        guard limit > 0 else { return OrderPage(orders: [], cursors: [], nextCursor: nil) }
         // One row more than asked tells whether another page follows.
         let rows = try await read { conn -> [(seq: Int64, order: String)] in
             let sql =
@@ -415,9 +415,14 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 return rows
             }
         }
-        let page = rows.prefix(limit)
-        let orders = try page.compactMap { try Self.decodeView($0.order).order }
-        return OrderPage(orders: orders, nextCursor: rows.count > limit ? page.last?.seq : nil)
+        var orders: [Order] = []
+        var cursors: [Int64] = []
+        for row in rows.prefix(limit) {
+            guard let order = try Self.decodeView(row.order).order else { continue }
+            orders.append(order)
+            cursors.append(row.seq)
+        }
+        return OrderPage(orders: orders, cursors: cursors, nextCursor: rows.count > limit ? rows[limit - 1].seq : nil)
     }
 
     /// Outcome look-ups that read the database (the filter could not say "no").

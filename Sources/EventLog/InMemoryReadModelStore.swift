@@ -44,7 +44,7 @@ public final class InMemoryReadModelStore: ReadModelStore {
                 return (seq, order)
             }
             let page = rows.prefix(limit)
-            return OrderPage(orders: page.map(\.1), nextCursor: rows.count > limit ? page.last?.0 : nil)
+            return OrderPage(orders: page.map(\.1), cursors: page.map(\.0), nextCursor: rows.count > limit ? page.last?.0 : nil)
         }
     }
 }

@@ -127,9 +127,15 @@ public struct ReadModelUpdate: Sendable {
 /// A page of orders; `cursor` of the last one continues the listing.
 public struct OrderPage: Sendable, Hashable {
     public var orders: [Order]
+    /// `orders[i]`'s cursor is `cursors[i]`: a caller that returns only the first orders of
+    /// the page (ListOrders, to keep a response under its byte budget) continues the listing
+    /// exactly after the last one it returns.
+    public var cursors: [Int64]
     public var nextCursor: Int64?
-    public init(orders: [Order], nextCursor: Int64?) {
+    public init(orders: [Order], cursors: [Int64], nextCursor: Int64?) {
+        precondition(orders.count == cursors.count, "one cursor per order")
         self.orders = orders
+        self.cursors = cursors
         self.nextCursor = nextCursor
     }
 }

@@ -18,10 +18,14 @@ public struct ServerContext: Sendable {
     /// For unary and server-streaming calls: whether the request message arrived compressed
     /// (its compressed flag was set). Always false for client-streaming calls.
     public let requestMessageCompressed: Bool
+    /// Whether the call's messages are proto3 JSON (`application/grpc+json`) rather than
+    /// protobuf binary, so a handler that bounds a response's size can measure it in the
+    /// codec it goes out in (JSON can take six times the bytes of binary).
+    public let usesJSON: Bool
 
     init(
         path: String, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String,
-        response: ResponseMetadata, requestMessageCompressed: Bool
+        response: ResponseMetadata, requestMessageCompressed: Bool, usesJSON: Bool
     ) {
         self.path = path
         self.metadata = metadata
@@ -29,17 +33,19 @@ public struct ServerContext: Sendable {
         self.peer = peer
         self.response = response
         self.requestMessageCompressed = requestMessageCompressed
+        self.usesJSON = usesJSON
     }
 
     /// A context not tied to any connection, for calling handlers directly in tests. What the
     /// handler sets on ``response`` can be read back from it.
     public init(
         path: String, metadata: Metadata = [:], deadline: ContinuousClock.Instant? = nil,
-        peer: String = "in-process"
+        peer: String = "in-process", usesJSON: Bool = false
     ) {
         self.init(
             path: path, metadata: metadata, deadline: deadline, peer: peer,
-            response: ResponseMetadata(storage: ResponseMetadataStorage()), requestMessageCompressed: false)
+            response: ResponseMetadata(storage: ResponseMetadataStorage()), requestMessageCompressed: false,
+            usesJSON: usesJSON)
     }
 
     /// The service part of ``path`` (`pkg.Service`).

@@ -46,7 +46,7 @@ public struct OrderServiceDefinition: Sendable {
             try await mapped { try await getOrderEvents(req) }
         }
         s.unary("ListOrders") { (req: Ridehailing_Orders_V1_ListOrdersRequest, ctx) in
-            try await mapped { try await listOrders(req) }
+            try await mapped { try await listOrders(req, ctx) }
         }
         // A subscription never ends by itself: on shutdown it ends at once, so subscribers
         // resume (after_position) on another instance instead of waiting out the grace period.
@@ -177,7 +177,9 @@ public struct OrderServiceDefinition: Sendable {
         return res
     }
 
-    func listOrders(_ req: Ridehailing_Orders_V1_ListOrdersRequest) async throws -> Ridehailing_Orders_V1_ListOrdersResponse {
+    func listOrders(_ req: Ridehailing_Orders_V1_ListOrdersRequest, _ ctx: ServerContext) async throws
+        -> Ridehailing_Orders_V1_ListOrdersResponse
+    {
         guard req.pageSize >= 0 else { throw StatusMapping.invalidArgument(field: "page_size", "page_size must not be negative") }
         let size = req.pageSize == 0 ? 100 : min(Int(req.pageSize), 1000)
         if case .UNRECOGNIZED(let v) = req.status {
@@ -192,9 +194,12 @@ public struct OrderServiceDefinition: Sendable {
             }
             cursor = token.cursor
         }
-        let page = try await pipeline.queries.list(status: status, after: cursor, limit: size)
+        // page_size orders at most, fewer when they would pass the page's byte budget.
+        let page = try await ListPage.assemble(after: cursor, limit: size, json: ctx.usesJSON) { after, limit in
+            try await pipeline.queries.list(status: status, after: after, limit: limit)
+        }
         var res = Ridehailing_Orders_V1_ListOrdersResponse()
-        res.orders = page.orders.map(ProtoMapping.order)
+        res.orders = page.orders
         if let next = page.nextCursor { res.nextPageToken = PageToken(cursor: next, status: req.status.rawValue).text }
         return res
     }

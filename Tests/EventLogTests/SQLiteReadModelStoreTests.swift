@@ -50,7 +50,7 @@ struct SQLiteReadModelStoreTests {
                 let store = try await openStore(dir)
                 #expect(try await store.checkpoint() == nil)
                 #expect(try await store.view(orderId: Self.orderId(1)) == nil)
-                #expect(try await store.listOrders(status: nil, after: 0, limit: 10) == OrderPage(orders: [], nextCursor: nil))
+                #expect(try await store.listOrders(status: nil, after: 0, limit: 10) == OrderPage(orders: [], cursors: [], nextCursor: nil))
 
                 // An error on an unknown order: a view without an order, never listed.
                 let ghost = OrderView(orderId: Self.orderId(999), order: nil, events: [])

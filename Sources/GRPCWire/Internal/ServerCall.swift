@@ -292,7 +292,8 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     func makeContext(peer: String) -> ServerContext {
         ServerContext(
             path: path, metadata: metadata, deadline: deadline, peer: peer,
-            response: ResponseMetadata(storage: self), requestMessageCompressed: unaryRequest?.compressed ?? false)
+            response: ResponseMetadata(storage: self), requestMessageCompressed: unaryRequest?.compressed ?? false,
+            usesJSON: contentType?.isJSON == true)
     }
 
     // MARK: - Loop side

@@ -360,7 +360,10 @@ public nonisolated struct Ridehailing_Orders_V1_ListOrdersRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// 1..1000; 0 means 100.
+  /// 1..1000; 0 means 100. The most orders a page holds: a page also ends
+  /// before its orders would pass 1 MiB encoded (in the call's codec, protobuf
+  /// or JSON), so a page of large orders holds fewer, always at least one.
+  /// Read on while next_page_token is set, not until a page comes back short.
   public var pageSize: Int32 = 0
 
   /// From a previous response's next_page_token; empty for the first page.
@@ -381,7 +384,8 @@ public nonisolated struct Ridehailing_Orders_V1_ListOrdersResponse: Sendable {
 
   public var orders: [Ridehailing_Orders_V1_Order] = []
 
-  /// Empty on the last page.
+  /// Empty on the last page. Otherwise the next page starts right after this
+  /// page's last order, however many it holds: none skipped, none repeated.
   public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
