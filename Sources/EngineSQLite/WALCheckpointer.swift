@@ -140,18 +140,27 @@ package final class WALCheckpointer: Sendable {
             case .stop: return
             case .wait(let seen): self.scheduleIdleCheck(after: seen)
             case .copy:
-                let copiedTo: Int
+                var copied: Int?
                 do {
-                    copiedTo = try conn.checkpoint().walPages
+                    // What it copied, not the WAL's size: a commit that lands during the
+                    // copy adds frames it may not reach.
+                    copied = try conn.checkpoint().copied
                 } catch {
                     self.logger.warning("checkpoint failed", metadata: ["path": "\(conn.path)", "error": "\(error)"])
-                    copiedTo = self.state.withLock { $0.copiedTo }
                 }
-                self.state.withLock { s in
+                let again = self.state.withLock { s -> Int? in
                     s.copying = false
-                    s.copiedTo = copiedTo
-                    s.count += 1
+                    if let copied {
+                        s.copiedTo = copied
+                        s.count += 1
+                    }
+                    // Frames left (a commit during the copy, a reader holding some back, a
+                    // failure): look again, unless a commit already asked for a look.
+                    guard (copied ?? -1) < s.lastPages, !s.idleCheckPending, !s.closed else { return nil }
+                    s.idleCheckPending = true
+                    return s.commits
                 }
+                if let again { self.scheduleIdleCheck(after: again) }
             }
         }
     }
