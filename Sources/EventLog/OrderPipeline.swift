@@ -31,8 +31,8 @@ public final class OrderPipeline: Sendable {
         /// once more, and again after each such wait (`CommandGateway.resendAfter`); nil:
         /// never.
         public var resendCommandAfter: Duration? = .seconds(3)
-        /// Commands one order takes; later ones are refused (RESOURCE_EXHAUSTED) before
-        /// anything is written (see `CommandGateway.requireOrder`).
+        /// Commands one order records; past them, those it would reject are refused
+        /// unrecorded, its state changes still go through (`CommandGateway.requireOrder`).
         public var maxCommandsPerOrder = 100
         /// Views the projector keeps in memory, by count and by estimated bytes (tests
         /// make them small); the views of batches not yet in the store stay regardless.
