@@ -170,6 +170,9 @@ final class KafkaGroupConsumer: GroupConsumer {
         }
     }
 
+    /// The partitions the member holds now (assigned and not revoked, nor lost).
+    var held: Set<Int> { rebalances.state.withLock { $0.assigned } }
+
     /// The member's group metadata (generation, member id) for a transactional commit.
     func groupMetadata() async throws -> RDKafkaGroupMetadata? {
         try await queue.run { [client, rebalances] () throws in

@@ -137,7 +137,9 @@ public final class KafkaLogEngine: LogEngine {
         } catch {
             throw LogError.kafka(error, "creating the control client")
         }
-        producer = IdempotentProducer(properties: Self.producerProperties(config, transactionalId: nil), logger: logger)
+        producer = IdempotentProducer(
+            properties: Self.producerProperties(config, transactionalId: nil), drainMs: config.deliveryTimeout.milliseconds,
+            logger: logger)
         readerPool = KafkaReaderPool(
             size: config.catchUpReaders,
             properties: Self.consumerProperties(config, group: nil, partitionEOF: false, fetchWait: config.fetchWait),
@@ -156,10 +158,23 @@ public final class KafkaLogEngine: LogEngine {
         return "\(config.transactionalIdPrefix)\(config.groupIdPrefix)\(group)-\(topic)-\(partition)"
     }
 
-    private func makeTransactionalProducer(id: String) -> TransactionalProducer {
+    /// `partition`: the group's partition whose id it is (nil for this instance's own
+    /// ids). Such a producer replaces a handle it dropped only while a member here still
+    /// holds the partition: initializing the id again would fence the partition's next
+    /// owner, whose claim is the one that counts.
+    private func makeTransactionalProducer(id: String, partition: (group: String, topic: String, partition: Int)? = nil)
+        -> TransactionalProducer
+    {
         TransactionalProducer(
             properties: Self.producerProperties(config, transactionalId: id), timeoutMs: config.requestTimeout.milliseconds,
-            logger: logger)
+            logger: logger,
+            mayReplace: { [weak self] in
+                guard let partition else { return true }
+                guard let self else { return false }
+                return members.withLock { m in
+                    m["\(partition.group)/\(partition.topic)"]?.values.contains { $0.held.contains(partition.partition) } ?? false
+                }
+            })
     }
 
     /// The producer for a commit of `group` (or "" for none): the live member's, else
@@ -184,7 +199,8 @@ public final class KafkaLogEngine: LogEngine {
         if let old = claimed.withLock({ $0.removeValue(forKey: key) }) { await old.producer.shutdown(flushMs: 0) }
         let partitions = held.sorted()
         let producers = partitions.map {
-            makeTransactionalProducer(id: Self.transactionalId(config, group: group, topic: topic, partition: $0))
+            makeTransactionalProducer(
+                id: Self.transactionalId(config, group: group, topic: topic, partition: $0), partition: (group, topic, $0))
         }
         guard let kept = producers.first else { return }
         let started = ContinuousClock.now

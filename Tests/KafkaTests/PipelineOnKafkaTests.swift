@@ -9,8 +9,11 @@ import Testing
 /// engine behaves enough like the contract's reference for the whole topology.
 @Suite("OrderPipeline on Kafka (tansu)", .serialized, .enabled(if: KafkaTestEnvironment.librdkafkaTalksToTansu, KafkaTestEnvironment.skipReason))
 struct PipelineOnKafkaTests {
-    func withPipeline(_ body: (OrderPipeline, KafkaLogEngine) async throws -> Void) async throws {
-        try await withTansu { _, engine in
+    func withPipeline(
+        configure: (inout KafkaLogEngine.Config) -> Void = { _ in },
+        _ body: (OrderPipeline, KafkaLogEngine, TansuBroker) async throws -> Void
+    ) async throws {
+        try await withTansu(configure: configure) { broker, engine in
             var config = OrderPipeline.Config()
             config.topics = Topics(prefix: uniqueTopic("p") + "-", partitions: 4)
             config.heartbeat = .milliseconds(500)
@@ -22,20 +25,20 @@ struct PipelineOnKafkaTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             await pipeline.projector.waitUntilReady()
-            try await body(pipeline, engine)
+            try await body(pipeline, engine, broker)
             task.cancel()
             _ = await task.result
         }
     }
 
-    func place(_ p: OrderPipeline, request: String = OrderIdentity.random()) async throws -> CommandOutcome {
+    func place(_ p: OrderPipeline, request: String = OrderIdentity.random(), timeout: Duration = .seconds(30)) async throws -> CommandOutcome {
         try await p.gateway.submit(
             OrderCommand(
                 commandId: request, orderId: OrderIdentity.orderId(forRequest: request), expectedVersion: 0,
                 kind: .place(
                     riderId: OrderIdentity.random(), price: "12.50",
                     route: [Waypoint(address: "A", lat: 50.5, lon: 30.4), Waypoint(address: "B", lat: 50.4, lon: 30.5)])),
-            timeout: .seconds(30))
+            timeout: timeout)
     }
 
     func update(_ p: OrderPipeline, _ id: String, _ kind: OrderCommand.Kind, version: Int) async throws -> CommandOutcome {
@@ -45,7 +48,7 @@ struct PipelineOnKafkaTests {
 
     @Test("place, accept, a stale update refused, complete; one winner among concurrent updates; a subscription catches up")
     func lifecycle() async throws {
-        try await withPipeline { p, engine in
+        try await withPipeline { p, engine, _ in
             let placed = try await place(p)
             let id = placed.orderId
             #expect(placed.order?.version == 1)

@@ -49,15 +49,19 @@ final class PolledProducer: Sendable {
 }
 
 /// The idempotent producer (`enable.idempotence=true`, `acks=all`) for appends without
-/// a transaction. Replaced by a fresh handle after a fatal error.
+/// a transaction. Replaced by a fresh handle once it lost its producer state (a fatal
+/// error, or see `RDKafkaError.lostProducerState`).
 final class IdempotentProducer: Sendable {
     private let properties: [String: String]
     private let logger: Logger
+    /// How long a replaced handle keeps delivering what other appends put on it.
+    private let drainMs: Int
     private let current = Mutex<PolledProducer?>(nil)
     private let retired = BlockingQueue(label: "kafka.producer.retire")
 
-    init(properties: [String: String], logger: Logger) {
+    init(properties: [String: String], drainMs: Int, logger: Logger) {
         self.properties = properties
+        self.drainMs = drainMs
         self.logger = logger
     }
 
@@ -86,22 +90,28 @@ final class IdempotentProducer: Sendable {
             try? await Task.sleep(for: .milliseconds(2))
         }
         let outcomes = await batch.wait()
-        if outcomes.contains(where: { (try? $0.get()) == nil }), producer.client.fatalError != nil {
-            retire(producer)
+        let failures = outcomes.compactMap { outcome -> RDKafkaError? in
+            if case .failure(let error) = outcome { return error }
+            return nil
+        }
+        if !failures.isEmpty, let reason = producer.client.fatalError ?? failures.first(where: \.lostProducerState) {
+            retire(producer, because: reason)
         }
         return outcomes
     }
 
-    /// Drops a handle that raised a fatal error; the next append makes a new one.
-    private func retire(_ producer: PolledProducer) {
+    /// Drops a handle that lost its producer state; the next append makes a new one
+    /// (with a new producer id). Appends already on the old handle get their own
+    /// reports, within `message.timeout.ms`, before it is destroyed.
+    private func retire(_ producer: PolledProducer, because reason: RDKafkaError) {
         let dropped = current.withLock { p -> Bool in
             guard p === producer else { return false }
             p = nil
             return true
         }
         guard dropped else { return }
-        logger.warning("kafka producer hit a fatal error; replacing it", metadata: ["error": "\(producer.client.fatalError.map { "\($0)" } ?? "")"])
-        Task { await retired.run { producer.shutdownBlocking(flushMs: 0) } }
+        logger.warning("kafka producer lost its producer state; replacing it", metadata: ["error": "\(reason)"])
+        Task { [drainMs] in await retired.run { producer.shutdownBlocking(flushMs: drainMs) } }
     }
 
     func shutdown(flushMs: Int) async {
@@ -111,7 +121,9 @@ final class IdempotentProducer: Sendable {
 }
 
 /// The transactional producer (`transactional.id`): one transaction at a time on its
-/// own queue. Records and the consumer group's offsets commit together.
+/// own queue. Records and the consumer group's offsets commit together. A handle whose
+/// transactional state is lost or stuck is dropped, and the next transaction initializes
+/// a new one (unless `mayReplace` says the id is no longer this member's).
 final class TransactionalProducer: Sendable {
     private let properties: [String: String]
     private let logger: Logger
@@ -119,11 +131,17 @@ final class TransactionalProducer: Sendable {
     private let queue = BlockingQueue(label: "kafka.producer.transactions")
     /// Touched only on `queue`; the Mutex makes that checkable.
     private let current = Mutex<PolledProducer?>(nil)
+    /// A handle was dropped as unusable (on `queue`).
+    private let replaced = Mutex(false)
+    /// Whether a dropped handle may be replaced: the id of a partition this member no
+    /// longer holds is its next owner's, and initializing it would fence that owner.
+    private let mayReplace: @Sendable () -> Bool
 
-    init(properties: [String: String], timeoutMs: Int, logger: Logger) {
+    init(properties: [String: String], timeoutMs: Int, logger: Logger, mayReplace: @escaping @Sendable () -> Bool = { true }) {
         self.properties = properties
         self.timeoutMs = timeoutMs
         self.logger = logger
+        self.mayReplace = mayReplace
     }
 
     /// Produces `records` and commits `offsets` for the group in one transaction.
@@ -133,12 +151,16 @@ final class TransactionalProducer: Sendable {
     ) async throws -> [DeliveryBatch.Outcome] {
         let batch = try await queue.run { [self] () throws -> DeliveryBatch in
             let producer = try producer()
+            var usable = true
             do {
-                return try run(producer, records, offsets)
+                return try run(producer, records, offsets, usable: &usable)
             } catch let error as RDKafkaError {
-                if error.isFatal || producer.client.fatalError != nil {
-                    logger.warning("kafka transactional producer hit a fatal error; replacing it", metadata: ["error": "\(error)"])
+                if !usable || error.isFatal || producer.client.fatalError != nil {
+                    logger.warning(
+                        "kafka transactional producer is unusable; replacing it",
+                        metadata: ["error": "\(producer.client.fatalError ?? error)"])
                     current.withLock { $0 = nil }
+                    replaced.withLock { $0 = true }
                     producer.shutdownBlocking(flushMs: 0)
                 }
                 throw LogError.kafka(error, "transaction")
@@ -158,6 +180,11 @@ final class TransactionalProducer: Sendable {
     /// On `queue`: the producer, initialized for transactions.
     private func producer() throws(LogError) -> PolledProducer {
         if let p = current.withLock({ $0 }) { return p }
+        if replaced.withLock({ $0 }) && !mayReplace() {
+            let id = properties["transactional.id"] ?? ""
+            throw LogError(
+                .unavailable, "kafka: transactional id \(id) is its partition's next owner's now; the next assignment claims new ones")
+        }
         let p: PolledProducer
         do {
             p = try PolledProducer(properties: properties, logger: logger, label: "kafka.producer.transactions.poll")
@@ -175,13 +202,21 @@ final class TransactionalProducer: Sendable {
         return p
     }
 
-    /// On `queue`: one transaction; aborts it on a failure that allows that.
+    /// On `queue`: one transaction; aborts it on a failure that allows that. Sets
+    /// `usable` to false when the handle cannot go on: its transactional state is lost
+    /// or stuck (fenced, an epoch to bump, an abort that failed, a transaction that
+    /// cannot begin). A replacement's init_transactions then ends this transaction.
     private func run(
         _ producer: PolledProducer, _ records: [RDKafkaOutgoing],
-        _ offsets: (topic: String, offsets: [Int: Int64], group: RDKafkaGroupMetadata)?
+        _ offsets: (topic: String, offsets: [Int: Int64], group: RDKafkaGroupMetadata)?, usable: inout Bool
     ) throws(RDKafkaError) -> DeliveryBatch {
         let client = producer.client
-        try client.beginTransaction()
+        do throws(RDKafkaError) {
+            try client.beginTransaction()
+        } catch {
+            usable = false  // an abort still in progress (_CONFLICT), or worse
+            throw error
+        }
         let batch = DeliveryBatch(count: records.count)
         do throws(RDKafkaError) {
             var next = 0
@@ -210,13 +245,18 @@ final class TransactionalProducer: Sendable {
             }
             return batch
         } catch {
-            if !error.isFatal {
-                do {
-                    try client.abortTransaction(timeoutMs: timeoutMs)
-                } catch {
-                    logger.warning("kafka: aborting a transaction failed", metadata: ["error": "\(error)"])
-                    if error.isFatal { throw error }
-                }
+            // Records that timed out, or a refused epoch or sequence: the abort would
+            // need an epoch bump, which tansu never grants (it would wait out timeoutMs).
+            let timedOut = error.code == RDKafkaError.timedOut && error.requiresAbort  // "N message(s) timed out"
+            if error.isFatal || error.lostProducerState || timedOut || batch.firstFailure?.lostProducerState == true {
+                usable = false
+                throw error
+            }
+            do {
+                try client.abortTransaction(timeoutMs: timeoutMs)
+            } catch {
+                logger.warning("kafka: aborting a transaction failed", metadata: ["error": "\(error)"])
+                usable = false
             }
             throw error
         }

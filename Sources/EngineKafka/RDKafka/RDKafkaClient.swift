@@ -54,6 +54,24 @@ struct RDKafkaError: Error, Sendable, CustomStringConvertible {
         return e
     }
 
+    /// The producer handle's id, epoch or sequence numbers are no longer good, so it
+    /// needs a new handle (a new producer id), although librdkafka does not call that
+    /// fatal. Either it was fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH, `_FENCED`) or
+    /// only an epoch bump would repair it (OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID,
+    /// INVALID_PRODUCER_ID_MAPPING, and a record that timed out, which may or may not have
+    /// been stored). tansu refuses librdkafka's epoch bumps (KIP-360). After an outage
+    /// longer than `message.timeout.ms` it answers every later record of an idempotent
+    /// handle with PRODUCER_FENCED, and a transactional handle's abort then waits forever
+    /// for its bump.
+    var lostProducerState: Bool { Self.producerStateCodes.contains(code) }
+
+    private static let producerStateCodes: Set<Int32> = [
+        RD_KAFKA_RESP_ERR_PRODUCER_FENCED.rawValue, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH.rawValue,
+        RD_KAFKA_RESP_ERR__FENCED.rawValue, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER.rawValue,
+        RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID.rawValue, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_ID_MAPPING.rawValue,
+        RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue,
+    ]
+
     static let topicAlreadyExists = RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS.rawValue
     static let unknownTopicOrPartition = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART.rawValue
     static let unknownTopic = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC.rawValue

@@ -111,6 +111,20 @@ final class TansuBroker: Sendable {
         _ = try? KafkaTestEnvironment.runScript(["stop", directory])
     }
 
+    /// Freezes the broker (SIGSTOP): nothing answers, as with a hung or cut-off broker,
+    /// and unlike `stop` its memory storage (topics, producer ids) is kept for `resume`.
+    func pause() throws { try send(SIGSTOP) }
+
+    /// Lets a paused broker run again (SIGCONT).
+    func resume() throws { try send(SIGCONT) }
+
+    private func send(_ signal: Int32) throws {
+        let text = try String(contentsOfFile: directory + "/tansu.pid", encoding: .utf8)
+        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, signal) == 0 else {
+            throw LogError(.unavailable, "could not signal tansu (pid file: \(text))")
+        }
+    }
+
     deinit {
         stop()
         try? FileManager.default.removeItem(atPath: directory)
