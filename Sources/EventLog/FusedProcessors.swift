@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// The aggregator, the command handler and the integration publisher as one consumer of
 /// `order-commands-and-events`, on engines that cannot run them inside their appends
@@ -34,6 +35,9 @@ struct FusedProcessors: Sendable {
     /// handler's or the publisher's offset, before the end it read at the start); past it
     /// the member ends, and its successor tries again.
     var catchUpTimeout: Duration = .seconds(15)
+    /// Per partition, where `order-commands-and-events` ended when this process last took
+    /// it (`CommandHandler.handle`'s `fencedEnds`).
+    private let fencedEnds = Shared<[Int: Int64]>([:])
 
     func run() async throws {
         var loop = GroupLoop(engine: engine, group: Aggregator.group, topic: topics.commandsAndEvents, logger: logger)
@@ -44,7 +48,10 @@ struct FusedProcessors: Sendable {
         loop.overlapsAppends = false
         try await loop.run(
             onAssignmentChange: { aggregator.forget() },
-            onAssigned: { partitions in try await catchUp(partitions) },
+            onAssigned: { partitions in
+                try await noteFencedEnds(partitions)
+                try await catchUp(partitions)
+            },
             onAppended: { records, addresses in handler.decisions.appended(records, at: addresses) }
         ) { records in
             try await handle(records)
@@ -55,20 +62,35 @@ struct FusedProcessors: Sendable {
         let rows = try await aggregator.aggregate(records)
         var out: [OutgoingRecord] = []
         out.reserveCapacity(rows.count * 3)
-        var derived: [OutgoingRecord] = []
+        var written: [LogRecord] = []
+        written.reserveCapacity(rows.count)
         for var row in rows {
             row.headers[Self.handledHeader] = "1"
             out.append(row)
             // The row as its consumers would read it; its offset is not known yet, and
             // neither of them needs it.
-            let written = LogRecord(
-                topic: row.topic, partition: row.partition ?? 0, offset: -1, key: row.key, value: row.value,
-                headers: row.headers, timestamp: 0, memo: row.memo)
-            derived.append(contentsOf: handler.handle([written]))
-            derived.append(contentsOf: publisher.handle([written]))
+            written.append(
+                LogRecord(
+                    topic: row.topic, partition: row.partition ?? 0, offset: -1, key: row.key, value: row.value,
+                    headers: row.headers, timestamp: 0, memo: row.memo))
         }
-        out.append(contentsOf: derived)
+        // The handler sees the batch's rows at once: a command decided at one of them is
+        // not decided again at a later one (its decision is not appended yet).
+        out.append(contentsOf: handler.handle(written, fencedEnds: fencedEnds.value.withLock { $0 }))
+        out.append(contentsOf: publisher.handle(written))
         return out
+    }
+
+    /// Notes where `order-commands-and-events` ends in `partitions`, just assigned. Their
+    /// previous owners can write nothing more there: a live one gave them up only once its
+    /// last append was over (`GroupLoop`), a dead or stalled one is fenced (Kafka: the
+    /// partitions' transactional ids claimed before `.assigned`). So every decision this
+    /// process does not know of lies before that end: the handler tells from it a decision
+    /// that can still come from one that never will.
+    func noteFencedEnds(_ partitions: [Int]) async throws {
+        guard !partitions.isEmpty else { return }
+        let ends = try await engine.endOffsets(topics.commandsAndEvents)
+        fencedEnds.value.withLock { for p in partitions where p < ends.count { $0[p] = ends[p] } }
     }
 
     /// Handles the rows of `partitions` that three separate consumers left to the
@@ -151,4 +173,10 @@ struct FusedProcessors: Sendable {
             logger.debug("no rows left to the command handler or the integration publisher", metadata: metadata)
         }
     }
+}
+
+/// A value shared by the copies of a struct (a `Mutex` would make the struct noncopyable).
+private final class Shared<Value: Sendable>: Sendable {
+    let value: Mutex<Value>
+    init(_ value: Value) { self.value = Mutex(value) }
 }
