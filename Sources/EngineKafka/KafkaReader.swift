@@ -104,13 +104,7 @@ final class KafkaReader: LogReader {
             cancelled.set()
             client.yield()
         }
-        if !batch.records.isEmpty {
-            positionsState.withLock { positions in
-                for r in batch.records where r.partition < positions.count {
-                    positions[r.partition] = max(positions[r.partition], r.offset + 1)
-                }
-            }
-        }
+        if !batch.records.isEmpty { positionsState.withLock { $0.advance(past: batch.records) } }
         return batch.records
     }
 
@@ -121,5 +115,14 @@ final class KafkaReader: LogReader {
         closed.set()  // a pending next returns what it has
         client.yield()
         await queue.run { [client] in client.destroy() }
+    }
+}
+
+extension [Int64] {
+    /// Moves a reader's positions (each partition's next offset) past `records`.
+    mutating func advance(past records: [LogRecord]) {
+        for r in records where r.partition < count {
+            self[r.partition] = Swift.max(self[r.partition], r.offset + 1)
+        }
     }
 }

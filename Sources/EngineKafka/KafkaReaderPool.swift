@@ -248,9 +248,7 @@ final class PooledKafkaReader: LogReader {
                 // Stopping here is no rebalance: a record polled as it happened is next in line.
                 batch.records += batch.afterStop
                 var next = positions
-                for r in batch.records where r.partition < next.count {
-                    next[r.partition] = max(next[r.partition], r.offset + 1)
-                }
+                next.advance(past: batch.records)
                 consumer.assigned = (id, next)
                 return batch
             }
@@ -258,13 +256,7 @@ final class PooledKafkaReader: LogReader {
             cancelled.set()
             consumer.client.yield()
         }
-        if !batch.records.isEmpty {
-            positionsState.withLock { positions in
-                for r in batch.records where r.partition < positions.count {
-                    positions[r.partition] = max(positions[r.partition], r.offset + 1)
-                }
-            }
-        }
+        if !batch.records.isEmpty { positionsState.withLock { $0.advance(past: batch.records) } }
         return batch.records
     }
 
