@@ -385,12 +385,22 @@ extension RPCService {
     /// otherwise (a broker that went away), and back again by itself when it returns.
     func watchHealth() async {
         var serving = false
+        // The engine call of the last look, while it has not answered: a call blocked on
+        // a broker that went away runs to librdkafka's request timeout (30 s), whatever
+        // cancellation, so it is waited for at most `limit` a look, and never twice.
+        var probe: Task<Bool, Never>?
         while true {
-            let healthy: Bool
+            var healthy = false
             if pipeline.projector.isReady {
-                healthy = await engineAnswers(within: .seconds(2))
-            } else {
-                healthy = false
+                let engine = pipeline.engine
+                let topic = pipeline.topics.aggregates
+                let running = probe ?? Task { (try? await engine.endOffsets(topic)) != nil }
+                if let answer = await Self.value(of: running, within: .seconds(2)) {
+                    healthy = answer
+                    probe = nil
+                } else {
+                    probe = running
+                }
             }
             if healthy != serving {
                 serving = healthy
@@ -407,18 +417,21 @@ extension RPCService {
         }
     }
 
-    private func engineAnswers(within limit: Duration) async -> Bool {
-        let engine = pipeline.engine
-        let topic = pipeline.topics.aggregates
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask { (try? await engine.endOffsets(topic)) != nil }
-            group.addTask {
+    /// `task`'s value, or nil when it has none within `limit`; the task runs on either way
+    /// (a task group would wait for it).
+    private static func value(of task: Task<Bool, Never>, within limit: Duration) async -> Bool? {
+        final class FirstAnswer: Sendable {
+            let continuation: Mutex<CheckedContinuation<Bool?, Never>?>
+            init(_ c: CheckedContinuation<Bool?, Never>) { continuation = Mutex(c) }
+            func resume(_ value: Bool?) { continuation.withLock { $0.take() }?.resume(returning: value) }
+        }
+        return await withCheckedContinuation { (c: CheckedContinuation<Bool?, Never>) in
+            let first = FirstAnswer(c)
+            Task { first.resume(await task.value) }
+            Task {
                 try? await Task.sleep(for: limit)
-                return false
+                first.resume(nil)
             }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
         }
     }
 }

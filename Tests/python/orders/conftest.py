@@ -152,6 +152,11 @@ class Broker:
     def stop(self):
         subprocess.run([str(SCRIPT), "stop", self.dir], capture_output=True)
 
+    def signal(self, sig):
+        """SIGSTOP freezes it (a broker that hangs or is cut off), SIGCONT lets it go on."""
+        with open(os.path.join(self.dir, "tansu.pid")) as f:
+            os.kill(int(f.read().strip()), sig)
+
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

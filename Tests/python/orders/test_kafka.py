@@ -211,3 +211,42 @@ def test_broker_absent_at_start_then_started(pb, data_dir):
     finally:
         server.kill(signal.SIGTERM)
         broker.cleanup()
+
+
+def test_health_reports_a_broker_that_stops_answering(own_broker, pb, data_dir):
+    """A load balancer must learn within seconds that an instance's event store does not
+    answer: the health probe waited for a call blocked on the frozen broker (librdkafka's
+    30 s request timeout) and stayed SERVING meanwhile."""
+    (server,) = instances(own_broker, 1, data_dir)
+    channel = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def status():
+        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+    def wait_for(wanted, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if status() == wanted:
+                return True
+            time.sleep(0.2)
+        return False
+
+    frozen = False
+    try:
+        place(pb.g.OrderServiceStub(channel), pb)
+        assert wait_for(health_pb2.HealthCheckResponse.SERVING, 20)
+        own_broker.signal(signal.SIGSTOP)
+        frozen = True
+        assert wait_for(health_pb2.HealthCheckResponse.NOT_SERVING, 10), "still SERVING 10 s into the outage"
+        own_broker.signal(signal.SIGCONT)
+        frozen = False
+        assert wait_for(health_pb2.HealthCheckResponse.SERVING, 60), "not SERVING again after the broker came back"
+    except BaseException:
+        print_logs([server])
+        raise
+    finally:
+        if frozen:
+            own_broker.signal(signal.SIGCONT)
+        channel.close()
+        server.kill(signal.SIGTERM)
