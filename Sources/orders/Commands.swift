@@ -176,7 +176,7 @@ struct List: ParsableCommand {
         transform: StatusArgument.parse)
     var status: Ridehailing_Orders_V1_OrderStatus?
 
-    @Option(help: ArgumentHelp("Orders per page, 1 to 1000 (default: the server's, 100).", valueName: "n"))
+    @Option(help: ArgumentHelp("The most orders per page, 1 to 1000 (default: the server's, 100); a page also stops before 1 MiB of orders.", valueName: "n"))
     var pageSize: Int32 = 0
 
     @Option(help: ArgumentHelp("Where to continue: a previous page's next_page_token.", valueName: "token"))
