@@ -14,26 +14,44 @@ import Synchronization
 /// and its memo, a whole order history on an aggregates row): 256 rows of orders with
 /// maximal routes were 100 MB a partition.
 package final class TailCache: Sendable {
+    /// One partition's newest records, in a ring: appending never copies the records kept
+    /// (a compacting array copied, and retained, all of them every `capacity` appends).
     fileprivate struct Partition {
-        /// Offset of `records[start]`.
-        var base: Int64 = 0
-        var start = 0
-        var records: [LogRecord] = []
-        /// Estimated bytes of the records kept (from `start`), and of those before `start`
-        /// (forgotten, not yet dropped).
-        var bytes = 0
-        var forgottenBytes = 0
+        struct Slot {
+            var record: LogRecord
+            /// `record.estimatedBytes`, worked out once (it walks the memo: a whole
+            /// order history on an aggregates row).
+            var bytes: Int
+        }
 
-        var count: Int { records.count - start }
+        /// Offset of the oldest record kept.
+        var base: Int64 = 0
+        /// Where the oldest record kept is in `ring`, and how many are kept from there on.
+        var head = 0
+        var count = 0
+        /// Grows up to `capacity` slots, then wraps around.
+        var ring: [Slot?] = []
+        /// Estimated bytes of the records kept.
+        var bytes = 0
+
         var end: Int64 { base + Int64(count) }
+
+        func slot(_ i: Int) -> Int { (head + i) % ring.count }
     }
 
-    /// Records kept per partition (at least; up to twice as many between trims).
+    /// The partitions of one topic (a class, so the writer appends to them in place).
+    fileprivate final class TopicTail {
+        let name: String
+        var partitions: [Partition] = []
+        init(name: String) { self.name = name }
+    }
+
+    /// Records kept per partition.
     let capacity: Int
-    /// Estimated bytes kept per partition (the newest record stays whatever its size; up
-    /// to half as much again between trims).
+    /// Estimated bytes kept per partition (the newest record stays whatever its size).
     let maxBytes: Int
-    private let partitions = Mutex<[String: [Partition]]>([:])
+    /// Few topics (three): a list searched in order beats hashing the name per record.
+    private let topics = Mutex<[TopicTail]>([])
 
     init(capacity: Int, maxBytes: Int = .max) {
         self.capacity = capacity
@@ -44,86 +62,89 @@ package final class TailCache: Sendable {
     /// each partition's first one following what was committed before.
     func add(_ records: [LogRecord]) {
         guard capacity > 0, !records.isEmpty else { return }
-        var aged: [[LogRecord]] = []
-        partitions.withLock { all in
-            // Taken out of the dictionary while appending, so its arrays stay uniquely
-            // referenced and grow in place; a batch is mostly one topic.
-            var name = records[0].topic
-            var topic = all.removeValue(forKey: name) ?? []
+        var aged: [LogRecord] = []
+        topics.withLock { all in
+            var topic = Self.tail(records[0].topic, in: &all)
             for record in records {
-                if record.topic != name {
-                    all[name] = topic
-                    name = record.topic
-                    topic = all.removeValue(forKey: name) ?? []
+                if record.topic != topic.name { topic = Self.tail(record.topic, in: &all) }
+                if record.partition >= topic.partitions.count {
+                    topic.partitions.append(contentsOf: repeatElement(Partition(), count: record.partition + 1 - topic.partitions.count))
                 }
-                if record.partition >= topic.count {
-                    topic.append(contentsOf: repeatElement(Partition(), count: record.partition + 1 - topic.count))
-                }
-                if let old = topic[record.partition].append(record, capacity: capacity, maxBytes: maxBytes) { aged.append(old) }
+                topic.partitions[record.partition].append(record, capacity: capacity, maxBytes: maxBytes, aged: &aged)
             }
-            all[name] = topic
         }
         // Freeing aged records (their memos are whole order histories) is left to another
         // thread: the writer calling this is the log's bottleneck.
         if !aged.isEmpty { Self.reclaimer.async { [aged] in withExtendedLifetime(aged) {} } }
     }
 
+    private static func tail(_ name: String, in all: inout [TopicTail]) -> TopicTail {
+        if let found = all.first(where: { $0.name == name }) { return found }
+        let made = TopicTail(name: name)
+        all.append(made)
+        return made
+    }
+
     private static let reclaimer = DispatchQueue(label: "tail-cache.reclaim", qos: .utility)
 
     /// `count` records of one partition from `offset`, or nil unless all are here.
-    /// Copied under the lock: a slice kept outside would share the partition's buffer and
-    /// make the writer's next append copy all of it.
     func records(topic: String, partition: Int, from offset: Int64, count: Int) -> [LogRecord]? {
-        partitions.withLock { all -> [LogRecord]? in
-            guard let t = all[topic], partition < t.count else { return nil }
-            let p = t[partition]
+        topics.withLock { all -> [LogRecord]? in
+            guard let t = all.first(where: { $0.name == topic }), partition < t.partitions.count else { return nil }
+            let p = t.partitions[partition]
             guard offset >= p.base, offset + Int64(count) <= p.end else { return nil }
-            let first = p.start + Int(offset - p.base)
-            return Array(p.records[first..<(first + count)])
+            let first = Int(offset - p.base)
+            var out: [LogRecord] = []
+            out.reserveCapacity(count)
+            for i in first..<(first + count) { out.append(p.ring[p.slot(i)]!.record) }
+            return out
         }
     }
 }
 
 extension TailCache {
-    /// One partition's records kept, their estimated bytes, and the records still in
-    /// memory (kept or forgotten, not yet dropped), for tests.
-    func usage(topic: String, partition: Int) -> (count: Int, bytes: Int, inMemory: Int) {
-        partitions.withLock { all in
-            guard let t = all[topic], partition < t.count else { return (0, 0, 0) }
-            return (t[partition].count, t[partition].bytes, t[partition].records.count)
+    /// One partition's records kept and their estimated bytes, for tests.
+    func usage(topic: String, partition: Int) -> (count: Int, bytes: Int) {
+        topics.withLock { all in
+            guard let t = all.first(where: { $0.name == topic }), partition < t.partitions.count else { return (0, 0) }
+            return (t.partitions[partition].count, t.partitions[partition].bytes)
         }
     }
 }
 
 extension TailCache.Partition {
-    /// Appends `record`; returns the old buffer, holding the records now dropped for good,
-    /// when it was replaced (for the caller to free elsewhere).
-    mutating func append(_ record: LogRecord, capacity: Int, maxBytes: Int) -> [LogRecord]? {
-        var replaced: [LogRecord]?
+    /// Appends `record`, moving the records it pushes out to `aged`.
+    mutating func append(_ record: LogRecord, capacity: Int, maxBytes: Int, aged: inout [LogRecord]) {
         if record.offset != end {
             // A gap (the cache started late): start afresh here.
-            replaced = records
-            records = []
-            start = 0
+            while count > 0 { dropOldest(into: &aged) }
+            ring = []
+            head = 0
             base = record.offset
-            bytes = 0
-            forgottenBytes = 0
         }
-        records.append(record)
-        bytes += record.estimatedBytes
-        while count > capacity || (bytes > maxBytes && count > 1) {  // forget the oldest
-            let size = records[start].estimatedBytes
-            bytes -= size
-            forgottenBytes += size
-            start += 1
-            base += 1
+        if count == capacity { dropOldest(into: &aged) }
+        let size = record.estimatedBytes
+        if count < ring.count {
+            ring[slot(count)] = Slot(record: record, bytes: size)
+        } else {
+            // Full below capacity: grow, the oldest first.
+            if head != 0 {
+                ring = Array(ring[head...] + ring[..<head])
+                head = 0
+            }
+            ring.append(Slot(record: record, bytes: size))
         }
-        if start >= capacity || (start > 0 && forgottenBytes > maxBytes / 2) {  // and now and then drop them for good
-            replaced = records
-            records = Array(records[start...])
-            start = 0
-            forgottenBytes = 0
-        }
-        return replaced
+        count += 1
+        bytes += size
+        while bytes > maxBytes && count > 1 { dropOldest(into: &aged) }
+    }
+
+    private mutating func dropOldest(into aged: inout [LogRecord]) {
+        let slot = ring[head].take()!
+        aged.append(slot.record)
+        bytes -= slot.bytes
+        head = (head + 1) % ring.count
+        count -= 1
+        base += 1
     }
 }

@@ -99,7 +99,11 @@ extension LogRecord: EstimatedBytes {
     package var estimatedBytes: Int {
         var n = 96 + key.utf8.count + value.count
         for (k, v) in headers { n += 32 + k.utf8.count + v.utf8.count }
-        if let memo { n += (memo as? any EstimatedBytes)?.estimatedBytes ?? value.count }
-        return n
+        guard let memo else { return n }
+        // The memos the pipeline writes, by their concrete types first: a cast to a
+        // protocol existential searches the conformances, on the log writer's thread.
+        if let row = memo as? AggregateRow { return n + row.estimatedBytes }
+        if let entry = memo as? LogFormat.EntryMemo { return n + entry.estimatedBytes }
+        return n + ((memo as? any EstimatedBytes)?.estimatedBytes ?? value.count)
     }
 }
