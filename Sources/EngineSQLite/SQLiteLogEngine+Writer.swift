@@ -307,7 +307,7 @@ extension SQLiteLogEngine {
             writerState.commits += 1
             writerState.committedRecords += tail.count  // derived records included
             // Cached before the ends that reveal them are published.
-            tailCache.add(tail)
+            tailCache.add(consume tail)
             // Published before the callers resume, so an `append` that returned is already
             // visible to `endOffsets` and wakes the readers.
             catalog.publish(published)

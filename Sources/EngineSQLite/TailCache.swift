@@ -59,23 +59,24 @@ package final class TailCache: Sendable {
     }
 
     /// After a commit (on the writer queue): the records in offset order per partition,
-    /// each partition's first one following what was committed before.
-    func add(_ records: [LogRecord]) {
+    /// each partition's first one following what was committed before. Taken, not
+    /// copied: each record moves into its slot without retaining its fields again.
+    func add(_ records: consuming [LogRecord]) {
         guard capacity > 0, !records.isEmpty else { return }
         var aged: [LogRecord] = []
+        records.reverse()
         topics.withLock { all in
-            var topic = Self.tail(records[0].topic, in: &all)
-            for record in records {
+            var topic = Self.tail(records.last!.topic, in: &all)
+            while let record = records.popLast() {
                 if record.topic != topic.name { topic = Self.tail(record.topic, in: &all) }
                 if record.partition >= topic.partitions.count {
                     topic.partitions.append(contentsOf: repeatElement(Partition(), count: record.partition + 1 - topic.partitions.count))
                 }
-                topic.partitions[record.partition].append(record, capacity: capacity, maxBytes: maxBytes, aged: &aged)
+                let partition = record.partition
+                topic.partitions[partition].append(record, capacity: capacity, maxBytes: maxBytes, aged: &aged)
             }
         }
-        // Freeing aged records (their memos are whole order histories) is left to another
-        // thread: the writer calling this is the log's bottleneck.
-        if !aged.isEmpty { Self.reclaimer.async { [aged] in withExtendedLifetime(aged) {} } }
+        if !aged.isEmpty { reclaim(aged) }
     }
 
     private static func tail(_ name: String, in all: inout [TopicTail]) -> TopicTail {
@@ -85,7 +86,31 @@ package final class TailCache: Sendable {
         return made
     }
 
+    /// Aged records waiting to be freed, and whether the reclaimer is on its way.
+    private let garbage = Mutex<(batches: [[LogRecord]], scheduled: Bool)>(([], false))
     private static let reclaimer = DispatchQueue(label: "tail-cache.reclaim", qos: .utility)
+
+    /// Frees aged records (their memos are whole order histories) on another thread:
+    /// the writer calling `add` is the log's bottleneck. Handed over under a lock, so the
+    /// reclaimer, never the writer, lets go of them last.
+    private func reclaim(_ aged: consuming [LogRecord]) {
+        var aged = Optional(aged)
+        let schedule = garbage.withLock { g in
+            g.batches.append(aged.take()!)
+            defer { g.scheduled = true }
+            return !g.scheduled
+        }
+        guard schedule else { return }
+        Self.reclaimer.async {
+            let batches = self.garbage.withLock { g in
+                g.scheduled = false
+                var taken: [[LogRecord]] = []
+                swap(&taken, &g.batches)
+                return taken
+            }
+            withExtendedLifetime(batches) {}
+        }
+    }
 
     /// `count` records of one partition from `offset`, or nil unless all are here.
     func records(topic: String, partition: Int, from offset: Int64, count: Int) -> [LogRecord]? {
@@ -114,7 +139,7 @@ extension TailCache {
 
 extension TailCache.Partition {
     /// Appends `record`, moving the records it pushes out to `aged`.
-    mutating func append(_ record: LogRecord, capacity: Int, maxBytes: Int, aged: inout [LogRecord]) {
+    mutating func append(_ record: consuming LogRecord, capacity: Int, maxBytes: Int, aged: inout [LogRecord]) {
         if record.offset != end {
             // A gap (the cache started late): start afresh here.
             while count > 0 { dropOldest(into: &aged) }
@@ -124,15 +149,16 @@ extension TailCache.Partition {
         }
         if count == capacity { dropOldest(into: &aged) }
         let size = record.estimatedBytes
+        let record = Slot(record: record, bytes: size)
         if count < ring.count {
-            ring[slot(count)] = Slot(record: record, bytes: size)
+            ring[slot(count)] = record
         } else {
             // Full below capacity: grow, the oldest first.
             if head != 0 {
                 ring = Array(ring[head...] + ring[..<head])
                 head = 0
             }
-            ring.append(Slot(record: record, bytes: size))
+            ring.append(record)
         }
         count += 1
         bytes += size

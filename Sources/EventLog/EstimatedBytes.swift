@@ -94,16 +94,15 @@ extension OrderView: EstimatedBytes {
 }
 
 extension LogRecord: EstimatedBytes {
-    /// The record and its memo; a memo of a type without an estimate counts as much again
-    /// as the value it was decoded from.
+    /// The record, and its memo counted as twice its value: a memo restates the value
+    /// decoded (an aggregates row's is the order's history, about the size of the row's
+    /// JSON). Estimated from the value, not the memo, because the log's writer works this
+    /// out for every record it caches: reaching into the memo (an existential) cost a
+    /// dynamic cast and a walk of the whole history per record.
     package var estimatedBytes: Int {
         var n = 96 + key.utf8.count + value.count
         for (k, v) in headers { n += 32 + k.utf8.count + v.utf8.count }
-        guard let memo else { return n }
-        // The memos the pipeline writes, by their concrete types first: a cast to a
-        // protocol existential searches the conformances, on the log writer's thread.
-        if let row = memo as? AggregateRow { return n + row.estimatedBytes }
-        if let entry = memo as? LogFormat.EntryMemo { return n + entry.estimatedBytes }
-        return n + ((memo as? any EstimatedBytes)?.estimatedBytes ?? value.count)
+        if memo != nil { n += 2 * value.count }
+        return n
     }
 }
