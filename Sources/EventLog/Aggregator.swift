@@ -26,7 +26,9 @@ public final class Aggregator: Sendable {
         /// The entries folded, so the next row's analysis is one more `apply`.
         var history: OrderHistory
 
-        var estimatedBytes: Int { 64 + lists.byteCount + history.estimatedBytes }
+        /// The history counted as twice the lists it was decoded from: walking it would
+        /// cost the writer a pass over every entry per row (the derivation runs there).
+        var estimatedBytes: Int { 64 + 3 * lists.byteCount }
     }
 
     /// `cacheMaxBytes` bounds the cached rows by size as well as by count: a row carries
@@ -85,16 +87,19 @@ public final class Aggregator: Sendable {
         LogDerivation(
             group: Self.group, topic: topics.commandsAndEvents,
             derive: { record, latest in
-                var row = self.cache.withLock { $0[record.key] }
+                // Taken out of the cache (`next` writes the next one back), so its lists
+                // are not shared and grow in place.
+                var row = self.cache.withLock { $0.take(record.key) }
                 if row == nil, let stored = try latest(self.topics.aggregates, record.key) { row = self.row(from: stored) }
-                return self.next(after: row, record).map { [$0.record] } ?? []
+                return self.next(after: consume row, record).map { [$0.record] } ?? []
             },
             reset: { self.cache.withLock { $0.removeAll() } })
     }
 
     /// The row `record` makes of the order's row before it (nil: none yet), remembered in
     /// the cache; nil when the record is skipped (unreadable, or aggregated already).
-    private func next(after row: Row?, _ record: LogRecord) -> (record: OutgoingRecord, row: Row)? {
+    /// `row` is written back to the cache when the record is skipped.
+    private func next(after row: consuming Row?, _ record: LogRecord) -> (record: OutgoingRecord, row: Row)? {
         let memo = record.memo as? LogFormat.EntryMemo
         let entry: LogFormat.Entry
         do {
@@ -103,15 +108,25 @@ public final class Aggregator: Sendable {
             logger.error(
                 "skipping a malformed record",
                 metadata: ["topic": "\(record.topic)", "partition": "\(record.partition)", "offset": "\(record.offset)", "error": "\(error)"])
+            if let row { cache.withLock { $0[record.key] = row } }
             return nil
         }
-        if let row, row.sourceOffset >= record.offset { return nil }  // already aggregated
-        var lists = row?.lists ?? LogFormat.AggregateLists()
+        if let row, row.sourceOffset >= record.offset {  // already aggregated
+            cache.withLock { $0[record.key] = row }
+            return nil
+        }
+        var lists = LogFormat.AggregateLists()
+        var history = OrderHistory(orderId: record.key)
+        if var row = row.take() {
+            // Moved, not copied: lists held nowhere else are appended to in place.
+            swap(&lists, &row.lists)
+            swap(&history, &row.history)
+        }
         lists.append(entry)
         let value = lists.encoded
         // The decoding comes with the record (its memo) or from the cache the gateway and
         // the command handler fill; the analysis goes out the same two ways.
-        let analysis = AggregateRow.appending(entry, decoded: memo?.decoded, to: row?.history ?? OrderHistory(orderId: record.key))
+        let analysis = AggregateRow.appending(entry, decoded: memo?.decoded, to: history)
         if !engine.keepsMemos { AggregateRow.remember(analysis, orderId: record.key, value: value) }
         let made = Row(lists: lists, sourceOffset: record.offset, history: analysis.history)
         cache.withLock { $0[record.key] = made }

@@ -56,6 +56,14 @@ package struct BoundedCache<Key: Hashable, Value> {
         }
     }
 
+    /// Removes and returns `key`'s value: the caller then holds it alone (its arrays grow
+    /// in place), and writes it back when done.
+    package mutating func take(_ key: Key) -> Value? {
+        guard let old = values.removeValue(forKey: key) else { return nil }
+        bytes -= old.bytes
+        return old.value
+    }
+
     /// Holds every entry written from now on until `release(through:)` passes its stamp
     /// (the projector's views until the store has them).
     package mutating func holdNewWrites() { releasedThrough = nextStamp }
