@@ -279,11 +279,22 @@ public struct OrderServiceDefinition: Sendable {
         }
     }
 
-    /// The call's own deadline when it has one (a client long-polling GetOrder for 45 s
-    /// gets its 45 s), else `defaultTimeout`.
-    private func timeout(_ ctx: ServerContext) -> Duration {
+    /// How long a call may wait: up to its own deadline when it has one (a client
+    /// long-polling GetOrder for 45 s gets about its 45 s), else `defaultTimeout`.
+    ///
+    /// A wait ends a little before the deadline (`answerMargin`), so the server's own
+    /// DEADLINE_EXCEEDED reaches the client before the client's timer fires: that answer
+    /// says what happened (a command is durable and is retried with the same request_id;
+    /// the version the order is at), the client's own says only "Deadline Exceeded".
+    func timeout(_ ctx: ServerContext) -> Duration {
         guard let deadline = ctx.deadline else { return defaultTimeout }
-        return min(deadline - .now, Self.longestWait)
+        let remaining = max(deadline - .now, .zero)
+        return min(remaining - Self.answerMargin(remaining), Self.longestWait)
+    }
+
+    /// A tenth of the time left, at most a second: room for the answer's trip back.
+    static func answerMargin(_ remaining: Duration) -> Duration {
+        min(remaining / 10, .seconds(1))
     }
 }
 

@@ -25,8 +25,10 @@
 ///                      applied: retry with the same request_id
 ///   UNAVAILABLE        the server or its log is unavailable, or shutting down: retry
 ///   RESOURCE_EXHAUSTED a request message or header block over the server's limits
-/// A call waits for an outcome (or GetOrder's min_version) up to its deadline; one
-/// without a deadline waits the server's default (30 s unless configured).
+/// A call waits for an outcome (or GetOrder's min_version) until a tenth of its
+/// deadline (at most 1 s) is left, then answers DEADLINE_EXCEEDED itself, so that its
+/// message reaches the client before the client's own timer fires; one without a
+/// deadline waits the server's default (30 s unless configured).
 
 import SwiftProtobuf
 
