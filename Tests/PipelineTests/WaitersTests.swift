@@ -64,4 +64,27 @@ import Testing
         task.cancel()
         #expect(await task.value == nil)
     }
+
+    /// Waits ended by a value, a timeout or a cancellation leave nothing behind (the
+    /// deadline heap keeps only plain ids; the keys go when the wait ends).
+    @Test func endedWaitsAreForgotten() async {
+        let waiters = Waiters<String, Int>()
+        await withTaskGroup(of: Int?.self) { group in
+            for i in 0..<200 {
+                let ticket = waiters.register("k\(i)")
+                group.addTask { await waiters.wait(ticket, timeout: i % 2 == 0 ? .seconds(60) : .milliseconds(30)) }
+            }
+            try? await Task.sleep(for: .milliseconds(10))  // most are waiting (a value before the wait is kept too)
+            for i in stride(from: 0, to: 200, by: 2) { waiters.publish("k\(i)", i) }
+            var values = 0
+            for await value in group where value != nil { values += 1 }
+            #expect(values == 100)
+        }
+        #expect(waiters.waitingCount == 0)
+        let cancelled = Task { await waiters.wait(for: "c", timeout: .seconds(60)) }
+        while waiters.waitingCount < 1 { try? await Task.sleep(for: .milliseconds(5)) }
+        cancelled.cancel()
+        #expect(await cancelled.value == nil)
+        #expect(waiters.waitingCount == 0)
+    }
 }
