@@ -122,7 +122,7 @@ public final class Aggregator: Sendable {
             swap(&lists, &row.lists)
             swap(&history, &row.history)
         }
-        lists.append(entry)
+        lists.append(entry, quotedDetails: memo?.quotedDetails)
         let value = lists.encoded
         // The decoding comes with the record (its memo) or from the cache the gateway and
         // the command handler fill; the analysis goes out the same two ways.

@@ -96,6 +96,10 @@ public enum LogFormat {
     public struct EntryMemo: Sendable {
         public var entry: Entry
         public var decoded: Decoded
+        /// DETAILS as the record's value holds it (a JSON string, quoted and escaped): the
+        /// aggregator's lists take it as it is instead of escaping the text again on the
+        /// log's writer.
+        var quotedDetails: [UInt8]? = nil
     }
 
     /// A command's record value and memo. With `remember` its decoding also goes to the
@@ -111,7 +115,8 @@ public enum LogFormat {
 
     private static func encodeForLog(_ entry: Entry, _ decoded: Decoded, orderId: String, remember: Bool) -> (value: [UInt8], memo: EntryMemo) {
         if remember { decodedCache.withLock { $0[DecodedCacheKey(orderId: orderId, entry: entry)] = decoded } }
-        return (writeEntry(entry), EntryMemo(entry: entry, decoded: decoded))
+        let details = quoted(entry.details)
+        return (writeEntry(entry, quotedDetails: details), EntryMemo(entry: entry, decoded: decoded, quotedDetails: details))
     }
 
     public static func encode(_ aggregate: Aggregate) -> [UInt8] { writeAggregate(aggregate) }
@@ -355,10 +360,11 @@ public enum LogFormat {
             for entry in entries { append(entry) }
         }
 
-        public mutating func append(_ entry: Entry) {
+        /// `quotedDetails`: the entry's DETAILS already written as a JSON string, if at hand.
+        public mutating func append(_ entry: Entry, quotedDetails: [UInt8]? = nil) {
             latestType = Self.quoted(entry.type)
             latestSubType = Self.quoted(entry.subType)
-            latestDetails = Self.quoted(entry.details)
+            latestDetails = quotedDetails ?? Self.quoted(entry.details)
             Self.add(latestType, to: &types)
             Self.add(latestSubType, to: &subTypes)
             Self.add(latestDetails, to: &details)
@@ -389,11 +395,7 @@ public enum LogFormat {
             return w.bytes
         }
 
-        private static func quoted(_ s: String) -> [UInt8] {
-            var w = JSON.Writer(capacity: s.utf8.count + 16)
-            w.string(s)
-            return w.bytes
-        }
+        private static func quoted(_ s: String) -> [UInt8] { LogFormat.quoted(s) }
 
         private static func add(_ item: [UInt8], to list: inout [UInt8]) {
             if !list.isEmpty { list.append(UInt8(ascii: ",")) }
@@ -406,12 +408,25 @@ public enum LogFormat {
     private static func text(_ details: Details) -> String { details.text }
 
     static func writeEntry(_ entry: Entry) -> [UInt8] {
-        var w = JSON.Writer(capacity: entry.details.utf8.count + 48)
+        writeEntry(entry, quotedDetails: quoted(entry.details))
+    }
+
+    /// The entry with its DETAILS already written as a JSON string.
+    static func writeEntry(_ entry: Entry, quotedDetails: [UInt8]) -> [UInt8] {
+        var w = JSON.Writer(capacity: quotedDetails.count + 64)
         w.beginObject()
         w.member("TYPE", entry.type)
         w.member("SUB_TYPE", entry.subType)
-        w.member("DETAILS", entry.details)
+        w.key("DETAILS")
+        w.raw(quotedDetails)
         w.endObject()
+        return w.bytes
+    }
+
+    /// `s` as a JSON string.
+    static func quoted(_ s: String) -> [UInt8] {
+        var w = JSON.Writer(capacity: s.utf8.count + 16)
+        w.string(s)
         return w.bytes
     }
 

@@ -23,6 +23,8 @@ import Testing
                 let entry = try LogFormat.decodeEntry(record.value)
                 #expect(memo.entry == entry)
                 #expect(memo.decoded == (try LogFormat.decode(entry, orderId: record.key)))
+                // The aggregator's lists take these bytes as they are.
+                #expect(memo.quotedDetails == LogFormat.quoted(entry.details))
             }
 
             let rows = try await h.records(h.pipeline.topics.aggregates)
