@@ -13,7 +13,9 @@ import Synchronization
 /// as with a consumer of its own. Messages fetched for an earlier assignment never reach
 /// the next borrower: librdkafka drops them by their assignment's version.
 final class KafkaReaderPool: Sendable {
-    /// One shared consumer. Touched only by the reader holding it, on its `queue`.
+    /// One shared consumer. Touched only by the reader holding it (the lease is what
+    /// `@unchecked Sendable` rests on): its batches run on `queue`, and after a failed
+    /// batch the reader clears `assigned` off the queue, before giving the consumer back.
     final class Consumer: @unchecked Sendable {
         let client: RDKafkaClient
         let queue: BlockingQueue
