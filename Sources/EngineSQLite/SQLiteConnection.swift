@@ -323,7 +323,20 @@ package final class SQLiteStatement {
     }
 
     package func bind(_ index: Int32, _ value: String) {
-        sqlite3_bind_text(stmt, index, value, -1, transient)
+        // The UTF-8 bytes in place, with their length: passing the String as a C string
+        // made a NUL-terminated copy first (a malloc per bound text), which SQLite then
+        // copied again.
+        var value = value
+        value.withUTF8 { bytes in
+            guard let base = bytes.baseAddress, !bytes.isEmpty else {
+                // A nil pointer would be stored as NULL, not as an empty text.
+                _ = sqlite3_bind_text(stmt, index, "", 0, transient)
+                return
+            }
+            base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { text in
+                _ = sqlite3_bind_text(stmt, index, text, Int32(bytes.count), transient)
+            }
+        }
     }
 
     package func bind(_ index: Int32, _ value: String?) {
