@@ -25,7 +25,7 @@ extension Order: EstimatedBytes {
     package var estimatedBytes: Int {
         var n = 160 + stringBytes(id) + stringBytes(riderId) + stringBytes(price) + routeBytes(route)
         n += driverId.map(stringBytes) ?? 0
-        for e in errors { n += 64 + stringBytes(e.commandId) + stringBytes(e.commandType) + stringBytes(e.message) }
+        for e in errors { n += 80 + stringBytes(e.commandId) + stringBytes(e.commandType) + stringBytes(e.message) }
         return n
     }
 }

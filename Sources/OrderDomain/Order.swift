@@ -18,17 +18,26 @@ public struct Waypoint: Sendable, Hashable, Codable {
     }
 }
 
-/// A rejected command as the order's history records it.
+/// A rejected command as the order's history records it: what its `ErrorEvent` says, so
+/// a client reading the order can tell a stale version from a transition not allowed.
 public struct OrderError: Sendable, Hashable, Codable {
     public var commandId: String
     public var commandType: String
+    public var reason: OrderRejection.Reason
     public var expectedVersion: Int
+    /// The order's version when the command was decided.
+    public var actualVersion: Int
     public var message: String
     public var createdDate: Timestamp
-    public init(commandId: String, commandType: String, expectedVersion: Int, message: String, createdDate: Timestamp) {
+    public init(
+        commandId: String, commandType: String, reason: OrderRejection.Reason, expectedVersion: Int,
+        actualVersion: Int, message: String, createdDate: Timestamp
+    ) {
         self.commandId = commandId
         self.commandType = commandType
+        self.reason = reason
         self.expectedVersion = expectedVersion
+        self.actualVersion = actualVersion
         self.message = message
         self.createdDate = createdDate
     }

@@ -69,9 +69,9 @@ public enum OrderDecider {
             guard var order = state else { return nil }
             order.errors.append(
                 OrderError(
-                    commandId: event.commandId, commandType: rejection.commandType,
-                    expectedVersion: rejection.expectedVersion, message: rejection.message,
-                    createdDate: event.createdDate))
+                    commandId: event.commandId, commandType: rejection.commandType, reason: rejection.reason,
+                    expectedVersion: rejection.expectedVersion, actualVersion: rejection.actualVersion,
+                    message: rejection.message, createdDate: event.createdDate))
             return order
         case .accepted(let driverId):
             guard var order = state else { return nil }

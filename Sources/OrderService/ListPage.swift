@@ -11,7 +11,7 @@ enum ListPage {
     /// 4 MiB that gRPC clients accept by default, so the envelope and clients configured
     /// lower still have room. Ordinary orders (about 0.3 KB binary, 0.55 KB JSON) fill a page
     /// of 1,000 before the budget, so only pages of large orders come back short. The
-    /// largest order validation allows (about 127 KB binary, 704 KB JSON when every address
+    /// largest order validation allows (about 129 KB binary, 709 KB JSON when every address
     /// byte needs a `\u00XX` escape; `ListPageTests`) fits, and a page holds at least one
     /// order anyway.
     static let byteBudget = 1 << 20

@@ -60,6 +60,8 @@ enum ProtoMapping {
             pe.errorMessage = e.message
             pe.createdDate = timestamp(e.createdDate)
             pe.commandID = e.commandId
+            pe.reason = e.reason.rawValue
+            pe.actualVersion = Int32(clamping: e.actualVersion)
             return pe
         }
         return p

@@ -32,7 +32,11 @@ enum Formatting {
         if order.hasCompletedDate { entries.append(("completed_date", timestamp(order.completedDate))) }
         if order.hasCancelledDate { entries.append(("cancelled_date", timestamp(order.cancelledDate))) }
         for (index, error) in order.errors.enumerated() {
-            var text = "\(error.commandType) at expected version \(error.expectedVersion): \(error.errorMessage)"
+            // As `eventLine` shows an ErrorEvent. A server older than reason and
+            // actual_version sends neither: show no made-up actual_version=0.
+            var text = "\(error.commandType) expected_version=\(error.expectedVersion)"
+            if !error.reason.isEmpty { text += " actual_version=\(error.actualVersion) reason=\(error.reason)" }
+            text += ": \(error.errorMessage)"
             if error.hasCreatedDate { text += " (\(timestamp(error.createdDate)))" }
             entries.append((index == 0 ? "errors" : "", text))
         }

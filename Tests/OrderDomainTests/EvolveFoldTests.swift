@@ -86,12 +86,27 @@ struct EvolveFoldTests {
         #expect(
             order.errors == [
                 OrderError(
-                    commandId: "e1", commandType: "CompleteOrder", expectedVersion: 1,
-                    message: "Order in status PLACED can't be completed", createdDate: Fixture.t1),
+                    commandId: "e1", commandType: "CompleteOrder", reason: .transitionNotAllowed, expectedVersion: 1,
+                    actualVersion: 1, message: "Order in status PLACED can't be completed", createdDate: Fixture.t1),
                 OrderError(
-                    commandId: "e2", commandType: "CancelOrder", expectedVersion: 1,
-                    message: "Actual version 2 doesn't match expected version 1", createdDate: Fixture.t3),
+                    commandId: "e2", commandType: "CancelOrder", reason: .versionMismatch, expectedVersion: 1,
+                    actualVersion: 2, message: "Actual version 2 doesn't match expected version 1", createdDate: Fixture.t3),
             ])
+    }
+
+    /// Given an accepted order (version 2), when a stale cancel and an accept are refused,
+    /// then its errors say why and at which version, as the ErrorEvents do (found by a
+    /// client team's review: Order.errors lacked both).
+    @Test func errorsCarryTheReasonAndTheActualVersion() throws {
+        var order = try #require(Given.accepted.state)
+        for command in [Fixture.cancel(commandId: "x1", expectedVersion: 1), Fixture.accept(commandId: "a2", expectedVersion: 2)] {
+            order = try #require(OrderDecider.evolve(order, OrderDecider.decide(command, state: order, now: Fixture.t3)))
+        }
+        #expect(order.version == 2)
+        #expect(order.errors.map(\.commandId) == ["x1", "a2"])
+        #expect(order.errors.map(\.reason) == [.versionMismatch, .transitionNotAllowed])
+        #expect(order.errors.map(\.expectedVersion) == [1, 2])
+        #expect(order.errors.map(\.actualVersion) == [2, 2])
     }
 
     @Test func errorsSurviveLaterStateChanges() throws {

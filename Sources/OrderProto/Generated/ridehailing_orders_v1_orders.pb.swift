@@ -106,7 +106,7 @@ public nonisolated struct Ridehailing_Orders_V1_Waypoint: Sendable {
   public init() {}
 }
 
-/// A rejected command, as recorded in the order's history.
+/// A rejected command, as recorded in the order's history (its ErrorEvent).
 public nonisolated struct Ridehailing_Orders_V1_OrderError: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -128,6 +128,13 @@ public nonisolated struct Ridehailing_Orders_V1_OrderError: Sendable {
   public mutating func clearCreatedDate() {self._createdDate = nil}
 
   public var commandID: String = String()
+
+  /// Why, as the ErrorEvent's reason: VERSION_MISMATCH or TRANSITION_NOT_ALLOWED.
+  public var reason: String = String()
+
+  /// The order's version when the command was decided (the ErrorEvent's
+  /// actual_version): with VERSION_MISMATCH, the version to decide again at.
+  public var actualVersion: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -743,7 +750,7 @@ nonisolated extension Ridehailing_Orders_V1_Waypoint: SwiftProtobuf.Message, Swi
 
 nonisolated extension Ridehailing_Orders_V1_OrderError: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrderError"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}command_type\0\u{3}expected_version\0\u{3}error_message\0\u{3}created_date\0\u{3}command_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}command_type\0\u{3}expected_version\0\u{3}error_message\0\u{3}created_date\0\u{3}command_id\0\u{1}reason\0\u{3}actual_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -756,6 +763,8 @@ nonisolated extension Ridehailing_Orders_V1_OrderError: SwiftProtobuf.Message, S
       case 3: try { try decoder.decodeSingularStringField(value: &self.errorMessage) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._createdDate) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.commandID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.actualVersion) }()
       default: break
       }
     }
@@ -781,6 +790,12 @@ nonisolated extension Ridehailing_Orders_V1_OrderError: SwiftProtobuf.Message, S
     if !self.commandID.isEmpty {
       try visitor.visitSingularStringField(value: self.commandID, fieldNumber: 5)
     }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
+    }
+    if self.actualVersion != 0 {
+      try visitor.visitSingularInt32Field(value: self.actualVersion, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -790,6 +805,8 @@ nonisolated extension Ridehailing_Orders_V1_OrderError: SwiftProtobuf.Message, S
     if lhs.errorMessage != rhs.errorMessage {return false}
     if lhs._createdDate != rhs._createdDate {return false}
     if lhs.commandID != rhs.commandID {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.actualVersion != rhs.actualVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -60,6 +60,19 @@ def test_seed_scenario_through_the_cli(server):
     assert listed.returncode == 0 and order_id in listed.stdout
 
 
+def test_cli_get_shows_why_each_error_was_refused(server):
+    placed = orders(server, "place", "--rider", RIDER, "--price", "7", *STOPS, json_out=True)
+    order_id = json.loads(placed.stdout)["orderId"]
+    assert orders(server, "complete", order_id, "--version", "1").returncode == 9  # FAILED_PRECONDITION
+    assert orders(server, "cancel", order_id, "--version", "4").returncode == 10  # ABORTED
+    got = orders(server, "get", order_id)
+    assert got.returncode == 0, got.stderr
+    lines = [line for line in got.stdout.splitlines() if "expected_version=" in line]
+    assert len(lines) == 2, got.stdout
+    assert "CompleteOrder expected_version=1 actual_version=1 reason=TRANSITION_NOT_ALLOWED" in lines[0]
+    assert "CancelOrder expected_version=4 actual_version=1 reason=VERSION_MISMATCH" in lines[1]
+
+
 def test_cli_errors_are_clear(server):
     bad = orders(server, "place", "--rider", "nobody", "--price", "1", *STOPS)
     assert bad.returncode == 3 and "INVALID_ARGUMENT" in bad.stderr and "rider_id" in bad.stderr

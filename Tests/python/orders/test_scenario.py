@@ -77,6 +77,32 @@ def test_seed_scenario(stub, pb):
     assert final.version == 3 and len(final.errors) == 2
 
 
+def test_order_errors_say_why_and_at_which_version(stub, pb):
+    """Order.errors carries each refusal's reason and the version the order was at, as its
+    ErrorEvent does (found by a client team's review: a client reading the order could not
+    tell a stale version from a transition not allowed)."""
+    S = pb.m.OrderStatus
+    order_id = place(stub, pb).order_id
+    with pytest.raises(grpc.RpcError) as refused:
+        update(stub, pb, order_id, S.ORDER_STATUS_COMPLETED, 1)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    accepted = update(stub, pb, order_id, S.ORDER_STATUS_ACCEPTED, 1, driver_id=DRIVER)
+    with pytest.raises(grpc.RpcError) as stale:
+        update(stub, pb, order_id, S.ORDER_STATUS_CANCELLED, 1)
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+
+    def summary(order):
+        return [(e.command_type, e.reason, e.expected_version, e.actual_version) for e in order.errors]
+
+    first = ("CompleteOrder", "TRANSITION_NOT_ALLOWED", 1, 1)
+    both = [first, ("CancelOrder", "VERSION_MISMATCH", 1, 2)]
+    assert summary(accepted.order) == [first]  # the UpdateOrder response's snapshot
+    got = stub.GetOrder(pb.m.GetOrderRequest(order_id=order_id, min_version=2), timeout=5)
+    assert summary(got) == both
+    listed = stub.ListOrders(pb.m.ListOrdersRequest(page_size=1000), timeout=5).orders
+    assert [summary(o) for o in listed if o.id == order_id] == [both]
+
+
 def test_concurrent_updates_one_winner_and_retry_applies_once(stub, pb):
     S = pb.m.OrderStatus
     order_id = place(stub, pb).order_id
