@@ -206,13 +206,17 @@ public enum LogFormat {
             case "OrderCompletedEvent": kind = .completed
             case "OrderCancelledEvent": kind = .cancelled
             case "ErrorEvent":
-                let reason = OrderRejection.Reason(rawValue: d.reason ?? "") ?? .transitionNotAllowed
+                let expectedVersion = try need(d.expectedVersion, "expectedVersion")
+                let actualVersion = d.actualVersion ?? d.version ?? 0
+                // DETAILS without a reason (the seed's): the one the decider gives, which
+                // checks the version before the status. Orders' errors show it to clients.
+                let reason = d.reason.flatMap(OrderRejection.Reason.init(rawValue:))
+                    ?? (expectedVersion == actualVersion ? .transitionNotAllowed : .versionMismatch)
                 kind = .rejected(
                     OrderRejection(
                         reason: reason, message: try need(d.errorMessage, "errorMessage"), field: d.field,
                         commandType: try need(d.commandType, "commandType"),
-                        expectedVersion: try need(d.expectedVersion, "expectedVersion"),
-                        actualVersion: d.actualVersion ?? d.version ?? 0))
+                        expectedVersion: expectedVersion, actualVersion: actualVersion))
             default: throw FormatError("unknown event SUB_TYPE '\(entry.subType)'")
             }
             return .event(

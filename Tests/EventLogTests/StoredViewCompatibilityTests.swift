@@ -26,4 +26,17 @@ import Testing
         // And it is stored again as it was: the stored form did not change.
         #expect(String(decoding: ReadModelCodec.encode(view), as: UTF8.self) == Self.storedBeforeTheFields)
     }
+
+    /// An ErrorEvent in the seed's form, without reason and actualVersion: the order's
+    /// error takes the event's (unchanged) version, and the reason the decider would have
+    /// given, as it checks the version before the status.
+    @Test func errorEventsWithoutReasonOrActualVersionStillDecode() throws {
+        let seedForm = Self.storedBeforeTheFields
+            .replacing(#""actualVersion":1,"#, with: "").replacing(#""actualVersion":2,"#, with: "")
+            .replacing(#""reason":"TRANSITION_NOT_ALLOWED","#, with: "").replacing(#""reason":"VERSION_MISMATCH","#, with: "")
+        #expect(!seedForm.contains("reason") && !seedForm.contains("actualVersion"))
+        let order = try #require(try ReadModelCodec.decodeView(Array(seedForm.utf8)).order)
+        #expect(order.errors.map(\.reason) == [.transitionNotAllowed, .versionMismatch])
+        #expect(order.errors.map(\.actualVersion) == [1, 2])
+    }
 }
