@@ -201,6 +201,7 @@ extension SQLiteLogEngine {
 
     /// One group commit. Runs on the writer queue.
     private func write(_ batch: [PendingAppend], _ conn: SQLiteConnection) {
+        pageLimit?.apply(to: conn, logger: logger)
         var calls = batch
         var skipFold = false
         while !calls.isEmpty {

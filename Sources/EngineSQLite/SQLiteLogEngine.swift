@@ -50,6 +50,9 @@ public final class SQLiteLogEngine: LogEngine {
         public var minimumSyncInterval: Duration = .milliseconds(1)
         /// When the in-memory delta of `latest` is folded into the table (tests shrink it).
         package var latestFlushPolicy = LatestIndex.FlushPolicy.defaults
+        /// Tests: the most pages the database may have, asked before every group commit
+        /// (see `PageLimit`).
+        package var pageLimit: (@Sendable () -> Int?)?
         public init(keyIndexedTopics: Set<String>? = nil) {
             self.keyIndexedTopics = keyIndexedTopics
         }
@@ -75,6 +78,8 @@ public final class SQLiteLogEngine: LogEngine {
     package let syncer: WALSyncer
     /// The newest records of each partition (see `TailCache`).
     package let tailCache: TailCache
+    /// Tests: `Options.pageLimit`. Only used on the writer queue.
+    let pageLimit: PageLimit?
     /// group + "\0" + topic → the member that owns all its partitions.
     private let owners = Mutex<[String: UInt64]>([:])
     private let nextMember = Atomic<UInt64>(1)
@@ -85,6 +90,7 @@ public final class SQLiteLogEngine: LogEngine {
         self.syncer = syncer
         self.tailCache = TailCache(capacity: options.tailRecordsPerPartition, maxBytes: options.tailBytesPerPartition)
         self.latest = LatestIndex(policy: options.latestFlushPolicy)
+        self.pageLimit = options.pageLimit.map(PageLimit.init)
         self.path = path
         self.logger = logger
         self.options = options

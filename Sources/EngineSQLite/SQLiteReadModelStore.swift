@@ -31,13 +31,16 @@ public final class SQLiteReadModelStore: ReadModelStore {
     private let outcomeReadCount = Atomic<Int>(0)
     /// The file was written in format 1, whose outcomes stay in `outcomes_v1` (see `migrate`).
     private let hasFormat1Outcomes: Bool
+    /// Tests: a cap on the file's pages (see `PageLimit`). Only used on the writer queue.
+    private let pageLimit: PageLimit?
 
     private final class Sequence: @unchecked Sendable {
         var next: Int64 = 1
     }
 
     private init(
-        path: String, logger: Logger, writer: SQLiteQueue, readers: SQLiteReadPool, sequence: Sequence, hasFormat1Outcomes: Bool
+        path: String, logger: Logger, writer: SQLiteQueue, readers: SQLiteReadPool, sequence: Sequence, hasFormat1Outcomes: Bool,
+        pageLimit: PageLimit?
     ) {
         self.path = path
         self.logger = logger
@@ -45,9 +48,15 @@ public final class SQLiteReadModelStore: ReadModelStore {
         self.readers = readers
         self.sequence = sequence
         self.hasFormat1Outcomes = hasFormat1Outcomes
+        self.pageLimit = pageLimit
     }
 
     public static func open(path: String, logger: Logger) async throws -> SQLiteReadModelStore {
+        try await open(path: path, logger: logger, pageLimit: nil)
+    }
+
+    /// `pageLimit`: tests cap the file's pages (see `PageLimit`).
+    package static func open(path: String, logger: Logger, pageLimit: (@Sendable () -> Int?)?) async throws -> SQLiteReadModelStore {
         do {
             // synchronous=NORMAL: the read model is rebuilt from the log, which the projector
             // reads durable records only from; a power failure may take back its last
@@ -70,7 +79,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
             logger.info("opened read model", metadata: ["path": "\(path)", "orders": "\(next - 1)"])
             let store = SQLiteReadModelStore(
                 path: path, logger: logger, writer: writer, readers: readers, sequence: sequence,
-                hasFormat1Outcomes: hasFormat1Outcomes)
+                hasFormat1Outcomes: hasFormat1Outcomes, pageLimit: pageLimit.map(PageLimit.init))
             Task { await store.loadOutcomeFilter() }
             return store
         } catch {
@@ -243,6 +252,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
     }
 
     private func write(_ batch: [PendingApply], _ conn: SQLiteConnection) {
+        pageLimit?.apply(to: conn, logger: logger)
         var calls = batch
         while !calls.isEmpty {
             var next = sequence.next

@@ -81,6 +81,11 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "ksqlDB's REST URL (--engine kafka only): ksqlDB runs the aggregation instead of the built-in aggregator. [env: ORDERS_KSQLDB_URL]")
     var ksqldbUrl = env("ORDERS_KSQLDB_URL")
 
+    /// Never shown: the end-to-end tests fill the embedded log's "disk" with it (see
+    /// `SQLiteLogEngine.Options.pageLimit`) and raise the number to give the space back.
+    @Option(help: ArgumentHelp("Tests only: a file holding the most pages log.sqlite may have (no file or number: no limit).", visibility: .private))
+    var testLogPageLimitFile: String?
+
     enum EngineKind: String, ExpressibleByArgument, CaseIterable {
         case embedded, kafka
     }
@@ -209,8 +214,13 @@ struct OrdersServer: AsyncParsableCommand {
         case .embedded:
             pipelineConfig.topics = Topics(partitions: partitions ?? Defaults.partitions)
             // Only the aggregator looks records up by key, and only in order-aggregates.
-            let embedded = try await EmbeddedEngine.open(
-                directory: dataDir, logger: logger, options: .init(keyIndexedTopics: [pipelineConfig.topics.aggregates]))
+            var options = SQLiteLogEngine.Options(keyIndexedTopics: [pipelineConfig.topics.aggregates])
+            if let file = testLogPageLimitFile {
+                options.pageLimit = {
+                    (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                }
+            }
+            let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger, options: options)
             (log, store) = (embedded.log, embedded.readModel)
             close = { await embedded.close() }
             // Local and at once: data written with another partition count stops the server
