@@ -185,10 +185,20 @@ public protocol LogEngine: Sendable {
     /// group consumers served from memory) with their `memo`. When false (a broker in
     /// between), the writers remember their decodings in process-wide caches instead.
     var keepsMemos: Bool { get }
+    /// Why appends fail now, when the engine knows it without a caller's append having to
+    /// fail first (embedded: the last group commit hit a full or failing disk, or an fsync
+    /// failed), or nil. For health checks, which also need `endOffsets` to answer: an
+    /// engine that still answers reads may take no write. Asked many times a second while
+    /// failing: answers quickly, and may try a small write of its own now and then to
+    /// learn that the failure is over.
+    func writeFailure() async -> LogError?
 }
 
 extension LogEngine {
     public var keepsMemos: Bool { false }
+    /// Nothing known beyond `endOffsets` answering (Kafka: the client learns of a broker
+    /// that cannot write only from the appends it refuses).
+    public func writeFailure() async -> LogError? { nil }
     /// One writer, or none else: `latestRecord` is current.
     public func currentRecord(topic: String, key: String) async throws -> LogRecord? {
         try await latestRecord(topic: topic, key: key)

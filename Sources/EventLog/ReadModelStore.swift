@@ -156,9 +156,15 @@ public protocol ReadModelStore: Sendable {
     /// Orders (that exist, i.e. `order != nil`) in placement order, after `cursor`
     /// (0 = from the start), optionally with one status; at most `limit`.
     func listOrders(status: OrderStatus?, after cursor: Int64, limit: Int) async throws -> OrderPage
+    /// Why updates fail now (the last one hit a full or failing disk, and none has been
+    /// applied since), or nil. For health checks: answers at once.
+    func writeFailure() async -> LogError?
 }
 
 extension ReadModelStore {
+    /// Nothing known: an update's failure reaches only its caller.
+    public func writeFailure() async -> LogError? { nil }
+
     public func views(orderIds: Set<String>) async throws -> [String: OrderView] {
         var out: [String: OrderView] = [:]
         for id in orderIds {

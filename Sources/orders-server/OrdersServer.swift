@@ -391,33 +391,50 @@ extension RPCService {
         }
     }
 
-    /// SERVING while the read model has caught up and the engine answers; NOT_SERVING
-    /// otherwise (a broker that went away), and back again by itself when it returns.
+    /// SERVING while the read model has caught up, the engine answers and neither the log
+    /// nor the read model knows it cannot write (a full disk: reads still work, every
+    /// command fails); NOT_SERVING otherwise (a broker that went away), and back again by
+    /// itself once that is over. Each change is logged once, with its reason.
     func watchHealth() async {
         var serving = false
-        // The engine call of the last look, while it has not answered: a call blocked on
+        // The reason last logged while not serving (none at start-up, before the first SERVING).
+        var reported: String?
+        // The engine calls of the last look, while they have not answered: a call blocked on
         // a broker that went away runs to librdkafka's request timeout (30 s), whatever
         // cancellation, so it is waited for at most `limit` a look, and never twice.
-        var probe: Task<Bool, Never>?
+        var probe: Task<String?, Never>?
         while true {
-            var healthy = false
-            if pipeline.projector.isReady {
+            var problem: String?
+            if let failure = await pipeline.store.writeFailure() {
+                problem = "the read model cannot write: \(failure.message)"
+            } else if !pipeline.projector.isReady {
+                problem = "the read model is catching up with the log"
+            } else {
                 let engine = pipeline.engine
                 let topic = pipeline.topics.aggregates
-                let running = probe ?? Task { (try? await engine.endOffsets(topic)) != nil }
+                let running = probe ?? Task { await Self.engineProblem(engine, topic: topic) }
                 if let answer = await Self.value(of: running, within: .seconds(2)) {
-                    healthy = answer
+                    problem = answer
                     probe = nil
                 } else {
+                    problem = "the event store does not answer"
                     probe = running
                 }
             }
-            if healthy != serving {
-                serving = healthy
-                let status: HealthStatus.ServingStatus = healthy ? .serving : .notServing
+            if let problem {
+                if serving || (reported != nil && reported != problem) {
+                    logger.warning("not serving: \(problem)")
+                    reported = problem
+                }
+            } else if !serving {
+                logger.info("serving")
+                reported = nil
+            }
+            if (problem == nil) != serving {
+                serving = problem == nil
+                let status: HealthStatus.ServingStatus = serving ? .serving : .notServing
                 server.health.setStatus(status, for: "")
                 server.health.setStatus(status, for: OrderServiceDefinition.serviceName)
-                if healthy { logger.info("serving") } else { logger.warning("not serving: the event store does not answer") }
             }
             do {
                 try await Task.sleep(for: serving ? .seconds(1) : .milliseconds(20))
@@ -427,15 +444,18 @@ extension RPCService {
         }
     }
 
-    /// `task`'s value, or nil when it has none within `limit`; the task runs on either way
-    /// (a task group would wait for it).
-    private static func value(of task: Task<Bool, Never>, within limit: Duration) async -> Bool? {
-        final class FirstAnswer: Sendable {
-            let continuation: Mutex<CheckedContinuation<Bool?, Never>?>
-            init(_ c: CheckedContinuation<Bool?, Never>) { continuation = Mutex(c) }
-            func resume(_ value: Bool?) { continuation.withLock { $0.take() }?.resume(returning: value) }
-        }
-        return await withCheckedContinuation { (c: CheckedContinuation<Bool?, Never>) in
+    /// Why the engine cannot take commands, or nil: it knows it cannot write (a full
+    /// disk; it may try a small write to learn that it is over), or it does not answer.
+    private static func engineProblem(_ engine: any LogEngine, topic: String) async -> String? {
+        if let failure = await engine.writeFailure() { return "the event store cannot write: \(failure.message)" }
+        return (try? await engine.endOffsets(topic)) == nil ? "the event store does not answer" : nil
+    }
+
+    /// `task`'s value, or nil when it has none within `limit` (a task answering nil, "no
+    /// problem", gives `.some(nil)`); the task runs on either way (a task group would wait
+    /// for it).
+    private static func value<T: Sendable>(of task: Task<T, Never>, within limit: Duration) async -> T? {
+        await withCheckedContinuation { (c: CheckedContinuation<T?, Never>) in
             let first = FirstAnswer(c)
             Task { first.resume(await task.value) }
             Task {
@@ -444,6 +464,13 @@ extension RPCService {
             }
         }
     }
+}
+
+/// Resumes its continuation with the first value it is given, and ignores the others.
+private final class FirstAnswer<T: Sendable>: Sendable {
+    let continuation: Mutex<CheckedContinuation<T?, Never>?>
+    init(_ c: CheckedContinuation<T?, Never>) { continuation = Mutex(c) }
+    func resume(_ value: T?) { continuation.withLock { $0.take() }?.resume(returning: value) }
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
