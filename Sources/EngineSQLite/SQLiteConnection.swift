@@ -36,6 +36,17 @@ package struct SQLiteError: Error, Sendable, CustomStringConvertible {
     package var isCorruption: Bool { code == SQLITE_CORRUPT || code == SQLITE_NOTADB }
     /// Another connection holds a lock longer than the busy timeout.
     package var isBusy: Bool { code == SQLITE_BUSY || code == SQLITE_LOCKED }
+    /// What the error says of the disk, when the disk caused it: no space left (also past
+    /// `max_page_count`), an I/O error, or a file that can no longer be written (a file
+    /// system remounted read-only after errors). nil for every other error.
+    package var diskProblem: String? {
+        switch code {
+        case SQLITE_FULL: "the disk is full"
+        case SQLITE_IOERR: "the disk fails"
+        case SQLITE_READONLY: "the database cannot be written"
+        default: nil
+        }
+    }
 
     /// How the error crosses the `LogEngine` protocol; the position stays the one where
     /// SQLite failed, which is the useful one when reading a log.

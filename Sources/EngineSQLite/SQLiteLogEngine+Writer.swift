@@ -262,6 +262,9 @@ extension SQLiteLogEngine {
             if let failed {
                 conn.rollback()
                 resetDerivations()
+                // Out of space, every call fails this way in turn and none is left to commit
+                // (a commit of the others would clear it).
+                diskHealth.failed(failed.error)
                 if let omitted = writerState.appendFailureLog.admit() {
                     logger.warning(
                         "append failed; retrying its batch without it",
@@ -281,6 +284,7 @@ extension SQLiteLogEngine {
                 } catch {
                     conn.rollback()
                     resetDerivations()
+                    diskHealth.failed(error)
                     logger.error("folding latest failed; writing the batch without it", metadata: ["error": "\(error)"])
                     skipFold = true
                     continue
@@ -297,6 +301,8 @@ extension SQLiteLogEngine {
                 fail(calls, error)
                 return
             }
+            // The disk took this commit: whatever failed before is over.
+            diskHealth.succeeded()
             var published: [String: [Int64]] = [:]
             for (name, offsets) in ends where writerState.ends[name] != offsets { published[name] = offsets }
             writerState.ends = ends
@@ -499,6 +505,7 @@ extension SQLiteLogEngine {
     }
 
     private func fail(_ calls: [PendingAppend], _ error: any Error) {
+        diskHealth.failed(error)
         let logError = error.asLogError
         if let omitted = writerState.commitFailureLog.admit() {
             logger.error(

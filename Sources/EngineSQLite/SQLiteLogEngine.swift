@@ -51,7 +51,7 @@ public final class SQLiteLogEngine: LogEngine {
         /// When the in-memory delta of `latest` is folded into the table (tests shrink it).
         package var latestFlushPolicy = LatestIndex.FlushPolicy.defaults
         /// Tests: the most pages the database may have, asked before every group commit
-        /// (see `PageLimit`).
+        /// and space probe (see `PageLimit`).
         package var pageLimit: (@Sendable () -> Int?)?
         public init(keyIndexedTopics: Set<String>? = nil) {
             self.keyIndexedTopics = keyIndexedTopics
@@ -78,6 +78,8 @@ public final class SQLiteLogEngine: LogEngine {
     package let syncer: WALSyncer
     /// The newest records of each partition (see `TailCache`).
     package let tailCache: TailCache
+    /// The disk error of the last group commit, until one commits (see `writeFailure`).
+    package let diskHealth: DiskHealth
     /// Tests: `Options.pageLimit`. Only used on the writer queue.
     let pageLimit: PageLimit?
     /// group + "\0" + topic → the member that owns all its partitions.
@@ -90,6 +92,7 @@ public final class SQLiteLogEngine: LogEngine {
         self.syncer = syncer
         self.tailCache = TailCache(capacity: options.tailRecordsPerPartition, maxBytes: options.tailBytesPerPartition)
         self.latest = LatestIndex(policy: options.latestFlushPolicy)
+        self.diskHealth = DiskHealth(path: path)
         self.pageLimit = options.pageLimit.map(PageLimit.init)
         self.path = path
         self.logger = logger

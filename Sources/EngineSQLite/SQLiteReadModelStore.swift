@@ -31,6 +31,8 @@ public final class SQLiteReadModelStore: ReadModelStore {
     private let outcomeReadCount = Atomic<Int>(0)
     /// The file was written in format 1, whose outcomes stay in `outcomes_v1` (see `migrate`).
     private let hasFormat1Outcomes: Bool
+    /// The disk error of the last group commit, until one commits (see `writeFailure`).
+    private let diskHealth: DiskHealth
     /// Tests: a cap on the file's pages (see `PageLimit`). Only used on the writer queue.
     private let pageLimit: PageLimit?
 
@@ -48,6 +50,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
         self.readers = readers
         self.sequence = sequence
         self.hasFormat1Outcomes = hasFormat1Outcomes
+        diskHealth = DiskHealth(path: path)
         self.pageLimit = pageLimit
     }
 
@@ -259,6 +262,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
             do {
                 try conn.begin(.immediate)
             } catch {
+                diskHealth.failed(error)
                 for call in calls { call.continuation.resume(throwing: error.asLogError) }
                 return
             }
@@ -273,6 +277,7 @@ public final class SQLiteReadModelStore: ReadModelStore {
             }
             if let failed {
                 conn.rollback()
+                diskHealth.failed(failed.error)
                 logger.warning("read-model update failed; retrying its batch without it", metadata: ["error": "\(failed.error)"])
                 calls[failed.index].continuation.resume(throwing: failed.error.asLogError)
                 calls.remove(at: failed.index)
@@ -282,9 +287,11 @@ public final class SQLiteReadModelStore: ReadModelStore {
                 try conn.commit()
             } catch {
                 conn.rollback()
+                diskHealth.failed(error)
                 for call in calls { call.continuation.resume(throwing: error.asLogError) }
                 return
             }
+            diskHealth.succeeded()
             // Only after COMMIT: a rolled-back batch must not use up sequence numbers
             // (harmless for the order, but it keeps cursors dense and repeatable).
             sequence.next = next
@@ -331,6 +338,11 @@ public final class SQLiteReadModelStore: ReadModelStore {
             try stmt.run()
         }
     }
+
+    /// The disk error of the last group commit while none has committed since. No probe of
+    /// its own, unlike the log's: the projector redoes a failed update from its checkpoint
+    /// (retrying with a backoff of at most 5 s), so a real write learns when the space is back.
+    public func writeFailure() async -> LogError? { diskHealth.failure }
 
     public func checkpoint() async throws -> LogPosition? {
         let text = try await read { conn in

@@ -1,0 +1,67 @@
+"""A full disk on the embedded engine, as a load balancer sees it: every command fails, so
+health must say NOT_SERVING, and SERVING again by itself once the space is back, with no
+command sent meanwhile (a load balancer sends none to an instance that is not serving).
+The "disk" is log.sqlite's page limit, set through the server's private
+--test-log-page-limit-file: SQLite fails an insert past it with SQLITE_FULL."""
+import os
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import Server, place
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_reports_a_full_disk_until_the_space_is_back(data_dir, pb):
+    limit = os.path.join(data_dir, "page-limit")
+    server = Server(data_dir, ["--test-log-page-limit-file", limit]).start()
+    channel = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    stub = pb.g.OrderServiceStub(channel)
+
+    def status():
+        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+    def wait_for(wanted, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if status() == wanted:
+                return True
+            time.sleep(0.1)
+        return False
+
+    try:
+        place(stub, pb)
+        assert status() == SERVING
+        with open(limit, "w") as f:
+            f.write("1\n")  # not a page more than log.sqlite has now
+        failure = None
+        for _ in range(1000):
+            try:
+                place(stub, pb)
+            except grpc.RpcError as e:
+                failure = e
+                break
+        assert failure is not None, "the page limit never stopped a command"
+        assert failure.code() == grpc.StatusCode.UNAVAILABLE
+        assert "disk is full" in failure.details()
+
+        assert wait_for(NOT_SERVING, 5), "still SERVING 5 s after a command failed on a full disk"
+        # Still full: the server's own probes fail as the command did.
+        time.sleep(2.5)
+        assert status() == NOT_SERVING
+
+        os.remove(limit)  # the space is back; no command is sent to prove it
+        assert wait_for(SERVING, 10), "not SERVING again 10 s after the space came back"
+        assert place(stub, pb).order.version == 1
+
+        log = server.log()
+        assert log.count("not serving: the event store cannot write: the disk is full: ") == 1, log
+        assert "the event store does not answer" not in log, log
+    finally:
+        channel.close()
+        server.kill(signal.SIGTERM)
