@@ -66,7 +66,8 @@ public final class KafkaLogEngine: LogEngine {
         /// with the others meanwhile. Off: eager rebalancing, where every member gives up
         /// all its partitions first (a member's death stalls every partition of the group).
         public var cooperativeRebalancing = true
-        /// Bound on metadata, admin, offset and transaction requests.
+        /// Bound on metadata, admin, offset and transaction requests, and on any one
+        /// request the broker does not answer (`socket.timeout.ms`).
         public var requestTimeout: Duration = .seconds(30)
         /// Bound on an append (`message.timeout.ms`): past it, the append fails with
         /// `LogError(.unavailable)`.
@@ -552,6 +553,10 @@ public final class KafkaLogEngine: LogEngine {
             "reconnect.backoff.ms": "100",
             "reconnect.backoff.max.ms": "1000",
             "socket.keepalive.enable": "true",
+            // A request the broker does not answer (a frozen broker) is given up, and its
+            // connection closed, after this long: by default 60 s, whatever the timeout of
+            // the call that waits on it (librdkafka's allowed range: 10 ms to 300 s).
+            "socket.timeout.ms": String(min(max(config.requestTimeout.milliseconds, 10), 300_000)),
         ]
     }
 
@@ -563,7 +568,9 @@ public final class KafkaLogEngine: LogEngine {
         p["linger.ms"] = String(config.linger.milliseconds)
         if let transactionalId {
             p["transactional.id"] = transactionalId
-            p["transaction.timeout.ms"] = String(max(60_000, config.deliveryTimeout.milliseconds + 10_000))
+            // librdkafka refuses a socket.timeout.ms less than 100 ms below it.
+            p["transaction.timeout.ms"] = String(
+                max(60_000, config.deliveryTimeout.milliseconds + 10_000, config.requestTimeout.milliseconds + 10_000))
         }
         return p.merging(config.properties) { $1 }
     }

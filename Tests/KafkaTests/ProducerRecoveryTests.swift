@@ -11,13 +11,12 @@ import Testing
 // producer: PRODUCER_FENCED; a transactional one: an abort that never ends). The engine
 // must get going again without a restart, and without fencing a partition's next owner.
 
-/// Short timeouts: records time out within the outage, and the test stays short.
+/// Short timeouts: records time out within the outage, and the test stays short. (A
+/// request already sent to the paused broker, as send_offsets_to_transaction's, waits
+/// for `socket.timeout.ms`, which the engine sets to the request timeout.)
 private func shortTimeouts(_ config: inout KafkaLogEngine.Config) {
     config.deliveryTimeout = .seconds(3)
     config.requestTimeout = .seconds(3)
-    // A request already sent to the paused broker waits this long (60 s by default),
-    // whatever the call's own timeout: send_offsets_to_transaction does.
-    config.properties["socket.timeout.ms"] = "5000"
 }
 
 /// Expects `body` to fail with `.unavailable`.
