@@ -72,6 +72,12 @@ public final class KafkaLogEngine: LogEngine {
         /// Bound on an append (`message.timeout.ms`): past it, the append fails with
         /// `LogError(.unavailable)`.
         public var deliveryTimeout: Duration = .seconds(30)
+        /// How long a command's client waits for its append (`LogEngine.appendPatience`)
+        /// before it is told the event store is unavailable, while the append runs on to
+        /// `deliveryTimeout`. An append takes milliseconds on a broker that answers; one
+        /// that stopped answering would hold the client for the whole delivery timeout.
+        /// (The health probe gives the broker 2 s.)
+        public var appendPatience: Duration = .seconds(3)
         /// How long the broker may hold a fetch that has nothing new (`fetch.wait.max.ms`):
         /// the live latency of readers and group members on brokers that do not answer
         /// a waiting fetch early.
@@ -122,6 +128,8 @@ public final class KafkaLogEngine: LogEngine {
     /// Bumped whenever a member of this engine gains or loses partitions (or joins or
     /// leaves): the key index re-verifies a partition's end after any change.
     private let assignmentEpoch = Atomic<UInt64>(0)
+
+    public var appendPatience: Duration? { config.appendPatience }
 
     /// The librdkafka loaded at run time ("2.16.0" for the confluent-kafka wheel's).
     public static var librdkafkaVersion: String { RDKafka.versionString }

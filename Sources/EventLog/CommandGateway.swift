@@ -3,14 +3,24 @@ import OrderDomain
 /// The write side's front door: appends a command to `order-commands-and-events` and
 /// waits for its outcome (correlated by command id) to reach the read model.
 public struct CommandGateway: Sendable {
-    /// The command is durable but its outcome was not known in time; retrying with the
-    /// same request_id is safe and returns the outcome.
+    /// The command's outcome was not known in time; retrying with the same request_id is
+    /// safe and returns the outcome.
     public struct OutcomeTimeout: Error, Sendable, CustomStringConvertible {
         public var commandId: String
+        /// Whether the command is durable; false when its append itself did not end in time.
+        public var appended = true
         public var description: String {
-            "the outcome of command \(commandId) was not known in time; it is durable and will be applied once: retry with the same request_id"
+            guard appended else {
+                return "command \(commandId) was not acknowledged in time (the event store is slow to answer); it may or may not have been written: "
+                    + CommandGateway.retryIsSafe
+            }
+            return "the outcome of command \(commandId) was not known in time; it is durable and will be applied once: retry with the same request_id"
         }
     }
+
+    /// What a client whose command failed to be written must know: the command handler
+    /// decides a command id once, and the gateway answers a retry with that decision.
+    static let retryIsSafe = "retrying with the same request_id is safe and returns its one outcome"
 
     let engine: any LogEngine
     let store: any ReadModelStore
@@ -23,6 +33,8 @@ public struct CommandGateway: Sendable {
     let resendAfter: Duration?
     /// Commands one order takes (`OrderPipeline.Config.maxCommandsPerOrder`).
     let maxCommandsPerOrder: Int
+    /// The appends' waits: an append blocked on a log that stopped answering runs on.
+    private let appends = BoundedWait<Void>()
 
     public init(
         engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics, resendAfter: Duration? = .seconds(3),
@@ -49,7 +61,7 @@ public struct CommandGateway: Sendable {
     private func firstOutcome(of command: OrderCommand, within timeout: Duration) async throws -> CommandOutcome {
         let deadline = ContinuousClock.now + timeout
         var ticket: Waiters<String, CommandOutcome>.Ticket
-        switch try await send(command, checkingTheOrder: true) {
+        switch try await send(command, checkingTheOrder: true, before: deadline) {
         case .answered(let outcome): return outcome
         case .sent(let listening): ticket = listening
         }
@@ -58,7 +70,7 @@ public struct CommandGateway: Sendable {
         while let resendAfter, ContinuousClock.now + resendAfter < deadline {
             if let outcome = await projector.outcomes.wait(ticket, timeout: resendAfter) { return outcome }
             try Task.checkCancellation()
-            switch try await send(command, checkingTheOrder: false) {
+            switch try await send(command, checkingTheOrder: false, before: deadline) {
             case .answered(let outcome): return outcome
             case .sent(let listening): ticket = listening
             }
@@ -129,7 +141,7 @@ public struct CommandGateway: Sendable {
     /// Appends `command` unless its outcome is recorded already. Listens first, so an
     /// outcome projected before this task resumes from the append is kept for it, not
     /// missed. `checkingTheOrder`: refuse an update of an order that does not exist.
-    private func send(_ command: OrderCommand, checkingTheOrder: Bool) async throws -> Sent {
+    private func send(_ command: OrderCommand, checkingTheOrder: Bool, before deadline: ContinuousClock.Instant) async throws -> Sent {
         let ticket = projector.outcomes.register(command.commandId)
         do {
             if let outcome = try await recordedOutcome(command.commandId) {
@@ -137,7 +149,7 @@ public struct CommandGateway: Sendable {
                 return .answered(outcome)
             }
             if checkingTheOrder { try await requireOrder(of: command) }
-            try await append(command)
+            try await append(command, before: deadline)
             return .sent(ticket)
         } catch {
             projector.outcomes.cancel(ticket)
@@ -179,18 +191,41 @@ public struct CommandGateway: Sendable {
         }
     }
 
-    private func append(_ command: OrderCommand) async throws {
+    /// Appends `command`, waiting until `deadline` at most, and no longer than the engine's
+    /// `appendPatience`: a Kafka broker that stopped answering holds an append until
+    /// librdkafka gives up (30 s), and a call held that long ends in the client's bare
+    /// DEADLINE_EXCEEDED, or lets it wait for nothing. The append runs on in a task of its
+    /// own and may still land; the command handler decides a command id once, so a retry
+    /// with the same request_id gets that one outcome.
+    private func append(_ command: OrderCommand, before deadline: ContinuousClock.Instant) async throws {
         let (value, memo) = LogFormat.encodeForLog(command, remember: !engine.keepsMemos)
-        try await engine.append(
-            [
-                OutgoingRecord(
-                    topic: topics.commandsAndEvents, key: command.orderId, value: value,
-                    headers: ["command-id": command.commandId], memo: memo)
-            ],
+        let record = OutgoingRecord(
+            topic: topics.commandsAndEvents, key: command.orderId, value: value, headers: ["command-id": command.commandId], memo: memo)
+        let engine = self.engine
+        let patience = engine.appendPatience
+        let left = deadline - .now
+        let result = await appends.result(within: patience.map { min($0, left) } ?? left) {
             // The caller learns nothing from this append, only from the outcome, which
             // the projector reads from the durable log: a command lost to a crash before
             // its fsync was never acknowledged, and its retry is applied once.
-            commit: nil, durability: .deferred)
+            try await engine.append([record], commit: nil, durability: .deferred)
+        }
+        switch result {
+        case .success: return
+        case .failure(let error as LogError):
+            throw LogError(
+                error.code, "\(error.message); command \(command.commandId) may or may not have been written: \(Self.retryIsSafe)",
+                file: error.file, line: error.line)
+        case .failure(let error): throw error
+        case nil:
+            try Task.checkCancellation()
+            if let patience, patience < left {
+                throw LogError(
+                    .unavailable,
+                    "no acknowledgement of command \(command.commandId) within \(patience); it may or may not have been written: \(Self.retryIsSafe)")
+            }
+            throw OutcomeTimeout(commandId: command.commandId, appended: false)
+        }
     }
 
     /// Waits for a command's outcome until `deadline`.

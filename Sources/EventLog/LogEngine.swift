@@ -192,6 +192,12 @@ public protocol LogEngine: Sendable {
     /// failing: answers quickly, and may try a small write of its own now and then to
     /// learn that the failure is over.
     func writeFailure() async -> LogError?
+    /// How long a caller waiting on an append (a command's client) waits before it is told
+    /// the log is unavailable; the append runs on and may still land. Set by engines that
+    /// reach the log over a network, where a peer that stopped answering holds an append
+    /// for as long as the engine's own timeouts allow. nil: only the caller's timeout
+    /// bounds the wait (the embedded engine's appends wait on no network).
+    var appendPatience: Duration? { get }
 }
 
 extension LogEngine {
@@ -199,6 +205,7 @@ extension LogEngine {
     /// Nothing known beyond `endOffsets` answering (Kafka: the client learns of a broker
     /// that cannot write only from the appends it refuses).
     public func writeFailure() async -> LogError? { nil }
+    public var appendPatience: Duration? { nil }
     /// One writer, or none else: `latestRecord` is current.
     public func currentRecord(topic: String, key: String) async throws -> LogRecord? {
         try await latestRecord(topic: topic, key: key)

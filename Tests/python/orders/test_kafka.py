@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import DRIVER, Broker, Server, kafka_args, place, update
+from conftest import DRIVER, RIDER, Broker, Server, kafka_args, place, route, update
 
 
 def instances(broker, count, base_dir, prefix=None, log_level="warning", session_timeout_ms=None):
@@ -242,6 +242,56 @@ def test_health_reports_a_broker_that_stops_answering(own_broker, pb, data_dir):
         own_broker.signal(signal.SIGCONT)
         frozen = False
         assert wait_for(health_pb2.HealthCheckResponse.SERVING, 60), "not SERVING again after the broker came back"
+    except BaseException:
+        print_logs([server])
+        raise
+    finally:
+        if frozen:
+            own_broker.signal(signal.SIGCONT)
+        channel.close()
+        server.kill(signal.SIGTERM)
+
+
+def test_a_command_while_the_broker_is_frozen_fails_fast_and_its_retry_succeeds(own_broker, pb, data_dir):
+    """A command's append waited for librdkafka's 30 s delivery timeout while the broker
+    did not answer, past the call's deadline: the client got its own bare DEADLINE_EXCEEDED.
+    It must hear within seconds that the event store is unavailable and that a retry is
+    safe; the retry, once the broker is back, places the order once."""
+    (server,) = instances(own_broker, 1, data_dir)
+    channel = grpc.insecure_channel(server.address)
+    stub = pb.g.OrderServiceStub(channel)
+    rid = str(uuid.uuid4())
+    request = pb.m.PlaceOrderRequest(request_id=rid, rider_id=RIDER, price="123.45", route=route(pb))
+    frozen = False
+    try:
+        first = place(stub, pb)  # the groups have formed
+        own_broker.signal(signal.SIGSTOP)
+        frozen = True
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.PlaceOrder(request, timeout=20)
+        elapsed = time.monotonic() - started
+        status, details = failed.value.code(), failed.value.details()
+        assert status == grpc.StatusCode.UNAVAILABLE, f"{status} after {elapsed:.1f} s: {details}"
+        assert elapsed <= 5, f"UNAVAILABLE after {elapsed:.1f} s"
+        assert "event store is unavailable" in details and "same request_id is safe" in details, details
+        own_broker.signal(signal.SIGCONT)
+        frozen = False
+        # The same request again, until the instance answers (its groups may rejoin first).
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                placed = stub.PlaceOrder(request, timeout=20)
+                break
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        versions, events = history_versions(stub, pb, placed.order_id)
+        assert versions == [1] and len(events) == 1
+        orders = stub.ListOrders(pb.m.ListOrdersRequest(), timeout=20).orders
+        assert sorted(o.id for o in orders) == sorted([first.order_id, placed.order_id])
     except BaseException:
         print_logs([server])
         raise
