@@ -191,8 +191,8 @@ public struct CommandGateway: Sendable {
         }
     }
 
-    /// Appends `command`, waiting until `deadline` at most, and no longer than the engine's
-    /// `appendPatience`: a Kafka broker that stopped answering holds an append until
+    /// Appends `command`. On an engine with an `appendPatience`, waits until `deadline` at
+    /// most, and no longer than that patience: a Kafka broker that stopped answering holds an append until
     /// librdkafka gives up (30 s), and a call held that long ends in the client's bare
     /// DEADLINE_EXCEEDED, or lets it wait for nothing. The append runs on in a task of its
     /// own and may still land; the command handler decides a command id once, so a retry
@@ -202,9 +202,15 @@ public struct CommandGateway: Sendable {
         let record = OutgoingRecord(
             topic: topics.commandsAndEvents, key: command.orderId, value: value, headers: ["command-id": command.commandId], memo: memo)
         let engine = self.engine
-        let patience = engine.appendPatience
+        guard let patience = engine.appendPatience else {
+            // An engine whose appends wait on no network (embedded: the writer's next
+            // group commit) is awaited in place: a task and a timer per command would cost
+            // the hot path more than the wait they bound.
+            _ = try await engine.append([record], commit: nil, durability: .deferred)
+            return
+        }
         let left = deadline - .now
-        let result = await appends.result(within: patience.map { min($0, left) } ?? left) {
+        let result = await appends.result(within: min(patience, left)) {
             // The caller learns nothing from this append, only from the outcome, which
             // the projector reads from the durable log: a command lost to a crash before
             // its fsync was never acknowledged, and its retry is applied once.
@@ -219,7 +225,7 @@ public struct CommandGateway: Sendable {
         case .failure(let error): throw error
         case nil:
             try Task.checkCancellation()
-            if let patience, patience < left {
+            if patience < left {
                 throw LogError(
                     .unavailable,
                     "no acknowledgement of command \(command.commandId) within \(patience); it may or may not have been written: \(Self.retryIsSafe)")

@@ -195,8 +195,9 @@ public protocol LogEngine: Sendable {
     /// How long a caller waiting on an append (a command's client) waits before it is told
     /// the log is unavailable; the append runs on and may still land. Set by engines that
     /// reach the log over a network, where a peer that stopped answering holds an append
-    /// for as long as the engine's own timeouts allow. nil: only the caller's timeout
-    /// bounds the wait (the embedded engine's appends wait on no network).
+    /// for as long as the engine's own timeouts allow; the caller's timeout bounds the wait
+    /// too. nil: appends wait on no network and are awaited in place (the embedded
+    /// engine's: its writer's next group commit).
     var appendPatience: Duration? { get }
 }
 

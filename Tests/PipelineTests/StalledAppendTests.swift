@@ -32,9 +32,8 @@ import Testing
     }
 
     @Test func aStalledAppendDoesNotHoldTheCallPastItsTimeout() async throws {
-        // No patience (the embedded engine's appends wait on no network): the call's own
-        // timeout bounds the wait.
-        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: nil)
+        // A patience longer than the call's timeout: the call's own timeout bounds the wait.
+        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: .seconds(10))
         try await Harness.run(engine: engine) { h in
             let command = Harness.placeCommand()
             engine.stall(command.commandId)
