@@ -217,3 +217,24 @@ def update(stub, pb, order_id, status, version, driver_id="", request_id=None):
     return stub.UpdateOrder(pb.m.UpdateOrderRequest(
         request_id=request_id or str(uuid.uuid4()), order_id=order_id, status=status, version=version,
         driver_id=driver_id), timeout=30)
+
+
+class Health:
+    """grpc.health.v1 of a server, as a load balancer polls it (service "": the server)."""
+
+    def __init__(self, channel):
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        self._request = health_pb2.HealthCheckRequest(service="")
+        self._stub = health_pb2_grpc.HealthStub(channel)
+
+    def status(self):
+        return self._stub.Check(self._request, timeout=5).status
+
+    def wait_for(self, wanted, seconds, every=0.1):
+        """True once the status is `wanted`, False if it is not within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.status() == wanted:
+                return True
+            time.sleep(every)
+        return False

@@ -8,9 +8,9 @@ import signal
 import time
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from conftest import Server, place
+from conftest import Health, Server, place
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -20,19 +20,9 @@ def test_health_reports_a_full_disk_until_the_space_is_back(data_dir, pb):
     limit = os.path.join(data_dir, "page-limit")
     server = Server(data_dir, ["--test-log-page-limit-file", limit]).start()
     channel = grpc.insecure_channel(server.address)
-    health = health_pb2_grpc.HealthStub(channel)
+    health = Health(channel)
+    status, wait_for = health.status, health.wait_for
     stub = pb.g.OrderServiceStub(channel)
-
-    def status():
-        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
-
-    def wait_for(wanted, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if status() == wanted:
-                return True
-            time.sleep(0.1)
-        return False
 
     try:
         place(stub, pb)

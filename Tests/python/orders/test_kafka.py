@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import DRIVER, RIDER, Broker, Server, kafka_args, place, route, update
+from conftest import DRIVER, RIDER, Broker, Health, Server, kafka_args, place, route, update
 
 
 def instances(broker, count, base_dir, prefix=None, log_level="warning", session_timeout_ms=None):
@@ -219,29 +219,18 @@ def test_health_reports_a_broker_that_stops_answering(own_broker, pb, data_dir):
     30 s request timeout) and stayed SERVING meanwhile."""
     (server,) = instances(own_broker, 1, data_dir)
     channel = grpc.insecure_channel(server.address)
-    health = health_pb2_grpc.HealthStub(channel)
-
-    def status():
-        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
-
-    def wait_for(wanted, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if status() == wanted:
-                return True
-            time.sleep(0.2)
-        return False
+    health = Health(channel)
 
     frozen = False
     try:
         place(pb.g.OrderServiceStub(channel), pb)
-        assert wait_for(health_pb2.HealthCheckResponse.SERVING, 20)
+        assert health.wait_for(health_pb2.HealthCheckResponse.SERVING, 20, every=0.2)
         own_broker.signal(signal.SIGSTOP)
         frozen = True
-        assert wait_for(health_pb2.HealthCheckResponse.NOT_SERVING, 10), "still SERVING 10 s into the outage"
+        assert health.wait_for(health_pb2.HealthCheckResponse.NOT_SERVING, 10, every=0.2), "still SERVING 10 s into the outage"
         own_broker.signal(signal.SIGCONT)
         frozen = False
-        assert wait_for(health_pb2.HealthCheckResponse.SERVING, 60), "not SERVING again after the broker came back"
+        assert health.wait_for(health_pb2.HealthCheckResponse.SERVING, 60, every=0.2), "not SERVING again after the broker came back"
     except BaseException:
         print_logs([server])
         raise
