@@ -35,6 +35,8 @@ public struct CommandGateway: Sendable {
     let maxCommandsPerOrder: Int
     /// The appends' waits: an append blocked on a log that stopped answering runs on.
     private let appends = BoundedWait<Void>()
+    /// The waits of order lookups in the log (`orderIsInTheLog`).
+    private let lookups = BoundedWait<Bool>()
 
     public init(
         engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics, resendAfter: Duration? = .seconds(3),
@@ -175,7 +177,7 @@ public struct CommandGateway: Sendable {
             // Placed through another instance a moment ago, this one's read model may not
             // have it yet: the log's aggregates row decides. With one, the command goes
             // on to the handler, which decides it on the order as the log has it.
-            if (try? await engine.currentRecord(topic: topics.aggregates, key: command.orderId)) != nil { return }
+            if try await orderIsInTheLog(command.orderId) { return }
             throw OrderRejection(
                 reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
                 expectedVersion: command.expectedVersion, actualVersion: 0)
@@ -188,6 +190,26 @@ public struct CommandGateway: Sendable {
             var refused = error
             refused.message += " (not recorded: the order has taken \(view.events.count) commands, and past \(maxCommandsPerOrder) only those that change it are)"
             throw refused
+        }
+    }
+
+    /// Whether the log has an aggregates row of `orderId`. A log that cannot tell (a
+    /// broker that does not answer) is UNAVAILABLE, not NOT_FOUND: the order may well
+    /// exist, and a client told it does not would give up on it. Waited for as an append
+    /// is (`appendPatience`): a lookup blocked on a frozen broker runs to librdkafka's
+    /// request timeout.
+    private func orderIsInTheLog(_ orderId: String) async throws -> Bool {
+        let engine = self.engine
+        let topic = topics.aggregates
+        guard let patience = engine.appendPatience else {
+            return try await engine.currentRecord(topic: topic, key: orderId) != nil
+        }
+        switch await lookups.result(within: patience, of: { try await engine.currentRecord(topic: topic, key: orderId) != nil }) {
+        case .success(let found): return found
+        case .failure(let error): throw error
+        case nil:
+            try Task.checkCancellation()
+            throw LogError(.unavailable, "could not learn within \(patience) whether order \(orderId) exists: the log does not answer")
         }
     }
 

@@ -50,6 +50,33 @@ import Testing
         }
     }
 
+    /// An update of an order this instance has not seen asks the log whether it exists; a
+    /// log that does not answer makes that UNAVAILABLE within the patience, not NOT_FOUND
+    /// (the order may well exist) after the engine's own timeout.
+    @Test func aStalledLookupOfAnUnknownOrderIsUnavailable() async throws {
+        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: .milliseconds(300))
+        try await Harness.run(engine: engine) { h in
+            engine.stallLookups()
+            let release = Task { try await Task.sleep(for: Self.stall); engine.release() }
+            let started = ContinuousClock.now
+            let update = OrderCommand(
+                commandId: OrderIdentity.random(), orderId: OrderIdentity.random(), expectedVersion: 1, kind: .cancel)
+            await #expect {
+                try await h.gateway.submit(update, timeout: .seconds(20))
+            } throws: { error in
+                (error as? LogError)?.code == .unavailable
+            }
+            #expect(ContinuousClock.now - started < .seconds(2), "answered after \(ContinuousClock.now - started)")
+            try await release.value
+            // The log answers again: an unknown order is NOT_FOUND.
+            await #expect {
+                try await h.gateway.submit(update, timeout: .seconds(5))
+            } throws: { error in
+                (error as? OrderRejection)?.reason == .notFound
+            }
+        }
+    }
+
     /// The stalled append landed: a retry gets the command's outcome, and the log has one
     /// decision of it.
     private func expectOneOutcome(_ command: OrderCommand, _ h: Harness) async throws {
@@ -76,8 +103,13 @@ final class StallingEngine: WrappingEngine {
 
     func stall(_ commandId: String) { state.withLock { $0.commandId = commandId } }
 
+    /// Holds `currentRecord` calls too, until `release()`.
+    func stallLookups() { lookups.withLock { $0 = true } }
+    private let lookups = Mutex(false)
+
     func release() {
         let waiting = state.withLock { s in
+            lookups.withLock { $0 = false }
             defer { (s.commandId, s.waiting) = (nil, []) }
             return s.waiting
         }
@@ -86,6 +118,20 @@ final class StallingEngine: WrappingEngine {
 
     /// Appends that were held.
     var stalledAppends: Int { state.withLock { $0.held } }
+
+    func currentRecord(topic: String, key: String) async throws -> LogRecord? {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            // Under `state`'s lock, as `release()` clears the flag: a lookup either sees it
+            // cleared or is in `waiting` when `release()` resumes them.
+            let hold = state.withLock { s in
+                guard lookups.withLock({ $0 }) else { return false }
+                s.waiting.append(c)
+                return true
+            }
+            if !hold { c.resume() }
+        }
+        return try await inner.currentRecord(topic: topic, key: key)
+    }
 
     func append(_ records: [OutgoingRecord], commit: OffsetCommit?, durability: Durability) async throws -> [RecordAddress] {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in

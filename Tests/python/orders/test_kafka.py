@@ -289,3 +289,48 @@ def test_a_command_while_the_broker_is_frozen_fails_fast_and_its_retry_succeeds(
             own_broker.signal(signal.SIGCONT)
         channel.close()
         server.kill(signal.SIGTERM)
+
+
+def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavailable(own_broker, pb, data_dir):
+    """An update of an order this instance has not seen asks the log whether it exists.
+    While the broker did not answer, that lookup ran to librdkafka's request timeout, past
+    the call's deadline, and its error then read as NOT_FOUND: a client would give up on an
+    order that may well exist. It must hear within seconds that the event store is
+    unavailable."""
+    (server,) = instances(own_broker, 1, data_dir)
+    channel = grpc.insecure_channel(server.address)
+    stub = pb.g.OrderServiceStub(channel)
+    frozen = False
+    try:
+        place(stub, pb)  # the groups have formed
+        own_broker.signal(signal.SIGSTOP)
+        frozen = True
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failed:
+            update(stub, pb, str(uuid.uuid4()), pb.m.OrderStatus.ORDER_STATUS_CANCELLED, 1)
+        elapsed = time.monotonic() - started
+        status, details = failed.value.code(), failed.value.details()
+        assert status == grpc.StatusCode.UNAVAILABLE, f"{status} after {elapsed:.1f} s: {details}"
+        assert elapsed <= 5, f"UNAVAILABLE after {elapsed:.1f} s"
+        assert "whether order" in details, details
+        own_broker.signal(signal.SIGCONT)
+        frozen = False
+        # Once the broker answers, an unknown order is NOT_FOUND again.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                update(stub, pb, str(uuid.uuid4()), pb.m.OrderStatus.ORDER_STATUS_CANCELLED, 1)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    break
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    except BaseException:
+        print_logs([server])
+        raise
+    finally:
+        if frozen:
+            own_broker.signal(signal.SIGCONT)
+        channel.close()
+        server.kill(signal.SIGTERM)
