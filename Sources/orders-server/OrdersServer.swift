@@ -75,6 +75,9 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "librdkafka consumers shared by the StreamEvents subscribers behind the tail (each has threads and a broker connection). [env: ORDERS_KAFKA_CATCH_UP_READERS] (default: \(Defaults.kafkaCatchUpReaders))")
     var kafkaCatchUpReaders: Int? = env("ORDERS_KAFKA_CATCH_UP_READERS").flatMap { Int($0) }
 
+    @Option(help: "Seconds a command waits for the broker to acknowledge its append before it is answered UNAVAILABLE (the append runs on; a retry with the same request_id is safe); also how long an update of an order unknown to this instance waits to learn whether it exists. [env: ORDERS_KAFKA_APPEND_PATIENCE] (default: \(Defaults.kafkaAppendPatience))")
+    var kafkaAppendPatience: Double? = env("ORDERS_KAFKA_APPEND_PATIENCE").flatMap { Double($0) }
+
     @Option(help: "A librdkafka property key=value (TLS, SASL, ...); repeatable.")
     var kafkaProperty: [String] = []
 
@@ -98,6 +101,7 @@ struct OrdersServer: AsyncParsableCommand {
         static let kafkaReplication = 1
         static let kafkaGroup = "orders-"
         static let kafkaCatchUpReaders = 4
+        static let kafkaAppendPatience = 3.0
     }
 
     /// The options only one engine reads, and whether each was given (flag or environment).
@@ -113,6 +117,7 @@ struct OrdersServer: AsyncParsableCommand {
             ("--kafka-group", "ORDERS_KAFKA_GROUP", .kafka, kafkaGroup != nil),
             ("--kafka-instance-id", "ORDERS_KAFKA_INSTANCE_ID", .kafka, kafkaInstanceId != nil),
             ("--kafka-catch-up-readers", "ORDERS_KAFKA_CATCH_UP_READERS", .kafka, kafkaCatchUpReaders != nil),
+            ("--kafka-append-patience", "ORDERS_KAFKA_APPEND_PATIENCE", .kafka, kafkaAppendPatience != nil),
             ("--kafka-property", nil, .kafka, !kafkaProperty.isEmpty),
         ]
     }
@@ -129,6 +134,7 @@ struct OrdersServer: AsyncParsableCommand {
         ("ORDERS_KAFKA_PARTITIONS", "an integer", { Int($0) != nil }),
         ("ORDERS_KAFKA_REPLICATION", "an integer", { Int($0) != nil }),
         ("ORDERS_KAFKA_CATCH_UP_READERS", "an integer", { Int($0) != nil }),
+        ("ORDERS_KAFKA_APPEND_PATIENCE", "a number of seconds", { Double($0) != nil }),
     ]
 
     func validate() throws {
@@ -152,6 +158,9 @@ struct OrdersServer: AsyncParsableCommand {
         }
         if let kafkaCatchUpReaders, !(1...256).contains(kafkaCatchUpReaders) {
             throw ValidationError("--kafka-catch-up-readers must be within 1...256")
+        }
+        if let kafkaAppendPatience, !(0.1...3600).contains(kafkaAppendPatience) {
+            throw ValidationError("--kafka-append-patience must be within 0.1...3600 seconds")
         }
         _ = try kafkaProperties()
         if let ksqldbUrl {
@@ -241,6 +250,7 @@ struct OrdersServer: AsyncParsableCommand {
             config.groupIdPrefix = kafkaGroup ?? Defaults.kafkaGroup
             if let kafkaInstanceId { config.instanceId = kafkaInstanceId }
             config.catchUpReaders = kafkaCatchUpReaders ?? Defaults.kafkaCatchUpReaders
+            config.appendPatience = .milliseconds(Int((kafkaAppendPatience ?? Defaults.kafkaAppendPatience) * 1000))
             config.properties = try kafkaProperties()
             let kafka = try KafkaLogEngine(config: config, logger: logger)
             let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)

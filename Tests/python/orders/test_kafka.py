@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import DRIVER, RIDER, Broker, Health, Server, kafka_args, place, route, update
 
 
-def instances(broker, count, base_dir, prefix=None, log_level="warning", session_timeout_ms=None):
+def instances(broker, count, base_dir, prefix=None, log_level="warning", session_timeout_ms=None, extra_args=()):
     prefix = prefix or f"t{uuid.uuid4().hex[:10]}-"
     servers = []
     for i in range(count):
@@ -22,6 +22,7 @@ def instances(broker, count, base_dir, prefix=None, log_level="warning", session
         extra = kafka_args(broker, prefix, f"{prefix}{i}")
         if session_timeout_ms:
             extra += ["--kafka-property", f"session.timeout.ms={session_timeout_ms}"]
+        extra += list(extra_args)
         servers.append(Server(d, extra).start(log_level=log_level))
     return servers
 
@@ -296,8 +297,8 @@ def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavai
     While the broker did not answer, that lookup ran to librdkafka's request timeout, past
     the call's deadline, and its error then read as NOT_FOUND: a client would give up on an
     order that may well exist. It must hear within seconds that the event store is
-    unavailable."""
-    (server,) = instances(own_broker, 1, data_dir)
+    unavailable (here within 1 s: --kafka-append-patience)."""
+    (server,) = instances(own_broker, 1, data_dir, extra_args=["--kafka-append-patience", "1"])
     channel = grpc.insecure_channel(server.address)
     stub = pb.g.OrderServiceStub(channel)
     frozen = False
@@ -311,8 +312,8 @@ def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavai
         elapsed = time.monotonic() - started
         status, details = failed.value.code(), failed.value.details()
         assert status == grpc.StatusCode.UNAVAILABLE, f"{status} after {elapsed:.1f} s: {details}"
-        assert elapsed <= 5, f"UNAVAILABLE after {elapsed:.1f} s"
-        assert "whether order" in details, details
+        assert elapsed <= 3, f"UNAVAILABLE after {elapsed:.1f} s"
+        assert "within 1.0 seconds whether order" in details, details
         own_broker.signal(signal.SIGCONT)
         frozen = False
         # Once the broker answers, an unknown order is NOT_FOUND again.

@@ -53,6 +53,9 @@ def test_options_of_the_other_engine_are_refused(data_dir):
         ("embedded", ["--kafka-catch-up-readers", "8"], {},
          "--kafka-catch-up-readers (or ORDERS_KAFKA_CATCH_UP_READERS) is for --engine kafka only"),
         ("kafka", ["--kafka-catch-up-readers", "0"], {}, "--kafka-catch-up-readers must be within 1...256"),
+        ("embedded", ["--kafka-append-patience", "5"], {},
+         "--kafka-append-patience (or ORDERS_KAFKA_APPEND_PATIENCE) is for --engine kafka only"),
+        ("kafka", ["--kafka-append-patience", "0"], {}, "--kafka-append-patience must be within 0.1...3600 seconds"),
     ]
     for engine, args, env, message in cases:
         run = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir, "--engine", engine, *args,
