@@ -76,7 +76,7 @@ package final class TailCache: Sendable {
                 topic.partitions[partition].append(record, capacity: capacity, maxBytes: maxBytes, aged: &aged)
             }
         }
-        if !aged.isEmpty { reclaim(aged) }
+        if !aged.isEmpty { reclaim(consume aged) }
     }
 
     private static func tail(_ name: String, in all: inout [TopicTail]) -> TopicTail {

@@ -150,7 +150,7 @@ public struct CommandGateway: Sendable {
                 projector.outcomes.cancel(ticket)
                 return .answered(outcome)
             }
-            if checkingTheOrder { try await requireOrder(of: command) }
+            if checkingTheOrder { try await requireOrder(of: command, before: deadline) }
             try await append(command, before: deadline)
             return .sent(ticket)
         } catch {
@@ -171,13 +171,13 @@ public struct CommandGateway: Sendable {
     /// nothing written: the same status the command would get, without its ErrorEvent.
     /// The state changes left in the order's life (accepting, completing, cancelling: two
     /// at most) still go through, so no client looping on a stale version can freeze it.
-    private func requireOrder(of command: OrderCommand) async throws {
+    private func requireOrder(of command: OrderCommand, before deadline: ContinuousClock.Instant) async throws {
         if case .place = command.kind { return }
         guard let view = try await projector.view(orderId: command.orderId), let order = view.order else {
             // Placed through another instance a moment ago, this one's read model may not
             // have it yet: the log's aggregates row decides. With one, the command goes
             // on to the handler, which decides it on the order as the log has it.
-            if try await orderIsInTheLog(command.orderId) { return }
+            if try await orderIsInTheLog(command.orderId, before: deadline) { return }
             throw OrderRejection(
                 reason: .notFound, message: "Order \(command.orderId) not found", commandType: command.typeName,
                 expectedVersion: command.expectedVersion, actualVersion: 0)
@@ -196,20 +196,25 @@ public struct CommandGateway: Sendable {
     /// Whether the log has an aggregates row of `orderId`. A log that cannot tell (a
     /// broker that does not answer) is UNAVAILABLE, not NOT_FOUND: the order may well
     /// exist, and a client told it does not would give up on it. Waited for as an append
-    /// is (`appendPatience`): a lookup blocked on a frozen broker runs to librdkafka's
-    /// request timeout.
-    private func orderIsInTheLog(_ orderId: String) async throws -> Bool {
+    /// is (`appendPatience`, and `deadline`): a lookup blocked on a frozen broker runs to
+    /// librdkafka's request timeout.
+    private func orderIsInTheLog(_ orderId: String, before deadline: ContinuousClock.Instant) async throws -> Bool {
         let engine = self.engine
         let topic = topics.aggregates
         guard let patience = engine.appendPatience else {
             return try await engine.currentRecord(topic: topic, key: orderId) != nil
         }
-        switch await lookups.result(within: patience, of: { try await engine.currentRecord(topic: topic, key: orderId) != nil }) {
+        let wait = min(patience, deadline - .now)
+        // No time left: no lookup is started only to be abandoned.
+        guard wait > .zero else {
+            throw LogError(.unavailable, "no time was left to learn whether order \(orderId) exists")
+        }
+        switch await lookups.result(within: wait, of: { try await engine.currentRecord(topic: topic, key: orderId) != nil }) {
         case .success(let found): return found
         case .failure(let error): throw error
         case nil:
             try Task.checkCancellation()
-            throw LogError(.unavailable, "could not learn within \(patience) whether order \(orderId) exists: the log does not answer")
+            throw LogError(.unavailable, "could not learn within \(wait) whether order \(orderId) exists: the log does not answer")
         }
     }
 
@@ -232,6 +237,9 @@ public struct CommandGateway: Sendable {
             return
         }
         let left = deadline - .now
+        // No time left (a re-send at the deadline): no append is started only to be
+        // abandoned; during an outage each would run to librdkafka's delivery timeout.
+        guard left > .zero else { throw OutcomeTimeout(commandId: command.commandId, appended: false) }
         let result = await appends.result(within: min(patience, left)) {
             // The caller learns nothing from this append, only from the outcome, which
             // the projector reads from the durable log: a command lost to a crash before

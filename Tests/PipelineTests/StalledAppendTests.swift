@@ -77,6 +77,25 @@ import Testing
         }
     }
 
+    /// The lookup's wait is capped by the call's timeout too, not only by the patience.
+    @Test func aStalledLookupDoesNotHoldTheCallPastItsTimeout() async throws {
+        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: .seconds(10))
+        try await Harness.run(engine: engine) { h in
+            engine.stallLookups()
+            let release = Task { try await Task.sleep(for: Self.stall); engine.release() }
+            let started = ContinuousClock.now
+            let update = OrderCommand(
+                commandId: OrderIdentity.random(), orderId: OrderIdentity.random(), expectedVersion: 1, kind: .cancel)
+            await #expect {
+                try await h.gateway.submit(update, timeout: .milliseconds(500))
+            } throws: { error in
+                (error as? LogError)?.code == .unavailable
+            }
+            #expect(ContinuousClock.now - started < .seconds(2), "answered after \(ContinuousClock.now - started)")
+            try await release.value
+        }
+    }
+
     /// The stalled append landed: a retry gets the command's outcome, and the log has one
     /// decision of it.
     private func expectOneOutcome(_ command: OrderCommand, _ h: Harness) async throws {
