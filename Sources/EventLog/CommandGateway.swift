@@ -34,9 +34,9 @@ public struct CommandGateway: Sendable {
     /// Commands one order takes (`OrderPipeline.Config.maxCommandsPerOrder`).
     let maxCommandsPerOrder: Int
     /// The appends' waits: an append blocked on a log that stopped answering runs on.
-    private let appends = BoundedWait<Void>()
+    private let appends = BoundedWait<Result<Void, any Error>>()
     /// The waits of order lookups in the log (`orderIsInTheLog`).
-    private let lookups = BoundedWait<Bool>()
+    private let lookups = BoundedWait<Result<Bool, any Error>>()
 
     public init(
         engine: any LogEngine, store: any ReadModelStore, projector: Projector, topics: Topics, resendAfter: Duration? = .seconds(3),

@@ -411,8 +411,10 @@ extension RPCService {
         var reported: String?
         // The engine calls of the last look, while they have not answered: a call blocked on
         // a broker that went away runs to librdkafka's request timeout (30 s), whatever
-        // cancellation, so it is waited for at most `limit` a look, and never twice.
+        // cancellation, so it is waited for at most 2 s a look (`probes`), and never twice.
         var probe: Task<String?, Never>?
+        // A task answering nil ("no problem") gives `.some(nil)`; no answer in time, nil.
+        let probes = BoundedWait<String?>()
         while true {
             var problem: String?
             if let failure = await pipeline.store.writeFailure() {
@@ -423,7 +425,7 @@ extension RPCService {
                 let engine = pipeline.engine
                 let topic = pipeline.topics.aggregates
                 let running = probe ?? Task { await Self.engineProblem(engine, topic: topic) }
-                if let answer = await Self.value(of: running, within: .seconds(2)) {
+                if let answer = await probes.value(of: running, within: .seconds(2)) {
                     problem = answer
                     probe = nil
                 } else {
@@ -460,27 +462,6 @@ extension RPCService {
         if let failure = await engine.writeFailure() { return "the event store cannot write: \(failure.message)" }
         return (try? await engine.endOffsets(topic)) == nil ? "the event store does not answer" : nil
     }
-
-    /// `task`'s value, or nil when it has none within `limit` (a task answering nil, "no
-    /// problem", gives `.some(nil)`); the task runs on either way (a task group would wait
-    /// for it).
-    private static func value<T: Sendable>(of task: Task<T, Never>, within limit: Duration) async -> T? {
-        await withCheckedContinuation { (c: CheckedContinuation<T?, Never>) in
-            let first = FirstAnswer(c)
-            Task { first.resume(await task.value) }
-            Task {
-                try? await Task.sleep(for: limit)
-                first.resume(nil)
-            }
-        }
-    }
-}
-
-/// Resumes its continuation with the first value it is given, and ignores the others.
-private final class FirstAnswer<T: Sendable>: Sendable {
-    let continuation: Mutex<CheckedContinuation<T?, Never>?>
-    init(_ c: CheckedContinuation<T?, Never>) { continuation = Mutex(c) }
-    func resume(_ value: T?) { continuation.withLock { $0.take() }?.resume(returning: value) }
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
