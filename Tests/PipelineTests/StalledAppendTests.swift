@@ -54,7 +54,18 @@ import Testing
     /// log that does not answer makes that UNAVAILABLE within the patience, not NOT_FOUND
     /// (the order may well exist) after the engine's own timeout.
     @Test func aStalledLookupOfAnUnknownOrderIsUnavailable() async throws {
-        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: .milliseconds(300))
+        try await expectStalledLookupUnavailable(patience: .milliseconds(300), timeout: .seconds(20))
+    }
+
+    /// The lookup's wait is capped by the call's timeout too, not only by the patience.
+    @Test func aStalledLookupDoesNotHoldTheCallPastItsTimeout() async throws {
+        try await expectStalledLookupUnavailable(patience: .seconds(10), timeout: .milliseconds(500))
+    }
+
+    /// A lookup held for `stall` is answered UNAVAILABLE well before it ends; once the log
+    /// answers again, an unknown order is NOT_FOUND.
+    private func expectStalledLookupUnavailable(patience: Duration, timeout: Duration) async throws {
+        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: patience)
         try await Harness.run(engine: engine) { h in
             engine.stallLookups()
             let release = Task { try await Task.sleep(for: Self.stall); engine.release() }
@@ -62,37 +73,17 @@ import Testing
             let update = OrderCommand(
                 commandId: OrderIdentity.random(), orderId: OrderIdentity.random(), expectedVersion: 1, kind: .cancel)
             await #expect {
-                try await h.gateway.submit(update, timeout: .seconds(20))
+                try await h.gateway.submit(update, timeout: timeout)
             } throws: { error in
                 (error as? LogError)?.code == .unavailable
             }
             #expect(ContinuousClock.now - started < .seconds(2), "answered after \(ContinuousClock.now - started)")
             try await release.value
-            // The log answers again: an unknown order is NOT_FOUND.
             await #expect {
                 try await h.gateway.submit(update, timeout: .seconds(5))
             } throws: { error in
                 (error as? OrderRejection)?.reason == .notFound
             }
-        }
-    }
-
-    /// The lookup's wait is capped by the call's timeout too, not only by the patience.
-    @Test func aStalledLookupDoesNotHoldTheCallPastItsTimeout() async throws {
-        let engine = StallingEngine(InMemoryLogEngine(), appendPatience: .seconds(10))
-        try await Harness.run(engine: engine) { h in
-            engine.stallLookups()
-            let release = Task { try await Task.sleep(for: Self.stall); engine.release() }
-            let started = ContinuousClock.now
-            let update = OrderCommand(
-                commandId: OrderIdentity.random(), orderId: OrderIdentity.random(), expectedVersion: 1, kind: .cancel)
-            await #expect {
-                try await h.gateway.submit(update, timeout: .milliseconds(500))
-            } throws: { error in
-                (error as? LogError)?.code == .unavailable
-            }
-            #expect(ContinuousClock.now - started < .seconds(2), "answered after \(ContinuousClock.now - started)")
-            try await release.value
         }
     }
 

@@ -1,4 +1,5 @@
 """The Kafka engine with several instances sharing the partitions (tansu broker)."""
+import contextlib
 import os
 import re
 import signal
@@ -25,6 +26,24 @@ def instances(broker, count, base_dir, prefix=None, log_level="warning", session
         extra += list(extra_args)
         servers.append(Server(d, extra).start(log_level=log_level))
     return servers
+
+
+@contextlib.contextmanager
+def one_instance(broker, base_dir, extra_args=()):
+    """One instance on `broker` and a channel to it, for a test that may freeze the broker:
+    the instance's logs printed if the test fails; the broker let go on (SIGCONT does
+    nothing to a process that runs), the channel closed and the instance stopped at the end."""
+    (server,) = instances(broker, 1, base_dir, extra_args=extra_args)
+    channel = grpc.insecure_channel(server.address)
+    try:
+        yield channel
+    except BaseException:
+        print_logs([server])
+        raise
+    finally:
+        broker.signal(signal.SIGCONT)
+        channel.close()
+        server.kill(signal.SIGTERM)
 
 
 def print_logs(servers, lines=60):
@@ -218,28 +237,14 @@ def test_health_reports_a_broker_that_stops_answering(own_broker, pb, data_dir):
     """A load balancer must learn within seconds that an instance's event store does not
     answer: the health probe waited for a call blocked on the frozen broker (librdkafka's
     30 s request timeout) and stayed SERVING meanwhile."""
-    (server,) = instances(own_broker, 1, data_dir)
-    channel = grpc.insecure_channel(server.address)
-    health = Health(channel)
-
-    frozen = False
-    try:
+    with one_instance(own_broker, data_dir) as channel:
+        health = Health(channel)
         place(pb.g.OrderServiceStub(channel), pb)
         assert health.wait_for(health_pb2.HealthCheckResponse.SERVING, 20, every=0.2)
         own_broker.signal(signal.SIGSTOP)
-        frozen = True
         assert health.wait_for(health_pb2.HealthCheckResponse.NOT_SERVING, 10, every=0.2), "still SERVING 10 s into the outage"
         own_broker.signal(signal.SIGCONT)
-        frozen = False
         assert health.wait_for(health_pb2.HealthCheckResponse.SERVING, 60, every=0.2), "not SERVING again after the broker came back"
-    except BaseException:
-        print_logs([server])
-        raise
-    finally:
-        if frozen:
-            own_broker.signal(signal.SIGCONT)
-        channel.close()
-        server.kill(signal.SIGTERM)
 
 
 def test_a_command_while_the_broker_is_frozen_fails_fast_and_its_retry_succeeds(own_broker, pb, data_dir):
@@ -247,16 +252,12 @@ def test_a_command_while_the_broker_is_frozen_fails_fast_and_its_retry_succeeds(
     did not answer, past the call's deadline: the client got its own bare DEADLINE_EXCEEDED.
     It must hear within seconds that the event store is unavailable and that a retry is
     safe; the retry, once the broker is back, places the order once."""
-    (server,) = instances(own_broker, 1, data_dir)
-    channel = grpc.insecure_channel(server.address)
-    stub = pb.g.OrderServiceStub(channel)
-    rid = str(uuid.uuid4())
-    request = pb.m.PlaceOrderRequest(request_id=rid, rider_id=RIDER, price="123.45", route=route(pb))
-    frozen = False
-    try:
+    with one_instance(own_broker, data_dir) as channel:
+        stub = pb.g.OrderServiceStub(channel)
+        rid = str(uuid.uuid4())
+        request = pb.m.PlaceOrderRequest(request_id=rid, rider_id=RIDER, price="123.45", route=route(pb))
         first = place(stub, pb)  # the groups have formed
         own_broker.signal(signal.SIGSTOP)
-        frozen = True
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as failed:
             stub.PlaceOrder(request, timeout=20)
@@ -266,7 +267,6 @@ def test_a_command_while_the_broker_is_frozen_fails_fast_and_its_retry_succeeds(
         assert elapsed <= 5, f"UNAVAILABLE after {elapsed:.1f} s"
         assert "event store is unavailable" in details and "same request_id is safe" in details, details
         own_broker.signal(signal.SIGCONT)
-        frozen = False
         # The same request again, until the instance answers (its groups may rejoin first).
         deadline = time.monotonic() + 60
         while True:
@@ -282,14 +282,6 @@ def test_a_command_while_the_broker_is_frozen_fails_fast_and_its_retry_succeeds(
         assert versions == [1] and len(events) == 1
         orders = stub.ListOrders(pb.m.ListOrdersRequest(), timeout=20).orders
         assert sorted(o.id for o in orders) == sorted([first.order_id, placed.order_id])
-    except BaseException:
-        print_logs([server])
-        raise
-    finally:
-        if frozen:
-            own_broker.signal(signal.SIGCONT)
-        channel.close()
-        server.kill(signal.SIGTERM)
 
 
 def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavailable(own_broker, pb, data_dir):
@@ -298,14 +290,10 @@ def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavai
     the call's deadline, and its error then read as NOT_FOUND: a client would give up on an
     order that may well exist. It must hear within seconds that the event store is
     unavailable (here within 1 s: --kafka-append-patience)."""
-    (server,) = instances(own_broker, 1, data_dir, extra_args=["--kafka-append-patience", "1"])
-    channel = grpc.insecure_channel(server.address)
-    stub = pb.g.OrderServiceStub(channel)
-    frozen = False
-    try:
+    with one_instance(own_broker, data_dir, extra_args=["--kafka-append-patience", "1"]) as channel:
+        stub = pb.g.OrderServiceStub(channel)
         place(stub, pb)  # the groups have formed
         own_broker.signal(signal.SIGSTOP)
-        frozen = True
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as failed:
             update(stub, pb, str(uuid.uuid4()), pb.m.OrderStatus.ORDER_STATUS_CANCELLED, 1)
@@ -315,7 +303,6 @@ def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavai
         assert elapsed <= 3, f"UNAVAILABLE after {elapsed:.1f} s"
         assert "within 1.0 seconds whether order" in details, details
         own_broker.signal(signal.SIGCONT)
-        frozen = False
         # Once the broker answers, an unknown order is NOT_FOUND again.
         deadline = time.monotonic() + 60
         while True:
@@ -327,11 +314,3 @@ def test_an_update_of_an_order_unknown_here_while_the_broker_is_frozen_is_unavai
                 if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-    except BaseException:
-        print_logs([server])
-        raise
-    finally:
-        if frozen:
-            own_broker.signal(signal.SIGCONT)
-        channel.close()
-        server.kill(signal.SIGTERM)
