@@ -34,6 +34,19 @@ final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
         /// The timer task in charge of the next wake-up (a new one takes over when a wait
         /// with an earlier deadline arrives) and its wake-up time.
         var timer: (id: UInt64, wakeUp: ContinuousClock.Instant)?
+
+        /// Drops the deadlines of ended waits once they outnumber the waits still waiting.
+        /// They would go when due anyway, but a deadline can be an hour away (a call's own
+        /// timeout), and thousands of waits a second end by a value long before theirs: the
+        /// heap would hold an hour of them. Rebuilding costs O(heap) and leaves at most half
+        /// as many entries as it found, so it is O(1) per wait over time.
+        mutating func compactDeadlines() {
+            guard deadlines.count > 2 * waitingKeys.count + Self.deadlineSlack else { return }
+            let waiting = waitingKeys
+            deadlines.removeAll { waiting[$0] == nil }
+        }
+        /// Ended waits' deadlines kept before a rebuild is worth it.
+        static var deadlineSlack: Int { 256 }
     }
     private let state = Mutex(State())
 
@@ -78,6 +91,7 @@ final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
                     s.slots[ticket.key] = list
                     s.deadlines.insert(deadline, ticket.id)
                     s.waitingKeys[ticket.id] = ticket.key
+                    s.compactDeadlines()
                     if let timer = s.timer, timer.wakeUp <= deadline { return .waitForTimer }
                     s.nextId += 1
                     s.timer = (s.nextId, deadline)
@@ -127,6 +141,8 @@ final class Waiters<Key: Hashable & Sendable, Value: Sendable>: Sendable {
 
     /// Waits holding a deadline, for tests: each is forgotten when it ends, however.
     var waitingCount: Int { state.withLock { $0.waitingKeys.count } }
+    /// Deadlines held, of waits still waiting or ended (tests: see `compactDeadlines`).
+    var heldDeadlines: Int { state.withLock { $0.deadlines.count } }
 
     /// Registers and waits in one step (for callers with nothing to start in between).
     func wait(for key: Key, timeout: Duration, accepts: @escaping @Sendable (Value) -> Bool = { _ in true }) async -> Value? {
@@ -192,10 +208,20 @@ struct DeadlineHeap {
         }
     }
 
+    /// Removes the entries whose id matches, then restores the heap order bottom-up (O(n)).
+    mutating func removeAll(where drop: (UInt64) -> Bool) {
+        items.removeAll { drop($0.id) }
+        for start in stride(from: items.count / 2 - 1, through: 0, by: -1) { siftDown(from: start) }
+    }
+
     mutating func removeFirst() {
         items.swapAt(0, items.count - 1)
         items.removeLast()
-        var parent = 0
+        siftDown(from: 0)
+    }
+
+    private mutating func siftDown(from start: Int) {
+        var parent = start
         while true {
             let left = 2 * parent + 1, right = left + 1
             var smallest = parent

@@ -87,4 +87,42 @@ import Testing
         #expect(await cancelled.value == nil)
         #expect(waiters.waitingCount == 0)
     }
+
+    /// Waits that end by a value long before their deadline (a call's timeout can be an
+    /// hour) do not pile up in the deadline heap until those deadlines come.
+    @Test func deadlinesOfEndedWaitsDoNotAccumulate() async {
+        let waiters = Waiters<Int, Int>()
+        for round in 0..<20 {
+            await withTaskGroup(of: Int?.self) { group in
+                for i in 0..<100 {
+                    let ticket = waiters.register(round * 100 + i)
+                    group.addTask { await waiters.wait(ticket, timeout: .seconds(3600)) }
+                }
+                while waiters.waitingCount < 100 { try? await Task.sleep(for: .milliseconds(1)) }
+                for i in 0..<100 { waiters.publish(round * 100 + i, i) }
+                for await value in group { #expect(value != nil) }
+            }
+        }
+        #expect(waiters.waitingCount == 0)
+        // 2,000 waits went through; before, all 2,000 deadlines stayed for the hour.
+        #expect(waiters.heldDeadlines <= 2 * 100 + 256)
+    }
+
+    /// After dropping entries the heap still hands out the earliest deadline first.
+    @Test func theDeadlineHeapKeepsItsOrderAfterARemoval() {
+        var heap = DeadlineHeap()
+        let start = ContinuousClock.now
+        var generator = SystemRandomNumberGenerator()
+        let offsets = (0..<500).map { _ in Int64.random(in: 0..<10_000, using: &generator) }
+        for (id, offset) in offsets.enumerated() { heap.insert(start + .milliseconds(offset), UInt64(id)) }
+        heap.removeAll { $0 % 3 == 0 }
+        var popped: [ContinuousClock.Instant] = []
+        while let first = heap.first {
+            #expect(first.id % 3 != 0)
+            popped.append(first.deadline)
+            heap.removeFirst()
+        }
+        #expect(popped.count == offsets.indices.filter { $0 % 3 != 0 }.count)
+        #expect(popped == popped.sorted())
+    }
 }
