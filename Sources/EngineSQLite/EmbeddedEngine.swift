@@ -21,6 +21,14 @@ public struct EmbeddedEngine: Sendable {
     public static func open(
         directory: String, logger: Logger, options: SQLiteLogEngine.Options = .defaults
     ) async throws -> EmbeddedEngine {
+        try await open(directory: directory, logger: logger, options: options, readModelPageLimit: nil)
+    }
+
+    /// `readModelPageLimit`: tests cap readmodel.sqlite's pages (see `PageLimit`), as
+    /// `options.pageLimit` caps the log's.
+    package static func open(
+        directory: String, logger: Logger, options: SQLiteLogEngine.Options, readModelPageLimit: (@Sendable () -> Int?)?
+    ) async throws -> EmbeddedEngine {
         try await offPool {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
@@ -29,7 +37,7 @@ public struct EmbeddedEngine: Sendable {
             path: base.appendingPathComponent(logFileName).path, logger: logger, options: options)
         do {
             let readModel = try await SQLiteReadModelStore.open(
-                path: base.appendingPathComponent(readModelFileName).path, logger: logger)
+                path: base.appendingPathComponent(readModelFileName).path, logger: logger, pageLimit: readModelPageLimit)
             return EmbeddedEngine(log: log, readModel: readModel, directory: directory)
         } catch {
             await log.close()

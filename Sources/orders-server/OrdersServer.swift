@@ -89,6 +89,15 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Tests only: a file holding the most pages log.sqlite may have (no file or number: no limit).", visibility: .private))
     var testLogPageLimitFile: String?
 
+    /// Never shown: the same for the read model's file.
+    @Option(help: ArgumentHelp("Tests only: a file holding the most pages readmodel.sqlite may have (no file or number: no limit).", visibility: .private))
+    var testReadModelPageLimitFile: String?
+
+    /// The number in `file` each time it is asked, nil without one (the --test-*-page-limit-file flags).
+    private static func pageLimit(from file: String) -> @Sendable () -> Int? {
+        { (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+    }
+
     enum EngineKind: String, ExpressibleByArgument, CaseIterable {
         case embedded, kafka
     }
@@ -224,12 +233,9 @@ struct OrdersServer: AsyncParsableCommand {
             pipelineConfig.topics = Topics(partitions: partitions ?? Defaults.partitions)
             // Only the aggregator looks records up by key, and only in order-aggregates.
             var options = SQLiteLogEngine.Options(keyIndexedTopics: [pipelineConfig.topics.aggregates])
-            if let file = testLogPageLimitFile {
-                options.pageLimit = {
-                    (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-                }
-            }
-            let embedded = try await EmbeddedEngine.open(directory: dataDir, logger: logger, options: options)
+            options.pageLimit = testLogPageLimitFile.map(Self.pageLimit(from:))
+            let embedded = try await EmbeddedEngine.open(
+                directory: dataDir, logger: logger, options: options, readModelPageLimit: testReadModelPageLimitFile.map(Self.pageLimit(from:)))
             (log, store) = (embedded.log, embedded.readModel)
             close = { await embedded.close() }
             // Local and at once: data written with another partition count stops the server
