@@ -36,7 +36,7 @@ struct OrdersServer: AsyncParsableCommand {
     var engine: EngineKind = env("ORDERS_ENGINE").flatMap(EngineKind.init(rawValue:)) ?? .embedded
 
     @Option(help: "Partitions of each log; fixed once data exists; embedded engine only. [env: ORDERS_PARTITIONS] (default: \(Defaults.partitions))")
-    var partitions: Int? = env("ORDERS_PARTITIONS").flatMap { Int($0) }
+    var partitions: Int?
 
     @Option(help: "Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). [env: ORDERS_MAX_MESSAGE_BYTES]")
     var maxMessageBytes: Int = env("ORDERS_MAX_MESSAGE_BYTES").flatMap { Int($0) } ?? 4 << 20
@@ -55,34 +55,34 @@ struct OrdersServer: AsyncParsableCommand {
     // are in Defaults.
 
     @Option(help: "Kafka bootstrap servers, H:P[,H:P]. [env: ORDERS_KAFKA_BROKERS] (default: \(Defaults.kafkaBrokers))")
-    var kafkaBrokers = env("ORDERS_KAFKA_BROKERS")
+    var kafkaBrokers: String?
 
     @Option(help: "Prefix of the three topics' names. [env: ORDERS_KAFKA_TOPIC_PREFIX] (default: none)")
-    var kafkaTopicPrefix = env("ORDERS_KAFKA_TOPIC_PREFIX")
+    var kafkaTopicPrefix: String?
 
     @Option(help: "Partitions of the topics this server creates. [env: ORDERS_KAFKA_PARTITIONS] (default: \(Defaults.kafkaPartitions))")
-    var kafkaPartitions: Int? = env("ORDERS_KAFKA_PARTITIONS").flatMap { Int($0) }
+    var kafkaPartitions: Int?
 
     @Option(help: "Replication factor of the topics this server creates. [env: ORDERS_KAFKA_REPLICATION] (default: \(Defaults.kafkaReplication))")
-    var kafkaReplication: Int? = env("ORDERS_KAFKA_REPLICATION").flatMap { Int($0) }
+    var kafkaReplication: Int?
 
     @Option(help: "Prefix of the consumer groups the instances share. [env: ORDERS_KAFKA_GROUP] (default: \(Defaults.kafkaGroup))")
-    var kafkaGroup = env("ORDERS_KAFKA_GROUP")
+    var kafkaGroup: String?
 
     @Option(help: "This instance's stable, unique id (in its Kafka client.id); default: random. [env: ORDERS_KAFKA_INSTANCE_ID]")
-    var kafkaInstanceId = env("ORDERS_KAFKA_INSTANCE_ID")
+    var kafkaInstanceId: String?
 
     @Option(help: "librdkafka consumers shared by the StreamEvents subscribers behind the tail (each has threads and a broker connection). [env: ORDERS_KAFKA_CATCH_UP_READERS] (default: \(Defaults.kafkaCatchUpReaders))")
-    var kafkaCatchUpReaders: Int? = env("ORDERS_KAFKA_CATCH_UP_READERS").flatMap { Int($0) }
+    var kafkaCatchUpReaders: Int?
 
     @Option(help: "Seconds a command waits for the broker to acknowledge its append before it is answered UNAVAILABLE (the append runs on; a retry with the same request_id is safe); also how long an update of an order unknown to this instance waits to learn whether it exists. [env: ORDERS_KAFKA_APPEND_PATIENCE] (default: \(Defaults.kafkaAppendPatience))")
-    var kafkaAppendPatience: Double? = env("ORDERS_KAFKA_APPEND_PATIENCE").flatMap { Double($0) }
+    var kafkaAppendPatience: Double?
 
     @Option(help: "A librdkafka property key=value (TLS, SASL, ...); repeatable.")
     var kafkaProperty: [String] = []
 
     @Option(help: "ksqlDB's REST URL (--engine kafka only): ksqlDB runs the aggregation instead of the built-in aggregator. [env: ORDERS_KSQLDB_URL]")
-    var ksqldbUrl = env("ORDERS_KSQLDB_URL")
+    var ksqldbUrl: String?
 
     /// Never shown: the end-to-end tests fill the embedded log's "disk" with it (see
     /// `SQLiteLogEngine.Options.pageLimit`) and raise the number to give the space back.
@@ -146,7 +146,20 @@ struct OrdersServer: AsyncParsableCommand {
         ("ORDERS_KAFKA_APPEND_PATIENCE", "a number of seconds", { Double($0) != nil }),
     ]
 
-    func validate() throws {
+    mutating func validate() throws {
+        // The environment fills what the command line left out. Not as the options' default
+        // values: an optional option with one is deprecated (argument-parser 1.8), and these
+        // stay nil when neither gives them (see engineOnlyOptions).
+        partitions = partitions ?? env("ORDERS_PARTITIONS").flatMap { Int($0) }
+        kafkaPartitions = kafkaPartitions ?? env("ORDERS_KAFKA_PARTITIONS").flatMap { Int($0) }
+        kafkaReplication = kafkaReplication ?? env("ORDERS_KAFKA_REPLICATION").flatMap { Int($0) }
+        kafkaCatchUpReaders = kafkaCatchUpReaders ?? env("ORDERS_KAFKA_CATCH_UP_READERS").flatMap { Int($0) }
+        kafkaAppendPatience = kafkaAppendPatience ?? env("ORDERS_KAFKA_APPEND_PATIENCE").flatMap { Double($0) }
+        kafkaBrokers = kafkaBrokers ?? env("ORDERS_KAFKA_BROKERS")
+        kafkaTopicPrefix = kafkaTopicPrefix ?? env("ORDERS_KAFKA_TOPIC_PREFIX")
+        kafkaGroup = kafkaGroup ?? env("ORDERS_KAFKA_GROUP")
+        kafkaInstanceId = kafkaInstanceId ?? env("ORDERS_KAFKA_INSTANCE_ID")
+        ksqldbUrl = ksqldbUrl ?? env("ORDERS_KSQLDB_URL")
         for variable in Self.parsedEnvironment {
             if let value = env(variable.name), !variable.parses(value) {
                 throw ValidationError("\(variable.name)='\(value)' must be \(variable.expected)")
