@@ -37,6 +37,11 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var calls: [Int32: ServerCall] = [:]
     /// Calls that became ready during the current `mem_recv`, started right after it.
     private var callsToStart: [ServerCall] = []
+    /// Bytes of incomplete request messages the calls hold, against
+    /// `Config.partialMessageBytesPerConnection`.
+    private(set) var partialMessageBytes = 0
+    /// The calls holding an incomplete message, oldest first: the first may always go on.
+    private var callsWithPartialMessages: [ServerCall] = []
     private var inReadBatch = false
     private var flushScheduled = false
     private var draining = false
@@ -303,6 +308,48 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                 await runtime.run(call: call, body: body, context: context)
             }
         }
+    }
+
+    // MARK: - Incomplete request messages
+
+    /// Records that `call` now holds `bytes` of an incomplete request message (0: none, or
+    /// none any more). When the connection's total falls, streams held back may go on.
+    func partialMessage(of call: ServerCall, holds bytes: Int) {
+        let before = call.partialBytes
+        guard bytes != before else { return }
+        call.partialBytes = bytes
+        partialMessageBytes += bytes - before
+        if before == 0 {
+            callsWithPartialMessages.append(call)
+            return
+        }
+        if bytes == 0 {
+            callsWithPartialMessages.removeAll { $0 === call }
+            if call.withheldBytes > 0 {
+                session?.consumeStream(streamID: call.streamID, count: call.withheldBytes)
+                call.withheldBytes = 0
+            }
+        }
+        if bytes < before { releaseWithheldWindows() }
+    }
+
+    /// Whether `call` may be sent more of its incomplete message now: while the connection
+    /// holds no more than its budget, and always for the oldest such call, so that messages
+    /// larger than the budget, or many at once, still arrive, one after another.
+    func mayBuffer(_ call: ServerCall) -> Bool {
+        partialMessageBytes <= runtime.config.partialMessageBytesPerConnection
+            || callsWithPartialMessages.first === call
+    }
+
+    private func releaseWithheldWindows() {
+        var released = false
+        for call in callsWithPartialMessages where call.withheldBytes > 0 && mayBuffer(call) {
+            session?.consumeStream(streamID: call.streamID, count: call.withheldBytes)
+            call.withheldBytes = 0
+            released = true
+        }
+        // Inside a read the WINDOW_UPDATEs go out with its batch; otherwise now.
+        if released { scheduleFlush() }
     }
 
     // MARK: - nghttp2 callbacks (called from NGHTTP2Session.swift only)

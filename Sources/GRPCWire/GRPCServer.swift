@@ -40,6 +40,16 @@ public final class GRPCServer: Sendable {
         /// SETTINGS_INITIAL_WINDOW_SIZE: per-stream receive window; also bounds what an unread
         /// request stream can make the server buffer.
         public var streamWindowBytes = 1 << 20
+        /// Bytes of incomplete request messages one connection may hold before the streams
+        /// sending them wait at their flow-control windows. An incomplete message has its
+        /// stream window reopened as it arrives (it must be whole to be decoded), so without
+        /// this a client sending `maxConcurrentStreams` messages of `maxReceiveMessageBytes`
+        /// less their last byte made the server hold all of them (400 MiB by default) for as
+        /// long as it kept the connection. The oldest incomplete message always goes on, so
+        /// several large ones still arrive, one after another. A connection then holds at most
+        /// about this, plus what each stream's window lets it send (`streamWindowBytes` ×
+        /// `maxConcurrentStreams`), plus one message.
+        public var partialMessageBytesPerConnection = 16 << 20
         /// How long in-flight calls may run after ``GRPCServer/beginGracefulShutdown()``.
         public var shutdownGracePeriod: Duration = .seconds(10)
         /// A connection with no open stream and no input for this long is closed (GOAWAY).

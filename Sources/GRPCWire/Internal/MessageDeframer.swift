@@ -36,6 +36,10 @@ struct MessageDeframer {
     /// this means the body was truncated.
     var hasPartialMessage: Bool { headerCount > 0 }
 
+    /// What the incomplete message holds so far (its header and body bytes): 0 between
+    /// messages. Up to `maxMessageBytes` while the client keeps the last byte back.
+    var partialBytes: Int { headerCount == 0 ? 0 : headerCount + body.count }
+
     /// Feeds one chunk; `emit` is called for every message completed by it, in order.
     mutating func process(
         _ chunk: UnsafeRawBufferPointer, _ emit: (FramedMessage) throws -> Void

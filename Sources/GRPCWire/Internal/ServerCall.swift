@@ -79,6 +79,14 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     var inboundWaiters: [UnsafeContinuation<FramedMessage?, any Error>] = []
     /// Stream-window bytes received but not yet reported consumed (handler is behind).
     var unconsumedBytes = 0
+    /// Bytes of an incomplete request message this call holds, as its connection counts
+    /// them (`GRPCConnectionHandler.partialMessage(of:holds:)`).
+    var partialBytes = 0
+    /// Stream-window bytes not yet reported consumed because the connection holds too much
+    /// of incomplete messages: this stream waits at its window until it may go on.
+    var withheldBytes = 0
+    /// `deframer.process` is running: the deframer must not be replaced now.
+    private var deframing = false
     /// Request bytes of a client-streaming call kept as they came, not yet deframed: once
     /// `maxQueuedMessages` wait for the handler, later bytes stay raw, so a stream of tiny
     /// messages costs its window's bytes and not many times that in per-message objects.
@@ -337,6 +345,9 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
             deadlineTimer = nil
         }
         if status.code != .ok { failure = status }
+        // Later request bytes are dropped (receiveData), so an incomplete message never will be
+        // whole: free it now rather than when the client closes the stream.
+        dropPartialMessage()
         // Nobody may wait any more once the call is over.
         failWaiters(status.code == .ok ? GRPCStatus(.cancelled, "The call has ended") : status)
         guard !closed, let session = connection.session else { return }
@@ -419,6 +430,7 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         failWaiters(failure ?? GRPCStatus(.cancelled, "The call has ended"))
         outbound.removeAll()
         outboundBytes = 0
+        dropPartialMessage()
         inbound.removeAll()
         raw = []
         rawStart = 0
@@ -455,12 +467,24 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
         }
         deframe(chunk, streaming: streaming)
         // Flow control: consume now unless complete messages are piling up unread, in which
-        // case the bytes are reported when the handler takes them (pollInbound).
+        // case the bytes are reported when the handler takes them (pollInbound), or this
+        // call's incomplete message must wait for the connection's others to shrink, in which
+        // case the connection reports them (`partialMessage(of:holds:)`).
         if streaming && !inbound.isEmpty && !finished {
             unconsumedBytes += chunk.count
+        } else if partialBytes > 0 && !connection.mayBuffer(self) {
+            withheldBytes += chunk.count
         } else {
             connection.session?.consumeStream(streamID: streamID, count: chunk.count)
         }
+    }
+
+    /// Frees an incomplete request message the call will not use, and tells the connection.
+    private func dropPartialMessage() {
+        if !deframing && deframer.hasPartialMessage {
+            deframer = MessageDeframer(maxMessageBytes: maxReceiveMessageBytes)
+        }
+        connection.partialMessage(of: self, holds: 0)
     }
 
     /// Deframes kept raw bytes until `maxQueuedMessages` wait again or none is left.
@@ -481,7 +505,12 @@ final class ServerCall: ResponseMetadataStorage, @unchecked Sendable {
     /// Runs request bytes through the deframer: messages to waiting readers, the queue, or
     /// the unary request; a framing error fails the call.
     private func deframe(_ chunk: UnsafeRawBufferPointer, streaming: Bool) {
+        defer {
+            if !finished { connection.partialMessage(of: self, holds: deframer.partialBytes) }
+        }
         do {
+            deframing = true
+            defer { deframing = false }
             try deframer.process(chunk) { message in
                 if message.compressed && !requestGzip {
                     throw GRPCStatus(

@@ -203,12 +203,13 @@ func withTestServer(
 // MARK: - nghttp (the nghttp2 command-line client) as a test client
 
 /// Runs `nghttp -v` against the test server and returns its verbose output (frames,
-/// headers and trailers).
+/// headers and trailers). With `times` > 1 the same request goes that many times at once, on
+/// one connection.
 func nghttp(
     port: Int, path: String, body: [UInt8]? = nil, headers: [String] = ["content-type: application/grpc"],
-    timeout: Int = 20
+    timeout: Int = 20, times: Int = 1
 ) async throws -> String {
-    var arguments = ["-v", "-t", String(timeout), "-H", ":method: POST", "-H", "te: trailers"]
+    var arguments = ["-v", "-t", String(timeout), "-H", ":method: POST", "-H", "te: trailers", "-m", String(times)]
     for header in headers { arguments += ["-H", header] }
     var bodyFile: URL?
     if let body {
