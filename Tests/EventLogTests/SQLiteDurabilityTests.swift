@@ -40,7 +40,7 @@ struct SQLiteDurabilityTests {
 
             engine.syncer.hold()
             let syncsBefore = engine.syncer.syncCount
-            try await withDeadline(.seconds(10)) {
+            _ = try await withDeadline(.seconds(10)) {
                 try await engine.append([OutgoingRecord(topic: "t", key: "k", value: bytes("a"))], commit: nil, durability: .deferred)
             }
             // Committed: the group sees it; not yet fsync'd: the reader does not.
