@@ -51,6 +51,9 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private var lastActivity = NIODeadline.now()
     private var idleTask: RepeatedTask?
     private var graceTimer: Scheduled<Void>?
+    /// Closes the connection unless the client's preface and SETTINGS arrive first
+    /// (`Config.handshakeTimeout`).
+    private var handshakeTimer: Scheduled<Void>?
 
     // Per-request allocation savers: nghttp2 reports many events per stream in a row, and
     // clients tend to repeat the same path and metadata on a connection.
@@ -106,11 +109,19 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
                 this.value.checkIdle(interval)
             }
         }
+        if let limit = runtime.config.handshakeTimeout {
+            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+            handshakeTimer = context.eventLoop.scheduleTask(in: TimeAmount(limit)) {
+                this.value.handshakeTimedOut(limit)
+            }
+        }
         if context.channel.isActive { flush() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         cancelAllCalls()
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
         idleTask?.cancel()
         idleTask = nil
         graceTimer?.cancel()
@@ -129,6 +140,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         cancelAllCalls()
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
         idleTask?.cancel()
         idleTask = nil
         graceTimer?.cancel()
@@ -248,6 +261,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
         flush()
     }
 
+    private func handshakeTimedOut(_ limit: Duration) {
+        handshakeTimer = nil
+        guard !closing else { return }
+        logger.debug("No HTTP/2 preface and SETTINGS within \(limit); closing")
+        close()
+    }
+
     private func checkIdle(_ timeout: TimeAmount) {
         guard !closing, calls.isEmpty, NIODeadline.now() - lastActivity >= timeout else { return }
         logger.debug("Connection idle; closing")
@@ -353,6 +373,13 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     // MARK: - nghttp2 callbacks (called from NGHTTP2Session.swift only)
+
+    /// A SETTINGS frame from the client (not an acknowledgement): the first comes right after
+    /// its preface, which nghttp2 has then checked.
+    func h2ClientSettings() {
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+    }
 
     func h2BeginRequest(streamID: Int32) {
         let call = ServerCall(

@@ -55,6 +55,11 @@ public final class GRPCServer: Sendable {
         /// A connection with no open stream and no input for this long is closed (GOAWAY).
         /// Also ends connections that never send anything. nil disables it.
         public var idleTimeout: Duration? = .seconds(300)
+        /// A connection whose client has not sent the HTTP/2 preface and its SETTINGS this
+        /// long after connecting is closed: it is no gRPC client (or a stuck one), and it holds
+        /// a file descriptor the idle timeout would leave it for 5 minutes. grpc-go allows
+        /// 120 s; clients send both at once. nil disables it.
+        public var handshakeTimeout: Duration? = .seconds(20)
         /// Run handlers on their connection's event loop (task executor preference). When
         /// false they run on the global concurrent executor and every interaction with the
         /// connection hops threads. Either way, the `immediate` closures of

@@ -334,6 +334,8 @@ private func withHandler<R>(_ userData: UnsafeMutableRawPointer?, _ body: (GRPCC
 private let headersType = UInt8(NGHTTP2_HEADERS.rawValue)
 private let dataType = UInt8(NGHTTP2_DATA.rawValue)
 private let endStreamFlag = UInt8(NGHTTP2_FLAG_END_STREAM.rawValue)
+private let settingsType = UInt8(NGHTTP2_SETTINGS.rawValue)
+private let ackFlag = UInt8(NGHTTP2_FLAG_ACK.rawValue)
 
 private func onBeginHeaders(
     _ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ userData: UnsafeMutableRawPointer?
@@ -380,6 +382,8 @@ private func onFrameReceived(
         }
     } else if type == dataType, endStream {
         withHandler(userData) { $0.h2EndStream(streamID: streamID) }
+    } else if type == settingsType, frame.pointee.hd.flags & ackFlag == 0 {
+        withHandler(userData) { $0.h2ClientSettings() }
     }
     return 0
 }
