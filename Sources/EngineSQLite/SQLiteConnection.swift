@@ -93,10 +93,15 @@ package final class SQLiteConnection {
         /// `walAutocheckpointPages`, where the writer would stop for the copy and the
         /// database's fsync.
         package var checkpointInBackground = false
-        package init(cacheKiB: Int = 8 * 1024, synchronousFull: Bool = true, checkpointInBackground: Bool = false) {
+        /// Page size in bytes of a database this connection creates (a power of two,
+        /// 512…65536); nil: SQLite's default (4096). An existing file keeps its own: in WAL
+        /// mode only a VACUUM could change it.
+        package var pageSize: Int?
+        package init(cacheKiB: Int = 8 * 1024, synchronousFull: Bool = true, checkpointInBackground: Bool = false, pageSize: Int? = nil) {
             self.cacheKiB = cacheKiB
             self.synchronousFull = synchronousFull
             self.checkpointInBackground = checkpointInBackground
+            self.pageSize = pageSize
         }
         package static let defaults = Options()
     }
@@ -127,6 +132,11 @@ package final class SQLiteConnection {
         sqlite3_extended_result_codes(handle, 1)
         sqlite3_busy_timeout(handle, options.busyTimeoutMilliseconds)
         do {
+            if !options.readOnly, let pageSize = options.pageSize {
+                // Before anything is written: on a new file it sets the size of every page to
+                // come; on an existing one it is a no-op.
+                try execute("PRAGMA page_size=\(pageSize)")
+            }
             if !options.readOnly {
                 // journal_mode answers with the mode in force; anything but "wal" means the
                 // file system refused it, and the durability reasoning above would not hold.

@@ -45,6 +45,11 @@ public final class SQLiteLogEngine: LogEngine {
         /// …and at most this many bytes of them (estimated, memos included), fewer
         /// records when they are large (orders with long routes or many commands).
         public var tailBytesPerPartition = 2 << 20
+        /// Page size of a log database created by this engine (an existing one keeps its
+        /// own). Records are appended, not updated in place, so bigger pages mean fewer
+        /// pages per record batch: fewer WAL frames (one write each), B-tree splits and
+        /// checkpoint copies per command.
+        public var pageSize = 16 << 10
         /// Least time between the starts of two fsyncs of the log (each waits for the
         /// commits of that time to share it).
         public var minimumSyncInterval: Duration = .milliseconds(1)
@@ -110,7 +115,7 @@ public final class SQLiteLogEngine: LogEngine {
             // The writer gets the big cache: random key-index inserts read index pages, and
             // a miss there stalls every append in the batch.
             let writer = try await SQLiteQueue.open(
-                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024, synchronousFull: false, checkpointInBackground: true))
+                label: "EngineSQLite.log.writer", path: path, options: .init(cacheKiB: 64 * 1024, synchronousFull: false, checkpointInBackground: true, pageSize: options.pageSize))
             let catalog = LogCatalog()
             let writerState = WriterState()
             let (topics, keyHash) = try await writer.run { conn in
