@@ -1,4 +1,5 @@
 import CCurl
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -126,10 +127,13 @@ package enum CurlTransfer {
         for (name, value) in request.headers { headerList = curl_slist_append(headerList, "\(name): \(value)") }
         for name in request.suppressedHeaders { headerList = curl_slist_append(headerList, "\(name):") }
 
-        guard let handle = curl_easy_init() else {
+        guard let handle = IdleHandles.take() ?? curl_easy_init() else {
             throw Failure(kind: .other, message: "curl_easy_init failed")
         }
-        defer { curl_easy_cleanup(handle) }
+        // Kept for the next transfer after a complete one (with its connection); a failed
+        // one's may have a broken connection or a transfer abandoned midway.
+        var reusable = false
+        defer { reusable ? IdleHandles.put(handle) : curl_easy_cleanup(handle) }
 
         // The callbacks get the context unretained: the caller's reference keeps it alive
         // through curl_easy_perform (withExtendedLifetime below), and no callback runs
@@ -146,7 +150,36 @@ package enum CurlTransfer {
             throw failure(result, handle: handle, detail: String(cString: errorBuffer), context: context)
         }
         var status = 0
-        return CCurl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK ? status : nil
+        let parsed = CCurl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK
+        reusable = true
+        return parsed ? status : nil
+    }
+
+    /// Easy handles between transfers. Under the easy interface libcurl keeps a handle's
+    /// connections in the handle, so a transfer on a used one reuses its connection to the
+    /// same peer instead of connecting again: without this every ksqlDB pull query (one per
+    /// GetOrder) made a TCP connection and left a socket in TIME_WAIT. One transfer at a
+    /// time has a handle; the few idle ones are kept, the rest cleaned up.
+    private enum IdleHandles {
+        /// Used by one transfer at a time: taken out of the list before use.
+        private struct Handle: @unchecked Sendable { let pointer: UnsafeMutableRawPointer }
+        private static let idle = Mutex<[Handle]>([])
+        private static let limit = 16
+
+        static func take() -> UnsafeMutableRawPointer? { idle.withLock { $0.popLast()?.pointer } }
+
+        /// Back to the list with every option cleared (the error buffer, header list and
+        /// callback context they point to are gone after the transfer); the connections,
+        /// DNS and TLS session caches stay.
+        static func put(_ handle: UnsafeMutableRawPointer) {
+            curl_easy_reset(handle)
+            let kept = idle.withLock { list -> Bool in
+                guard list.count < limit else { return false }
+                list.append(Handle(pointer: handle))
+                return true
+            }
+            if !kept { curl_easy_cleanup(handle) }
+        }
     }
 
     /// Sets every option of one transfer; returns the first failure, if any.

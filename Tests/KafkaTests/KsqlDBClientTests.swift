@@ -312,6 +312,19 @@ struct KsqlDBClientTests {
         #expect(json?["ksql"] as? String == "SELECT * FROM ORDER_AGGREGATES WHERE ORDER_ID = 'it''s';")
     }
 
+    /// Pull queries one after another share one connection (ksqlDB keeps them open): not a
+    /// TCP connection, and a socket left in TIME_WAIT, per GetOrder.
+    @Test func pullQueriesReuseTheirConnection() async throws {
+        let body = String(
+            decoding: try JSONSerialization.data(withJSONObject: [["header": ["queryId": "q", "schema": Self.schema]]]), as: UTF8.self)
+        let server = try KsqlDBFakeServer(script: Array(repeating: R(status: 200, body: body), count: 5), keepAlive: true)
+        defer { server.stop() }
+        let client = client(server.url)
+        for i in 0..<5 { #expect(try await client.pullAggregate(orderId: "o-\(i)") == nil) }
+        #expect(server.requests.count == 5)
+        #expect(server.acceptedConnections == 1)
+    }
+
     // MARK: Limits
 
     /// A body past the cap fails the call instead of being buffered and parsed whole.

@@ -5,7 +5,9 @@ import Glibc
 #endif
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 for the ksqlDB client tests: records every request
-/// and answers each with the next scripted response (then `Connection: close`).
+/// and answers each with the next scripted response, then `Connection: close` — or, with
+/// `keepAlive`, keeps the connection for the client's next request, as ksqlDB does. One
+/// connection at a time.
 final class KsqlDBFakeServer: Sendable {
     struct Request: Sendable {
         var method: String
@@ -36,10 +38,14 @@ final class KsqlDBFakeServer: Sendable {
 
     let port: Int
     private let fd: Int32
+    private let keepAlive: Bool
     private let state = Mutex<(requests: [Request], script: [Response], stopped: Bool)>(([], [], false))
+    /// The connections accepted, and the one being served (shut down by `stop`).
+    private let connections = Mutex<(accepted: Int, current: Int32?)>((0, nil))
 
     /// Starts listening; `script` answers the requests in order (500 once it runs out).
-    init(script: [Response]) throws {
+    init(script: [Response], keepAlive: Bool = false) throws {
+        self.keepAlive = keepAlive
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXError(.EIO) }
         var one: Int32 = 1
@@ -68,6 +74,7 @@ final class KsqlDBFakeServer: Sendable {
 
     var url: String { "http://127.0.0.1:\(port)" }
     var requests: [Request] { state.withLock { $0.requests } }
+    var acceptedConnections: Int { connections.withLock { $0.accepted } }
 
     /// Wakes the accept loop, which closes the socket: closing it here could let its number
     /// be reused by another test's server before the loop's next `accept`, which would
@@ -75,6 +82,8 @@ final class KsqlDBFakeServer: Sendable {
     func stop() {
         state.withLock { $0.stopped = true }
         shutdown(fd, Int32(SHUT_RDWR))
+        // A kept-alive connection would hold the loop in its read.
+        connections.withLock { if let client = $0.current { shutdown(client, Int32(SHUT_RDWR)) } }
     }
 
     private func acceptLoop() {
@@ -86,12 +95,15 @@ final class KsqlDBFakeServer: Sendable {
                 if errno == EINTR { continue }
                 return
             }
-            handle(client)
+            connections.withLock { $0 = ($0.accepted + 1, client) }
+            while handle(client) && keepAlive && !state.withLock({ $0.stopped }) {}
+            connections.withLock { $0.current = nil }
             close(client)
         }
     }
 
-    private func handle(_ client: Int32) {
+    /// Serves one request; true when it was answered (the connection may take another).
+    private func handle(_ client: Int32) -> Bool {
         var buffer = Data()
         var chunk = [UInt8](repeating: 0, count: 65536)
         var headerEnd: Range<Data.Index>? = nil
@@ -99,7 +111,7 @@ final class KsqlDBFakeServer: Sendable {
         var request: Request? = nil
         while true {
             let n = read(client, &chunk, chunk.count)
-            if n <= 0 { return }
+            if n <= 0 { return false }
             buffer.append(contentsOf: chunk[0..<n])
             if headerEnd == nil, let end = buffer.range(of: Data("\r\n\r\n".utf8)) {
                 headerEnd = end
@@ -118,7 +130,7 @@ final class KsqlDBFakeServer: Sendable {
             }
             if let end = headerEnd, buffer.count - end.upperBound >= contentLength { break }
         }
-        guard var request, let end = headerEnd else { return }
+        guard var request, let end = headerEnd else { return false }
         request.body = Data(buffer[end.upperBound..<(end.upperBound + contentLength)])
         let response: Response = state.withLock {
             $0.requests.append(request)
@@ -126,20 +138,21 @@ final class KsqlDBFakeServer: Sendable {
         }
         switch response.action {
         case .answer: break
-        case .drop: return
+        case .drop: return false
         case .hang:
             while !state.withLock({ $0.stopped }) { usleep(10_000) }
-            return
+            return false
         }
         let body = Array(response.body.utf8)
-        let head = "HTTP/1.1 \(response.status) X\r\nContent-Type: application/vnd.ksql.v1+json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        let head = "HTTP/1.1 \(response.status) X\r\nContent-Type: application/vnd.ksql.v1+json\r\nContent-Length: \(body.count)\r\n\(keepAlive ? "" : "Connection: close\r\n")\r\n"
         let bytes = Array(head.utf8) + body
         var sent = 0
         while sent < bytes.count {
             // MSG_NOSIGNAL: a client that gave up on a large body must not SIGPIPE the tests.
             let n = bytes[sent...].withUnsafeBufferPointer { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
+            if n <= 0 { return false }
             sent += n
         }
+        return true
     }
 }
