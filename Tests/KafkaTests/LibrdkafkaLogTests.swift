@@ -50,10 +50,7 @@ struct CapturingHandler: LogHandler {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-        function: String, line: UInt
-    ) {
-        lines.add(level, message.description)
+    func log(event: LogEvent) {
+        lines.add(event.level, event.message.description)
     }
 }
