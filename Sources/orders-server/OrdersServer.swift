@@ -256,6 +256,16 @@ struct OrdersServer: AsyncParsableCommand {
             // while the brokers are away).
             do {
                 try await pipelineConfig.topics.provision(on: embedded.log)
+                // After a crash the read model is behind the log, never ahead: ahead, the
+                // log lost what it had acknowledged, and serving would hide that.
+                try await ReadModelAheadOfLog.check(embedded.readModel, against: embedded.log, topics: pipelineConfig.topics)
+            } catch let ahead as ReadModelAheadOfLog {
+                await embedded.close()
+                let (log, readModel) = (EmbeddedEngine.logFileName, EmbeddedEngine.readModelFileName)
+                throw StartupError(
+                    "--data-dir \(dataDir): \(ahead); \(log) is older than \(readModel) (restored from an older copy? "
+                        + "\(log)-wal truncated or deleted?). Restore the log; or, accepting the loss, remove \(readModel), "
+                        + "\(readModel)-wal and \(readModel)-shm to rebuild the read model from the log as it is")
             } catch {
                 await embedded.close()
                 throw error
