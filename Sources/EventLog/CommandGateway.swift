@@ -184,6 +184,13 @@ public struct CommandGateway: Sendable {
         }
         // Every decided command left one event, an ErrorEvent for a refused one.
         guard view.events.count >= maxCommandsPerOrder else { return }
+        // Decided here only on a view that has every outcome acknowledged so far. A read
+        // model still catching up (a restart: kill -9 leaves its last batches unwritten) may
+        // lack this command's own outcome and the changes before it, and would refuse a
+        // command the log applied; the handler decides it on the log instead (a retry gets
+        // its first outcome). A view that has the command's event got it since
+        // `recordedOutcome` looked: it answers, once the append lets the ticket be waited on.
+        guard projector.isReady, !view.events.contains(where: { $0.event.commandId == command.commandId }) else { return }
         do {
             _ = try OrderDecider.accept(command, state: order, now: Clock.now())
         } catch {
