@@ -126,7 +126,9 @@ public final class GRPCServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(AcceptPause(logger: runtime.logger))
                 }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A TCP-level option: `.socketOption` would set option 1 of SOL_SOCKET, SO_DEBUG,
+            // which only CAP_NET_ADMIN may set; NIO closes a connection whose option fails.
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

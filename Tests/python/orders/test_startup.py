@@ -3,11 +3,13 @@ environment values checked like flags, no data directory left behind by a start 
 failed, SIGHUP handled like SIGTERM, options of the other engine refused, a second signal
 that does not wait out the drain."""
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import grpc
+import pytest
 
 from conftest import Server, binary, place
 
@@ -105,3 +107,30 @@ def test_a_second_signal_stops_without_waiting_out_the_grace_period(data_dir, pb
         assert "stopping now" in server.log()
     finally:
         server.kill()
+
+
+def test_an_unprivileged_user_is_served(data_dir, pb):
+    """Run by an ordinary user (root here drops to nobody), the server closed every
+    connection it accepted: it asked for TCP_NODELAY at the socket level, where that number
+    is SO_DEBUG, which only CAP_NET_ADMIN may set (as root it set SO_DEBUG, and Nagle's
+    algorithm stayed on)."""
+    drop = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("setpriv (util-linux) is needed to run the server as nobody")
+        os.chown(data_dir, 65534, 65534)
+        drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    server = subprocess.Popen(
+        drop + [binary("orders-server", "ORDERS_SERVER_BIN"), "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = server.stdout.readline().decode()
+        assert "listening on port" in line, line
+        with grpc.insecure_channel(f"127.0.0.1:{line.rsplit(' ', 1)[1].strip()}") as channel:
+            assert place(pb.g.OrderServiceStub(channel), pb).order.version == 1
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
