@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import grpc
@@ -115,15 +116,20 @@ def test_an_unprivileged_user_is_served(data_dir, pb):
     is SO_DEBUG, which only CAP_NET_ADMIN may set (as root it set SO_DEBUG, and Nagle's
     algorithm stayed on)."""
     drop = []
+    executable = binary("orders-server", "ORDERS_SERVER_BIN")
+    copy_dir = None
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("setpriv (util-linux) is needed to run the server as nobody")
         os.chown(data_dir, 65534, 65534)
         drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        # A copy nobody can reach: the checkout may be under a directory only root may enter.
+        copy_dir = tempfile.mkdtemp(prefix="orders-server-bin-")
+        os.chmod(copy_dir, 0o755)
+        executable = shutil.copy2(executable, copy_dir)
     server = subprocess.Popen(
-        drop + [binary("orders-server", "ORDERS_SERVER_BIN"), "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                "--log-level", "warning"],
+        drop + [executable, "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         line = server.stdout.readline().decode()
@@ -134,3 +140,5 @@ def test_an_unprivileged_user_is_served(data_dir, pb):
         server.kill()
         server.wait()
         server.stdout.close()
+        if copy_dir:
+            shutil.rmtree(copy_dir, ignore_errors=True)
