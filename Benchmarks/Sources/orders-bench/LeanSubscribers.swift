@@ -46,7 +46,7 @@ final class LeanSubscribers: Sendable {
                 let handler = LeanSubscriberHandler(
                     firstSubscriber: base, count: count, authority: "\(host):\(port)", request: request, tally: tally)
                 let channel = try await ClientBootstrap(group: group)
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandlers([
