@@ -119,7 +119,7 @@ public final class SQLiteLogEngine: LogEngine {
             let catalog = LogCatalog()
             let writerState = WriterState()
             let (topics, keyHash) = try await writer.run { conn in
-                let keyHash = try Self.migrate(conn)
+                let keyHash = try Self.migrate(conn, keyIndexedTopics: options.keyIndexedTopics)
                 let topics = try Self.loadTopics(conn)
                 writerState.lastCommittedID = try Self.refoldLatest(conn, topics: topics.map(\.0), keyHash: keyHash)
                 for (info, ends) in topics {
@@ -162,14 +162,40 @@ public final class SQLiteLogEngine: LogEngine {
     /// Format version in `PRAGMA user_version`; a newer file is refused, not guessed at.
     static let schemaVersion = 1
 
-    /// Creates or checks the schema; returns the key-hash secret.
-    private static func migrate(_ conn: SQLiteConnection) throws -> KeyHash {
+    /// Creates or checks the schema; returns the key-hash secret. `keyIndexedTopics`: see
+    /// `Options`, for the topics of a file from before the choice existed.
+    private static func migrate(_ conn: SQLiteConnection, keyIndexedTopics: Set<String>?) throws -> KeyHash {
         let version = Int(try conn.scalarText("PRAGMA user_version") ?? "0") ?? 0
         guard version <= schemaVersion else {
             throw LogError(.corrupt, "\(conn.path) has log format \(version), newer than this build's \(schemaVersion)")
         }
-        if version < schemaVersion {
+        let beforeLatestIndex = try isFormat1BeforeLatestIndex(conn, version: version)
+        if version < schemaVersion || beforeLatestIndex {
             try conn.transaction {
+                if beforeLatestIndex {
+                    // The tables the statements below create where missing give the old file
+                    // what it lacks, and refoldLatest then fills `latest` from every record
+                    // (latest_flushed_id 0). Its topics are key-indexed as a new file's would
+                    // be, and its index of every record's key goes: nothing reads it now.
+                    try conn.execute(
+                        """
+                        ALTER TABLE topics ADD COLUMN key_indexed INTEGER NOT NULL DEFAULT 1;
+                        DROP INDEX IF EXISTS records_key;
+                        """)
+                    if let keyIndexedTopics {
+                        let names = try conn.withStatement("SELECT name FROM topics") { stmt in
+                            var names: [String] = []
+                            while try stmt.step() { names.append(stmt.text(0)) }
+                            return names
+                        }
+                        for name in names where !keyIndexedTopics.contains(name) {
+                            try conn.withStatement("UPDATE topics SET key_indexed = 0 WHERE name = ?") { stmt in
+                                stmt.bind(1, name)
+                                try stmt.run()
+                            }
+                        }
+                    }
+                }
                 // records.id: the global append order (an alias of the rowid, so VACUUM
                 // keeps it); records_position makes offsets unique per partition once more.
                 // latest: for key-tracked topics, the id of the newest record per hash of
@@ -226,6 +252,15 @@ public final class SQLiteLogEngine: LogEngine {
             }
         }
         return KeyHash(k0: try secret("key_hash_k0"), k1: try secret("key_hash_k1"))
+    }
+
+    /// Whether the file is format 1 as written before the newest-record-per-key index
+    /// (builds up to 518c9f5): the same `user_version`, but no `meta` (hence no key-hash
+    /// secret), no `latest` and no `topics.key_indexed`, so opening it as format 1 failed
+    /// with "no such table: meta" and the server would not start on its data.
+    private static func isFormat1BeforeLatestIndex(_ conn: SQLiteConnection, version: Int) throws -> Bool {
+        guard version == 1 else { return false }
+        return try conn.scalarText("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'") == nil
     }
 
     /// Folds into `latest` the keyed records committed after the last fold (those whose
