@@ -43,7 +43,29 @@ enum DataDirectory {
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)
         _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        try checkDataFilesWritable(path)
         return !existed
+    }
+
+    /// The files the engines keep here (SQLite's `-wal` and `-shm` beside each).
+    static let dataFiles = ["log.sqlite", "readmodel.sqlite", "readmodel-kafka.sqlite"].flatMap { [$0, $0 + "-wal", $0 + "-shm"] }
+
+    /// A data file this user cannot write (one left by a server started as another user,
+    /// root most often) otherwise stops the start with SQLite's "attempt to write a
+    /// readonly database [PRAGMA journal_mode=WAL]", which names neither the file nor the
+    /// cause. The directory itself must be writable too: SQLite creates `-wal` and `-shm`.
+    private static func checkDataFilesWritable(_ path: String) throws {
+        var unwritable = access(path, W_OK) == 0 ? [] : [path]
+        for name in dataFiles {
+            let file = path + "/" + name
+            if access(file, F_OK) == 0 && access(file, R_OK | W_OK) != 0 { unwritable.append(file) }
+        }
+        guard let first = unwritable.first else { return }
+        var info = stat()
+        let owner = stat(first, &info) == 0 ? "uid \(info.st_uid)" : "another user"
+        throw StartupError(
+            "--data-dir \(path): \(unwritable.joined(separator: ", ")) not writable by this user (uid \(getuid())); "
+                + "owned by \(owner). Run the server as the user that owns the data, or chown -R the directory to this one")
     }
 
     /// Removes a directory this start created and left unused (a port already taken):

@@ -142,3 +142,34 @@ def test_an_unprivileged_user_is_served(data_dir, pb):
         server.stdout.close()
         if copy_dir:
             shutil.rmtree(copy_dir, ignore_errors=True)
+
+
+def test_data_files_another_user_owns_stop_the_start_naming_them(data_dir):
+    """A directory first served as root, then by a service user who was given the directory
+    and its LOCK but not the data files. The server started on them, said SERVING, and
+    failed every command (UNAVAILABLE: "attempt to write a readonly database"); it now stops
+    at start naming the files and what to do."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to leave the files to another user")
+    Server(data_dir).start().kill(signal.SIGTERM)
+    os.chmod(data_dir, 0o777)
+    os.chmod(os.path.join(data_dir, "LOCK"), 0o666)
+    # A copy nobody can reach: the checkout may be under a directory only root may enter.
+    copy_dir = tempfile.mkdtemp(prefix="orders-server-bin-")
+    os.chmod(copy_dir, 0o755)
+    executable = shutil.copy2(binary("orders-server", "ORDERS_SERVER_BIN"), copy_dir)
+    proc = subprocess.Popen(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", executable, "--listen", "127.0.0.1:0",
+         "--data-dir", data_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"started on data files it cannot write: {out!r}")
+    finally:
+        shutil.rmtree(copy_dir, ignore_errors=True)
+    assert proc.returncode == 1, err
+    assert f"{data_dir}/log.sqlite".encode() in err, err
+    assert b"not writable by this user" in err and b"owned by uid 0" in err, err
