@@ -1,3 +1,4 @@
+import EngineSQLite
 import Foundation
 
 #if canImport(Glibc)
@@ -47,8 +48,12 @@ enum DataDirectory {
         return !existed
     }
 
+    /// The Kafka engine's read model (the log is in Kafka).
+    static let kafkaReadModelFileName = "readmodel-kafka.sqlite"
+
     /// The files the engines keep here (SQLite's `-wal` and `-shm` beside each).
-    static let dataFiles = ["log.sqlite", "readmodel.sqlite", "readmodel-kafka.sqlite"].flatMap { [$0, $0 + "-wal", $0 + "-shm"] }
+    static let dataFiles = [EmbeddedEngine.logFileName, EmbeddedEngine.readModelFileName, kafkaReadModelFileName]
+        .flatMap { [$0, $0 + "-wal", $0 + "-shm"] }
 
     /// A data file this user cannot write (one left by a server started as another user,
     /// root most often) otherwise stops the start with SQLite's "attempt to write a

@@ -282,7 +282,7 @@ struct OrdersServer: AsyncParsableCommand {
             config.appendPatience = .milliseconds(Int((kafkaAppendPatience ?? Defaults.kafkaAppendPatience) * 1000))
             config.properties = try kafkaProperties()
             let kafka = try KafkaLogEngine(config: config, logger: logger)
-            let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/readmodel-kafka.sqlite", logger: logger)
+            let readModel = try await SQLiteReadModelStore.open(path: dataDir + "/" + DataDirectory.kafkaReadModelFileName, logger: logger)
             (log, store) = (kafka, readModel)
             pipelineConfig.topics = Topics(prefix: topicPrefix, partitions: kafkaPartitions ?? Defaults.kafkaPartitions)
             close = {
