@@ -23,11 +23,19 @@ public struct Topics: Sendable, Hashable {
         for topic in all {
             try await engine.createTopic(topic, partitions: partitions)
             let actual = try await engine.partitionCount(topic)
-            guard actual == partitions else {
-                throw LogError(
-                    .corrupt,
-                    "topic '\(topic)' has \(actual) partitions, configured \(partitions); keep the partition count the data was written with")
-            }
+            guard actual == partitions else { throw PartitionCountMismatch(topic: topic, actual: actual, configured: partitions) }
         }
+    }
+}
+
+/// A log written with another partition count than configured: records are placed by key
+/// hash modulo the count, so it cannot change once data exists.
+public struct PartitionCountMismatch: Error, Sendable, CustomStringConvertible {
+    public var topic: String
+    public var actual: Int
+    public var configured: Int
+
+    public var description: String {
+        "topic '\(topic)' has \(actual) partitions, configured \(configured); keep the partition count the data was written with"
     }
 }

@@ -145,7 +145,19 @@ public final class GRPCServer: Sendable {
         } catch {
             lifecycle.withLock { $0 = .idle }
             try? await group.shutdownGracefully()
-            throw error
+            throw BindError(host: config.host, port: config.port, underlying: error)
+        }
+    }
+
+    /// `start()` could not listen: the address is taken, not local, or not allowed.
+    public struct BindError: Error, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var underlying: any Error
+        /// The system's words for it ("Address already in use"), not NIO's description
+        /// ("bind(descriptor:ptr:bytes:): Address already in use) (errno: 98)").
+        public var description: String {
+            (underlying as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(underlying)"
         }
     }
 

@@ -208,7 +208,7 @@ struct OrdersServer: AsyncParsableCommand {
 
     func hostPort() throws -> (String, Int) {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port)
-        else { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
+        else { throw ValidationError("--listen (or ORDERS_LISTEN) must be HOST:PORT, got '\(listen)'") }
         var host = String(listen[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host, port)
@@ -266,6 +266,13 @@ struct OrdersServer: AsyncParsableCommand {
                     "--data-dir \(dataDir): \(ahead); \(log) is older than \(readModel) (restored from an older copy? "
                         + "\(log)-wal truncated or deleted?). Restore the log; or, accepting the loss, remove \(readModel), "
                         + "\(readModel)-wal and \(readModel)-shm to rebuild the read model from the log as it is")
+            } catch let mismatch as PartitionCountMismatch {
+                await embedded.close()
+                throw StartupError(
+                    "--data-dir \(dataDir) was written with \(mismatch.actual) partitions per log, and --partitions (or "
+                        + "ORDERS_PARTITIONS; \(Defaults.partitions) when not given) asks for \(mismatch.configured): start with "
+                        + "--partitions \(mismatch.actual) (records are placed by key hash modulo the count, so it cannot change "
+                        + "once data exists; \(mismatch))")
             } catch {
                 await embedded.close()
                 throw error
@@ -394,7 +401,7 @@ struct RPCService: Service {
         do {
             port = try await server.start()
         } catch {
-            throw StartupError("cannot listen on \(listen) (--listen): \(error)")
+            throw StartupError("cannot listen on \(listen) (--listen or ORDERS_LISTEN): \(error)")
         }
         progress.markListened()
         logger.info("listening", metadata: ["port": "\(port)", "data-dir": "\(dataDir)"])

@@ -72,6 +72,8 @@ def test_data_with_another_partition_count_stops_the_server_before_it_listens(da
     assert run.returncode != 0
     assert b"listening" not in run.stdout
     assert "has 10 partitions, configured 3" in server.log()
+    assert "was written with 10 partitions per log, and --partitions (or ORDERS_PARTITIONS" in server.log()
+    assert "start with --partitions 10" in server.log()
 
 
 def test_a_call_waits_up_to_its_own_deadline_and_one_without_up_to_the_default(data_dir, pb):

@@ -43,6 +43,10 @@ def test_environment_values_that_do_not_parse_are_refused(data_dir):
         run = run_server("--listen", "127.0.0.1:0", "--data-dir", data_dir, env=dict(os.environ, **{name: value}))
         assert run.returncode == 64, (name, run.stderr)
         assert f"{name}='{value}' must be".encode() in run.stderr
+    # A value that parses but is wrong names its variable too.
+    run = run_server("--data-dir", data_dir, env=dict(os.environ, ORDERS_LISTEN="bad"))
+    assert run.returncode == 64, run.stderr
+    assert b"--listen (or ORDERS_LISTEN) must be HOST:PORT, got 'bad'" in run.stderr
 
 
 def test_options_of_the_other_engine_are_refused(data_dir):
@@ -74,7 +78,9 @@ def test_a_start_that_cannot_listen_leaves_no_new_data_directory(data_dir):
     try:
         run = run_server("--listen", first.address, "--data-dir", fresh, "--partitions", "20")
         assert run.returncode != 0
-        assert f"cannot listen on {first.address} (--listen)".encode() in run.stderr
+        # In the system's words, not NIO's ("bind(descriptor:ptr:bytes:): ...) (errno: 98)").
+        assert f"cannot listen on {first.address} (--listen or ORDERS_LISTEN): Address already in use\n".encode() \
+            in run.stderr, run.stderr
         assert not os.path.exists(fresh)
     finally:
         first.kill(signal.SIGTERM)
