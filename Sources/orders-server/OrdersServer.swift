@@ -29,7 +29,7 @@ struct OrdersServer: AsyncParsableCommand {
     @Option(help: "Address to serve on, HOST:PORT; port 0 picks a free one. [env: ORDERS_LISTEN]")
     var listen = env("ORDERS_LISTEN") ?? "127.0.0.1:50051"
 
-    @Option(help: "Directory of the embedded engine's data. [env: ORDERS_DATA_DIR]")
+    @Option(help: "Directory of this server's data: the log and the read model on the embedded engine, the read model on Kafka. [env: ORDERS_DATA_DIR]")
     var dataDir = env("ORDERS_DATA_DIR") ?? "./data"
 
     @Option(help: "Event store engine: embedded (SQLite on local disk) or kafka. [env: ORDERS_ENGINE]")
