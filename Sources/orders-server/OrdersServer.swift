@@ -247,6 +247,8 @@ struct OrdersServer: AsyncParsableCommand {
             // Only the aggregator looks records up by key, and only in order-aggregates.
             var options = SQLiteLogEngine.Options(keyIndexedTopics: [pipelineConfig.topics.aggregates])
             options.pageLimit = testLogPageLimitFile.map(Self.pageLimit(from:))
+            let logPath = dataDir + "/" + EmbeddedEngine.logFileName
+            let logExisted = FileManager.default.fileExists(atPath: logPath)
             let embedded = try await EmbeddedEngine.open(
                 directory: dataDir, logger: logger, options: options, readModelPageLimit: testReadModelPageLimitFile.map(Self.pageLimit(from:)))
             (log, store) = (embedded.log, embedded.readModel)
@@ -261,6 +263,11 @@ struct OrdersServer: AsyncParsableCommand {
                 try await ReadModelAheadOfLog.check(embedded.readModel, against: embedded.log, topics: pipelineConfig.topics)
             } catch let ahead as ReadModelAheadOfLog {
                 await embedded.close()
+                // A log this start created (the old one deleted) goes too: left behind, an empty
+                // log would sit where the operator is told to restore the old one.
+                if !logExisted {
+                    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: logPath + suffix) }
+                }
                 let (log, readModel) = (EmbeddedEngine.logFileName, EmbeddedEngine.readModelFileName)
                 throw StartupError(
                     "--data-dir \(dataDir): \(ahead); \(log) is older than \(readModel) (restored from an older copy? "

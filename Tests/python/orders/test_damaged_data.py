@@ -67,3 +67,22 @@ def test_a_log_older_than_the_read_model_is_refused(data_dir, pb):
             assert list_ids(stub, pb) == {kept, new}
     finally:
         server.kill(signal.SIGTERM)
+
+
+def test_a_deleted_log_is_refused_and_not_replaced_by_an_empty_one(data_dir, pb):
+    """With log.sqlite gone the read model is ahead of the (new, empty) log: the start is
+    refused, and the empty log it made is not left where the old one is to be restored."""
+    server = Server(data_dir).start()
+    with grpc.insecure_channel(server.address) as channel:
+        place(pb.g.OrderServiceStub(channel), pb)
+    server.kill(signal.SIGTERM)
+    for name in ("log.sqlite", "log.sqlite-wal", "log.sqlite-shm"):
+        if os.path.exists(os.path.join(data_dir, name)):
+            os.remove(os.path.join(data_dir, name))
+    run = subprocess.run(
+        [binary("orders-server", "ORDERS_SERVER_BIN"), "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert run.returncode != 0
+    assert b"the read model is ahead of the log" in run.stderr, run.stderr
+    left = [n for n in ("log.sqlite", "log.sqlite-wal", "log.sqlite-shm") if os.path.exists(os.path.join(data_dir, n))]
+    assert left == [], left
