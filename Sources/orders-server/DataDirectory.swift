@@ -53,7 +53,10 @@ enum DataDirectory {
 
     /// The files the engines keep here (SQLite's `-wal` and `-shm` beside each).
     static let dataFiles = [EmbeddedEngine.logFileName, EmbeddedEngine.readModelFileName, kafkaReadModelFileName]
-        .flatMap { [$0, $0 + "-wal", $0 + "-shm"] }
+        .flatMap(sqliteFiles)
+
+    /// A SQLite database's file and the `-wal` and `-shm` files SQLite keeps beside it.
+    static func sqliteFiles(_ name: String) -> [String] { [name, name + "-wal", name + "-shm"] }
 
     /// A data file this user cannot write (one left by a server started as another user,
     /// root most often) otherwise stops the start with SQLite's "attempt to write a

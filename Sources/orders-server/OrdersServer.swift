@@ -261,27 +261,27 @@ struct OrdersServer: AsyncParsableCommand {
                 // After a crash the read model is behind the log, never ahead: ahead, the
                 // log lost what it had acknowledged, and serving would hide that.
                 try await ReadModelAheadOfLog.check(embedded.readModel, against: embedded.log, topics: pipelineConfig.topics)
-            } catch let ahead as ReadModelAheadOfLog {
-                await embedded.close()
-                // A log this start created (the old one deleted) goes too: left behind, an empty
-                // log would sit where the operator is told to restore the old one.
-                if !logExisted {
-                    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: logPath + suffix) }
-                }
-                let (log, readModel) = (EmbeddedEngine.logFileName, EmbeddedEngine.readModelFileName)
-                throw StartupError(
-                    "--data-dir \(dataDir): \(ahead); \(log) is older than \(readModel) (restored from an older copy? "
-                        + "\(log)-wal truncated or deleted?). Restore the log; or, accepting the loss, remove \(readModel), "
-                        + "\(readModel)-wal and \(readModel)-shm to rebuild the read model from the log as it is")
-            } catch let mismatch as PartitionCountMismatch {
-                await embedded.close()
-                throw StartupError(
-                    "--data-dir \(dataDir) was written with \(mismatch.actual) partitions per log, and --partitions (or "
-                        + "ORDERS_PARTITIONS; \(Defaults.partitions) when not given) asks for \(mismatch.configured): start with "
-                        + "--partitions \(mismatch.actual) (records are placed by key hash modulo the count, so it cannot change "
-                        + "once data exists; \(mismatch))")
             } catch {
                 await embedded.close()
+                if let ahead = error as? ReadModelAheadOfLog {
+                    // A log this start created (the old one deleted) goes too: left behind, an
+                    // empty log would sit where the operator is told to restore the old one.
+                    if !logExisted {
+                        for file in DataDirectory.sqliteFiles(logPath) { try? FileManager.default.removeItem(atPath: file) }
+                    }
+                    let (log, readModel) = (EmbeddedEngine.logFileName, EmbeddedEngine.readModelFileName)
+                    throw StartupError(
+                        "--data-dir \(dataDir): \(ahead); \(log) is older than \(readModel) (restored from an older copy? "
+                            + "\(log)-wal truncated or deleted?). Restore the log; or, accepting the loss, remove \(readModel), "
+                            + "\(readModel)-wal and \(readModel)-shm to rebuild the read model from the log as it is")
+                }
+                if let mismatch = error as? PartitionCountMismatch {
+                    throw StartupError(
+                        "--data-dir \(dataDir) was written with \(mismatch.actual) partitions per log, and --partitions (or "
+                            + "ORDERS_PARTITIONS; \(Defaults.partitions) when not given) asks for \(mismatch.configured): start "
+                            + "with --partitions \(mismatch.actual) (records are placed by key hash modulo the count, so it cannot "
+                            + "change once data exists; \(mismatch))")
+                }
                 throw error
             }
         case .kafka:
