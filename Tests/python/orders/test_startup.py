@@ -2,6 +2,7 @@
 environment values checked like flags, no data directory left behind by a start that
 failed, SIGHUP handled like SIGTERM, options of the other engine refused, a second signal
 that does not wait out the drain."""
+import contextlib
 import os
 import shutil
 import signal
@@ -116,38 +117,45 @@ def test_a_second_signal_stops_without_waiting_out_the_grace_period(data_dir, pb
         server.kill()
 
 
+@contextlib.contextmanager
+def run_as_nobody():
+    """The command that runs orders-server as nobody (root only): setpriv, then a copy of the
+    binary in a directory nobody can reach, since the checkout may be under one only root
+    may enter. The copy goes afterwards."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to run the server as nobody")
+    copy_dir = tempfile.mkdtemp(prefix="orders-server-bin-")
+    try:
+        os.chmod(copy_dir, 0o755)
+        executable = shutil.copy2(binary("orders-server", "ORDERS_SERVER_BIN"), copy_dir)
+        yield [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", executable]
+    finally:
+        shutil.rmtree(copy_dir, ignore_errors=True)
+
+
 def test_an_unprivileged_user_is_served(data_dir, pb):
     """Run by an ordinary user (root here drops to nobody), the server closed every
     connection it accepted: it asked for TCP_NODELAY at the socket level, where that number
     is SO_DEBUG, which only CAP_NET_ADMIN may set (as root it set SO_DEBUG, and Nagle's
     algorithm stayed on)."""
-    drop = []
-    executable = binary("orders-server", "ORDERS_SERVER_BIN")
-    copy_dir = None
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("setpriv (util-linux) is needed to run the server as nobody")
-        os.chown(data_dir, 65534, 65534)
-        drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-        # A copy nobody can reach: the checkout may be under a directory only root may enter.
-        copy_dir = tempfile.mkdtemp(prefix="orders-server-bin-")
-        os.chmod(copy_dir, 0o755)
-        executable = shutil.copy2(executable, copy_dir)
-    server = subprocess.Popen(
-        drop + [executable, "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        line = server.stdout.readline().decode()
-        assert "listening on port" in line, line
-        with grpc.insecure_channel(f"127.0.0.1:{line.rsplit(' ', 1)[1].strip()}") as channel:
-            assert place(pb.g.OrderServiceStub(channel), pb).order.version == 1
-    finally:
-        server.kill()
-        server.wait()
-        server.stdout.close()
-        if copy_dir:
-            shutil.rmtree(copy_dir, ignore_errors=True)
+    unprivileged = run_as_nobody() if os.geteuid() == 0 else contextlib.nullcontext(
+        [binary("orders-server", "ORDERS_SERVER_BIN")])
+    with unprivileged as command:
+        if os.geteuid() == 0:
+            os.chown(data_dir, 65534, 65534)
+        server = subprocess.Popen(
+            command + ["--listen", "127.0.0.1:0", "--data-dir", data_dir, "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            line = server.stdout.readline().decode()
+            assert "listening on port" in line, line
+            with grpc.insecure_channel(f"127.0.0.1:{line.rsplit(' ', 1)[1].strip()}") as channel:
+                assert place(pb.g.OrderServiceStub(channel), pb).order.version == 1
+        finally:
+            server.kill()
+            server.wait()
+            server.stdout.close()
 
 
 def test_data_files_another_user_owns_stop_the_start_naming_them(data_dir):
@@ -155,27 +163,18 @@ def test_data_files_another_user_owns_stop_the_start_naming_them(data_dir):
     and its LOCK but not the data files. The server started on them, said SERVING, and
     failed every command (UNAVAILABLE: "attempt to write a readonly database"); it now stops
     at start naming the files and what to do."""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv (util-linux) to leave the files to another user")
-    Server(data_dir).start().kill(signal.SIGTERM)
-    os.chmod(data_dir, 0o777)
-    os.chmod(os.path.join(data_dir, "LOCK"), 0o666)
-    # A copy nobody can reach: the checkout may be under a directory only root may enter.
-    copy_dir = tempfile.mkdtemp(prefix="orders-server-bin-")
-    os.chmod(copy_dir, 0o755)
-    executable = shutil.copy2(binary("orders-server", "ORDERS_SERVER_BIN"), copy_dir)
-    proc = subprocess.Popen(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", executable, "--listen", "127.0.0.1:0",
-         "--data-dir", data_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate(timeout=30)
-        raise AssertionError(f"started on data files it cannot write: {out!r}")
-    finally:
-        shutil.rmtree(copy_dir, ignore_errors=True)
+    with run_as_nobody() as command:
+        Server(data_dir).start().kill(signal.SIGTERM)
+        os.chmod(data_dir, 0o777)
+        os.chmod(os.path.join(data_dir, "LOCK"), 0o666)
+        proc = subprocess.Popen(
+            command + ["--listen", "127.0.0.1:0", "--data-dir", data_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"started on data files it cannot write: {out!r}")
     assert proc.returncode == 1, err
     assert f"{data_dir}/log.sqlite".encode() in err, err
     assert b"not writable by this user" in err and b"owned by uid 0" in err, err
