@@ -11,6 +11,12 @@ import grpc
 from conftest import Server, binary, place
 
 
+def sqlite_files(data_dir, name):
+    """A SQLite database's file and the -wal and -shm files beside it, those that exist."""
+    paths = (os.path.join(data_dir, name + suffix) for suffix in ("", "-wal", "-shm"))
+    return [p for p in paths if os.path.exists(p)]
+
+
 def list_ids(stub, pb):
     return {o.id for o in stub.ListOrders(pb.m.ListOrdersRequest(page_size=1000), timeout=10).orders}
 
@@ -55,9 +61,8 @@ def test_a_log_older_than_the_read_model_is_refused(data_dir, pb):
     assert b"readmodel.sqlite" in err, err
 
     # The operator's way out: the read model goes, and is rebuilt from the log.
-    for name in ("readmodel.sqlite", "readmodel.sqlite-wal", "readmodel.sqlite-shm"):
-        if os.path.exists(os.path.join(data_dir, name)):
-            os.remove(os.path.join(data_dir, name))
+    for path in sqlite_files(data_dir, "readmodel.sqlite"):
+        os.remove(path)
     server = Server(data_dir).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
@@ -76,13 +81,12 @@ def test_a_deleted_log_is_refused_and_not_replaced_by_an_empty_one(data_dir, pb)
     with grpc.insecure_channel(server.address) as channel:
         place(pb.g.OrderServiceStub(channel), pb)
     server.kill(signal.SIGTERM)
-    for name in ("log.sqlite", "log.sqlite-wal", "log.sqlite-shm"):
-        if os.path.exists(os.path.join(data_dir, name)):
-            os.remove(os.path.join(data_dir, name))
+    for path in sqlite_files(data_dir, "log.sqlite"):
+        os.remove(path)
     run = subprocess.run(
         [binary("orders-server", "ORDERS_SERVER_BIN"), "--listen", "127.0.0.1:0", "--data-dir", data_dir],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     assert run.returncode != 0
     assert b"the read model is ahead of the log" in run.stderr, run.stderr
-    left = [n for n in ("log.sqlite", "log.sqlite-wal", "log.sqlite-shm") if os.path.exists(os.path.join(data_dir, n))]
+    left = sqlite_files(data_dir, "log.sqlite")
     assert left == [], left
